@@ -1,0 +1,9 @@
+//! runner: turns a model reference into a running engine. It loads the weights (GGUF,
+//! safetensors, Hugging Face ids), builds the tokenizer and chat template, owns the KV cache and
+//! runs the engine loop that batches every running sequence into one forward pass per step.
+//!
+//! Invariant: the runner never sees HTTP or JSON wire formats; it takes chats and sampling
+//! parameters and returns a stream of [`engine::StreamEvent`]s.
+
+pub mod chat;
+pub mod engine;
