@@ -62,4 +62,61 @@ pub struct EngineConfig {
 }
 
 /// The receiving end of one request; dropping it cancels the request.
-pub type EventStream = mpsc::Receiver<StreamEvent>;
+pub type EventStream = mpsc::UnboundedReceiver<StreamEvent>;
+
+/// What the server needs to know about the loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// The name the model is served under by default (file stem or Hugging Face id).
+    pub name: String,
+    /// `general.architecture` or `config.json` model_type, e.g. "llama", "gemma3".
+    pub architecture: String,
+    /// Context length served (tokens, prompt + output).
+    pub context_length: usize,
+    pub vocab_size: usize,
+    /// Where the chat template came from, e.g. "gguf", "tokenizer_config.json", "builtin:gemma".
+    pub template_origin: String,
+    /// Whether the chat template itself renders `tools` (otherwise the server injects a tool section).
+    pub template_renders_tools: bool,
+}
+
+/// Errors of the text helpers exposed through the handle.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum TextOpError {
+    /// The chat template refused the chat (e.g. its `raise_exception`), or failed to render.
+    #[error("{0}")]
+    Template(String),
+    #[error("{0}")]
+    Tokenizer(String),
+}
+
+/// A cheap, cloneable handle to the running engine: the server's only way in.
+#[derive(Clone)]
+pub struct EngineHandle {
+    _private: (),
+}
+
+impl EngineHandle {
+    pub fn info(&self) -> &ModelInfo {
+        todo!()
+    }
+    /// Renders a chat through the model's template, ready to tokenize.
+    pub fn render_chat(&self, _prompt: &crate::chat::ChatPrompt) -> Result<String, TextOpError> {
+        todo!()
+    }
+    /// Tokenizes text; `add_special` adds the BOS token where the model declares one.
+    pub fn tokenize(&self, _text: &str, _add_special: bool) -> Result<Vec<u32>, TextOpError> {
+        todo!()
+    }
+    pub fn detokenize(&self, _ids: &[u32]) -> Result<String, TextOpError> {
+        todo!()
+    }
+    /// The vocabulary as `id -> token string`, for a `tokenizer.json` the server can hand to SDKs.
+    pub fn tokenizer_json(&self) -> String {
+        todo!()
+    }
+    /// Admits a request or says at once why not (full queue, prompt too long, bad parameters).
+    pub fn submit(&self, _req: GenerateRequest) -> Result<EventStream, SubmitError> {
+        todo!()
+    }
+}
