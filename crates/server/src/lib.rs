@@ -1,6 +1,16 @@
 //! server: the Cohere v2 HTTP API in front of the runner's engine, and the `cohost` command line.
-pub mod cli {
-    pub fn main() -> anyhow::Result<()> {
-        anyhow::bail!("not built yet")
-    }
-}
+//!
+//! Invariant: only this crate knows Cohere's wire format; the runner sees chats and sampling
+//! parameters and answers with `StreamEvent`s.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod sse;
+pub mod validate;
+pub mod wire;
+
+pub use config::Config;
+pub use routes::{app, AppState};

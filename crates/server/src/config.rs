@@ -1,0 +1,49 @@
+//! The server's settings, built once from the command line and passed down unchanged.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::auth::ApiKeys;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A GGUF path, a model directory or a Hugging Face id, as `runner::load` takes it.
+    pub model: String,
+    pub addr: SocketAddr,
+    /// Names a request's `model` may use; empty means the model's own name.
+    pub served_model_names: Vec<String>,
+    pub api_keys: ApiKeys,
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+    /// Context length to serve; `None` means the model's own.
+    pub context_length: Option<usize>,
+    /// Compute threads; `None` lets the runtime decide.
+    pub threads: Option<usize>,
+    /// Server-side ceiling on output tokens per request; `None` means only the context limits it.
+    pub max_tokens: Option<usize>,
+    pub max_body_bytes: usize,
+    /// How long a streamed request may sit without an event before a keep-alive comment.
+    pub keep_alive: Duration,
+    /// How long running streams may continue after SIGINT/SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Settings for tests and embedding: loopback, no auth, small limits.
+    pub fn for_model(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            served_model_names: Vec::new(),
+            api_keys: ApiKeys::default(),
+            max_concurrent: 4,
+            max_queue: 16,
+            context_length: None,
+            threads: None,
+            max_tokens: None,
+            max_body_bytes: 8 << 20,
+            keep_alive: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,906 @@
+//! Request -> validated chat: every rule of the spec checked before any work is done, each
+//! failure an `ApiError::BadRequest` in Cohere's wording, and the Cohere messages mapped to the
+//! chat the model's template renders.
+
+use std::collections::HashSet;
+
+use runner::chat::{ChatMessage, ChatPrompt, TemplateFunction, TemplateToolCall};
+use runner::engine::ModelInfo;
+use sampler::SamplingParams;
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::wire::{
+    AssistantBlock, ChatRequest, Content, Document, DocumentData, DocumentInput, Message,
+    ResponseFormat, ResponseFormatType, TextBlock, ToolBlock, ToolCall, ToolChoice, ToolDefinition,
+    UserBlock,
+};
+
+pub const MAX_STOP_SEQUENCES: usize = 5;
+
+/// A chat request that passed every check, in the runner's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidChat {
+    pub stream: bool,
+    pub prompt: ChatPrompt,
+    pub sampling: SamplingParams,
+    /// What the client asked for; the route caps it by the server ceiling and the context.
+    pub max_tokens: Option<usize>,
+    pub stop_sequences: Vec<String>,
+}
+
+/// The `model` field against the names this server answers to (404 naming it otherwise).
+pub fn check_model(model: Option<&str>, served: &[String]) -> Result<(), ApiError> {
+    match model {
+        None | Some("") => Err(ApiError::invalid("model must be specified.")),
+        Some(m) if served.iter().any(|s| s == m) => Ok(()),
+        Some(m) => Err(ApiError::ModelNotFound(m.to_string())),
+    }
+}
+
+/// Checks everything but `model` (see [`check_model`]) and builds the template's chat.
+pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, ApiError> {
+    let sampling = sampling_params(&req)?;
+    let max_tokens = match req.max_tokens {
+        None => None,
+        Some(n) if n >= 1 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        Some(n) => {
+            return Err(ApiError::invalid(format!(
+                "max_tokens must be a positive integer (received {n})."
+            )))
+        }
+    };
+    let stop_sequences = req.stop_sequences.clone().unwrap_or_default();
+    if stop_sequences.len() > MAX_STOP_SEQUENCES {
+        return Err(ApiError::invalid(format!(
+            "stop_sequences can contain at most {MAX_STOP_SEQUENCES} sequences (received {}).",
+            stop_sequences.len()
+        )));
+    }
+    if stop_sequences.iter().any(String::is_empty) {
+        return Err(ApiError::invalid(
+            "stop_sequences must not contain empty strings.",
+        ));
+    }
+    if let Some(priority) = req.priority {
+        if !(0..=999).contains(&priority) {
+            return Err(ApiError::invalid(
+                "priority must be between 0 and 999 inclusive.",
+            ));
+        }
+    }
+    if let Some(budget) = req.thinking.as_ref().and_then(|t| t.token_budget) {
+        if budget < 1 {
+            return Err(ApiError::invalid(
+                "thinking token_budget must be a positive integer.",
+            ));
+        }
+    }
+
+    let tools = req.tools.as_deref().unwrap_or_default();
+    let tool_defs = validate_tools(tools, req.strict_tools.unwrap_or(false))?;
+    if req.tool_choice == Some(ToolChoice::Required) && tools.is_empty() {
+        return Err(ApiError::invalid(
+            "tool_choice REQUIRED can only be used when tools are specified.",
+        ));
+    }
+    let documents = req.documents.as_deref().unwrap_or_default();
+    if let Some(format) = &req.response_format {
+        validate_response_format(format, !documents.is_empty(), !tools.is_empty())?;
+    }
+
+    let messages = req.messages.unwrap_or_default();
+    let mut chat = map_messages(messages, info)?;
+    if !documents.is_empty() {
+        inject_documents(&mut chat, documents);
+    }
+    let prompt = ChatPrompt {
+        messages: chat,
+        tools: if info.template_renders_tools {
+            tool_defs
+        } else {
+            Vec::new()
+        },
+        documents: Vec::new(),
+        add_generation_prompt: true,
+    };
+    Ok(ValidChat {
+        stream: req.stream.unwrap_or(false),
+        prompt,
+        sampling,
+        max_tokens,
+        stop_sequences,
+    })
+}
+
+fn sampling_params(req: &ChatRequest) -> Result<SamplingParams, ApiError> {
+    let defaults = SamplingParams::default();
+    let in_range = |name: &str,
+                    value: Option<f64>,
+                    lo: f64,
+                    hi: f64,
+                    shown: &str|
+     -> Result<Option<f32>, ApiError> {
+        match value {
+            Some(v) if !(lo..=hi).contains(&v) => Err(ApiError::invalid(format!(
+                "{name} must be between {shown} inclusive."
+            ))),
+            other => Ok(other.map(|v| v as f32)),
+        }
+    };
+    let temperature = in_range("temperature", req.temperature, 0.0, 1.0, "0 and 1.0")?;
+    let p = in_range("p", req.p, 0.01, 0.99, "0.01 and 0.99")?;
+    let frequency_penalty = in_range(
+        "frequency_penalty",
+        req.frequency_penalty,
+        0.0,
+        1.0,
+        "0 and 1",
+    )?;
+    let presence_penalty = in_range(
+        "presence_penalty",
+        req.presence_penalty,
+        0.0,
+        1.0,
+        "0 and 1",
+    )?;
+    let k = match req.k {
+        Some(k) if !(0..=500).contains(&k) => {
+            return Err(ApiError::invalid("k must be between 0 and 500 inclusive."))
+        }
+        other => other.map(|k| k as usize),
+    };
+    let seed = match &req.seed {
+        None => None,
+        Some(n) => Some(n.as_u64().ok_or_else(|| {
+            ApiError::invalid(format!(
+                "seed must be an integer between 0 and {} inclusive (received {n}).",
+                u64::MAX
+            ))
+        })?),
+    };
+    Ok(SamplingParams {
+        temperature: temperature.unwrap_or(defaults.temperature),
+        k: k.unwrap_or(defaults.k),
+        p: p.unwrap_or(defaults.p),
+        frequency_penalty: frequency_penalty.unwrap_or(defaults.frequency_penalty),
+        presence_penalty: presence_penalty.unwrap_or(defaults.presence_penalty),
+        seed,
+        logprobs: req.logprobs.unwrap_or(false),
+    })
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`, the rule behind Cohere's tool-name message.
+fn valid_tool_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks tool definitions and returns them in the HF/OpenAI function shape for templates.
+fn validate_tools(tools: &[ToolDefinition], strict: bool) -> Result<Vec<Value>, ApiError> {
+    let mut names = HashSet::new();
+    let mut out = Vec::with_capacity(tools.len());
+    for tool in tools {
+        if tool.kind.as_deref().is_some_and(|k| k != "function") {
+            return Err(ApiError::invalid("tool type must be function."));
+        }
+        let function = tool
+            .function
+            .as_ref()
+            .ok_or_else(|| ApiError::invalid("tool function must be provided."))?;
+        let name = function.name.as_deref().unwrap_or_default();
+        if !valid_tool_name(name) {
+            return Err(ApiError::invalid(format!(
+                "tool names can only contain certain characters (A-Za-z0-9_) and can't begin with a digit (provided name: '{name}')."
+            )));
+        }
+        if !names.insert(name.to_string()) {
+            return Err(ApiError::invalid(format!("duplicate tool name '{name}'.")));
+        }
+        let parameters = function
+            .parameters
+            .clone()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        if !parameters.is_object() {
+            return Err(ApiError::invalid(format!(
+                "tool '{name}' parameters must be a JSON schema object."
+            )));
+        }
+        if strict
+            && parameters
+                .get("required")
+                .and_then(Value::as_array)
+                .is_none_or(|r| r.is_empty())
+        {
+            return Err(ApiError::invalid(format!(
+                "with strict_tools, tool '{name}' must have at least one required parameter."
+            )));
+        }
+        let mut def = Map::new();
+        def.insert("name".into(), Value::String(name.to_string()));
+        if let Some(d) = &function.description {
+            def.insert("description".into(), Value::String(d.clone()));
+        }
+        def.insert("parameters".into(), parameters);
+        out.push(json!({"type": "function", "function": Value::Object(def)}));
+    }
+    Ok(out)
+}
+
+fn validate_response_format(
+    format: &ResponseFormat,
+    has_documents: bool,
+    has_tools: bool,
+) -> Result<(), ApiError> {
+    match format.kind {
+        ResponseFormatType::Text => {
+            if format.json_schema.is_some() {
+                return Err(ApiError::invalid(
+                    "json_schema can only be used with response_format type json_object.",
+                ));
+            }
+            Ok(())
+        }
+        ResponseFormatType::JsonObject => {
+            if has_documents {
+                return Err(ApiError::invalid(
+                    "response_format is not supported with RAG.",
+                ));
+            }
+            if has_tools {
+                return Err(ApiError::invalid(
+                    "response_format is not supported with tools.",
+                ));
+            }
+            match &format.json_schema {
+                None => Ok(()),
+                Some(schema) => {
+                    if schema.get("type").and_then(Value::as_str) != Some("object") {
+                        return Err(ApiError::BadRequest("schema must be an object".into()));
+                    }
+                    check_schema_object(schema)
+                }
+            }
+        }
+    }
+}
+
+/// The cheap structural rules Cohere states for JSON schemas: objects list at least one
+/// required field, required fields exist, and every property says its type.
+fn check_schema_object(schema: &Value) -> Result<(), ApiError> {
+    let properties = schema.get("properties").and_then(Value::as_object);
+    let required = schema.get("required").and_then(Value::as_array);
+    let Some(required) = required.filter(|r| !r.is_empty()) else {
+        return Err(ApiError::BadRequest(
+            "schema objects must have at least one required field".into(),
+        ));
+    };
+    for field in required {
+        let name = field.as_str().unwrap_or_default();
+        if !properties.is_some_and(|p| p.contains_key(name)) {
+            return Err(ApiError::BadRequest(format!(
+                "required field {name} not found in properties"
+            )));
+        }
+    }
+    for (name, property) in properties.into_iter().flatten() {
+        let typed = ["type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const"]
+            .iter()
+            .any(|k| property.get(k).is_some());
+        if !typed {
+            return Err(ApiError::BadRequest(format!(
+                "property {name} must have a type"
+            )));
+        }
+        if property.get("type").and_then(Value::as_str) == Some("object") {
+            check_schema_object(property)?;
+        }
+        if let Some(items) = property
+            .get("items")
+            .filter(|i| i.get("type").and_then(Value::as_str) == Some("object"))
+        {
+            check_schema_object(items)?;
+        }
+    }
+    Ok(())
+}
+
+const EMPTY_TURN: &str = "message must not be empty in a turn";
+
+fn map_messages(messages: Vec<Message>, info: &ModelInfo) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages must not be empty."));
+    }
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len());
+    let mut call_ids: HashSet<String> = HashSet::new();
+    let mut seen_other = false;
+    for message in messages {
+        match message {
+            Message::System(m) => {
+                if seen_other {
+                    return Err(ApiError::BadRequest(
+                        "system turn must be the first in the list".into(),
+                    ));
+                }
+                let text = match m.content {
+                    Some(Content::Text(t)) => t,
+                    Some(Content::Blocks(blocks)) => blocks
+                        .into_iter()
+                        .map(|TextBlock::Text { text }| text)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    None => String::new(),
+                };
+                if text.is_empty() {
+                    return Err(ApiError::BadRequest(EMPTY_TURN.into()));
+                }
+                // Several leading system turns become one: templates expect a single one first.
+                match out.last_mut() {
+                    Some(prev) => {
+                        prev.content.push_str("\n\n");
+                        prev.content.push_str(&text);
+                    }
+                    None => out.push(turn("system", text)),
+                }
+            }
+            Message::User(m) => {
+                seen_other = true;
+                let text = match m.content {
+                    Some(Content::Text(t)) => t,
+                    Some(Content::Blocks(blocks)) => {
+                        let mut parts = Vec::with_capacity(blocks.len());
+                        for block in blocks {
+                            match block {
+                                UserBlock::Text { text } => parts.push(text),
+                                UserBlock::ImageUrl { .. } => {
+                                    return Err(ApiError::invalid(format!(
+                                        "image content is not supported: the model '{}' accepts text only.",
+                                        info.name
+                                    )))
+                                }
+                            }
+                        }
+                        parts.join("\n")
+                    }
+                    None => String::new(),
+                };
+                if text.is_empty() {
+                    return Err(ApiError::BadRequest(EMPTY_TURN.into()));
+                }
+                out.push(turn("user", text));
+            }
+            Message::Assistant(m) => {
+                seen_other = true;
+                let text = match m.content {
+                    Some(Content::Text(t)) => t,
+                    Some(Content::Blocks(blocks)) => blocks
+                        .into_iter()
+                        .filter_map(|b| match b {
+                            AssistantBlock::Text { text } => Some(text),
+                            // Earlier reasoning is not shown to the model again.
+                            AssistantBlock::Thinking { .. } => None,
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    None => String::new(),
+                };
+                let calls = m.tool_calls.unwrap_or_default();
+                let mut template_calls = Vec::with_capacity(calls.len());
+                for call in calls {
+                    let call = map_tool_call(call)?;
+                    if !call_ids.insert(call.id.clone()) {
+                        return Err(ApiError::BadRequest(
+                            "cannot have duplicate tool ids".into(),
+                        ));
+                    }
+                    template_calls.push(call);
+                }
+                // A tool-calling turn's plan is its visible text when there is no other.
+                let text = if text.is_empty() {
+                    m.tool_plan.unwrap_or_default()
+                } else {
+                    text
+                };
+                if text.is_empty() && template_calls.is_empty() {
+                    return Err(ApiError::BadRequest(EMPTY_TURN.into()));
+                }
+                out.push(ChatMessage {
+                    tool_calls: template_calls,
+                    ..turn("assistant", text)
+                });
+            }
+            Message::Tool(m) => {
+                seen_other = true;
+                let id = m.tool_call_id.filter(|id| !id.is_empty()).ok_or_else(|| {
+                    ApiError::BadRequest("tool call id must be provided with tool message".into())
+                })?;
+                if !call_ids.contains(&id) {
+                    return Err(ApiError::BadRequest(
+                        "tool call id not found in previous tool calls".into(),
+                    ));
+                }
+                let text = match m.content {
+                    Some(Content::Text(t)) => t,
+                    Some(Content::Blocks(blocks)) => blocks
+                        .into_iter()
+                        .map(|b| match b {
+                            ToolBlock::Text { text } => text,
+                            ToolBlock::Document { document } => document_text(&document),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    None => {
+                        return Err(ApiError::invalid("tool message content must be provided."))
+                    }
+                };
+                out.push(ChatMessage {
+                    tool_call_id: Some(id),
+                    ..turn("tool", text)
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn turn(role: &str, content: String) -> ChatMessage {
+    ChatMessage {
+        role: role.into(),
+        content,
+        ..Default::default()
+    }
+}
+
+fn map_tool_call(call: ToolCall) -> Result<TemplateToolCall, ApiError> {
+    if call.kind.as_deref().is_some_and(|k| k != "function") {
+        return Err(ApiError::BadRequest(
+            "tool call must be of type function".into(),
+        ));
+    }
+    let id = call
+        .id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::invalid("tool call id must be provided."))?;
+    let function = call
+        .function
+        .ok_or_else(|| ApiError::invalid("tool call function must be provided."))?;
+    let name = function.name.unwrap_or_default();
+    // The wire carries arguments as a JSON string; templates want the object.
+    let arguments = match function.arguments {
+        None | Some(Value::Null) => json!({}),
+        Some(Value::String(s)) if s.trim().is_empty() => json!({}),
+        Some(Value::String(s)) => serde_json::from_str(&s).map_err(|e| {
+            ApiError::invalid(format!(
+                "tool call '{id}' arguments must be a JSON-encoded string: {e}"
+            ))
+        })?,
+        Some(other) => other,
+    };
+    Ok(TemplateToolCall {
+        id,
+        kind: "function".into(),
+        function: TemplateFunction { name, arguments },
+    })
+}
+
+fn document_text(document: &Document) -> String {
+    match &document.data {
+        DocumentData::Text(t) => t.clone(),
+        DocumentData::Object(map) => serde_json::to_string(map).expect("a JSON map serializes"),
+    }
+}
+
+/// Documents as the flat objects Cohere cites (`{"id": "doc:0", ...fields}`).
+pub fn document_objects(documents: &[DocumentInput]) -> Vec<Value> {
+    documents
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            let mut object = Map::new();
+            let (id, data) = match doc {
+                DocumentInput::Text(t) => (None, DocumentData::Text(t.clone())),
+                DocumentInput::Object(d) => (d.id.clone(), d.data.clone()),
+            };
+            object.insert(
+                "id".into(),
+                Value::String(id.unwrap_or_else(|| format!("doc:{i}"))),
+            );
+            match data {
+                DocumentData::Text(t) => {
+                    object.insert("text".into(), Value::String(t));
+                }
+                DocumentData::Object(map) => object.extend(map),
+            }
+            Value::Object(object)
+        })
+        .collect()
+}
+
+/// Grounding documents go into the system turn, one JSON object per line, so every template
+/// shows them to the model (ModelInfo does not say which templates render `documents`).
+fn inject_documents(chat: &mut Vec<ChatMessage>, documents: &[DocumentInput]) {
+    let mut section =
+        String::from("Use the following documents to answer. Each is a JSON object with an id.\n");
+    for doc in document_objects(documents) {
+        section.push('\n');
+        section.push_str(&serde_json::to_string(&doc).expect("a JSON object serializes"));
+    }
+    match chat.first_mut() {
+        Some(first) if first.role == "system" => {
+            first.content.push_str("\n\n");
+            first.content.push_str(&section);
+        }
+        _ => chat.insert(0, turn("system", section)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    fn info() -> ModelInfo {
+        ModelInfo {
+            name: "SmolLM2-135M-Instruct.Q4_1".into(),
+            architecture: "llama".into(),
+            context_length: 8192,
+            vocab_size: 49152,
+            template_origin: "gguf".into(),
+            template_renders_tools: true,
+        }
+    }
+
+    fn request(extra: Value) -> ChatRequest {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn reject(extra: Value) -> String {
+        match validate_chat(request(extra.clone()), &info()) {
+            Ok(v) => panic!("accepted {extra}: {v:?}"),
+            Err(e) => {
+                assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
+                e.to_string()
+            }
+        }
+    }
+
+    fn accept(extra: Value) -> ValidChat {
+        validate_chat(request(extra.clone()), &info())
+            .unwrap_or_else(|e| panic!("rejected {extra}: {e}"))
+    }
+
+    #[test]
+    fn defaults_fill_sampling_and_user_turn_maps_through() {
+        let v = accept(json!({}));
+        assert_eq!(v.sampling, SamplingParams::default());
+        assert!(!v.stream);
+        assert_eq!(v.prompt.messages, vec![turn("user", "hi".into())]);
+        assert!(v.prompt.add_generation_prompt);
+    }
+
+    #[test]
+    fn sampling_ranges_are_enforced_with_cohere_wording() {
+        assert_eq!(
+            reject(json!({"temperature": 1.5})),
+            "invalid request: temperature must be between 0 and 1.0 inclusive."
+        );
+        assert_eq!(
+            reject(json!({"temperature": -0.1})),
+            "invalid request: temperature must be between 0 and 1.0 inclusive."
+        );
+        assert_eq!(
+            reject(json!({"p": 1.0})),
+            "invalid request: p must be between 0.01 and 0.99 inclusive."
+        );
+        assert_eq!(
+            reject(json!({"p": 0.0})),
+            "invalid request: p must be between 0.01 and 0.99 inclusive."
+        );
+        assert_eq!(
+            reject(json!({"k": 501})),
+            "invalid request: k must be between 0 and 500 inclusive."
+        );
+        assert_eq!(
+            reject(json!({"k": -1})),
+            "invalid request: k must be between 0 and 500 inclusive."
+        );
+        assert_eq!(
+            reject(json!({"presence_penalty": 2})),
+            "invalid request: presence_penalty must be between 0 and 1 inclusive."
+        );
+        assert_eq!(
+            reject(json!({"frequency_penalty": -1})),
+            "invalid request: frequency_penalty must be between 0 and 1 inclusive."
+        );
+        assert!(reject(json!({"seed": -1}))
+            .starts_with("invalid request: seed must be an integer between 0 and"));
+        assert!(
+            reject(json!({"seed": 1.5})).starts_with("invalid request: seed must be an integer")
+        );
+        let v = accept(
+            json!({"temperature": 0, "p": 0.99, "k": 500, "seed": u64::MAX, "frequency_penalty": 1,
+                              "presence_penalty": 0.5, "logprobs": true}),
+        );
+        assert_eq!(
+            v.sampling,
+            SamplingParams {
+                temperature: 0.0,
+                k: 500,
+                p: 0.99,
+                frequency_penalty: 1.0,
+                presence_penalty: 0.5,
+                seed: Some(u64::MAX),
+                logprobs: true
+            }
+        );
+    }
+
+    #[test]
+    fn stop_sequences_max_tokens_priority_and_thinking() {
+        let six = json!(["a", "b", "c", "d", "e", "f"]);
+        assert_eq!(
+            reject(json!({"stop_sequences": six})),
+            "invalid request: stop_sequences can contain at most 5 sequences (received 6)."
+        );
+        assert!(reject(json!({"stop_sequences": [""]})).contains("empty"));
+        assert_eq!(
+            accept(json!({"stop_sequences": ["a", "b", "c", "d", "e"]}))
+                .stop_sequences
+                .len(),
+            5
+        );
+        assert!(reject(json!({"max_tokens": 0})).contains("max_tokens"));
+        assert_eq!(
+            accept(json!({"max_tokens": 100000})).max_tokens,
+            Some(100000),
+            "capped later, never rejected"
+        );
+        assert!(reject(json!({"priority": 1000})).contains("priority"));
+        assert!(
+            reject(json!({"thinking": {"type": "enabled", "token_budget": 0}}))
+                .contains("token_budget")
+        );
+        accept(
+            json!({"thinking": {"token_budget": 500}, "priority": 0, "safety_mode": "OFF",
+                      "citation_options": {"mode": "fast"}, "stream": true}),
+        );
+    }
+
+    #[test]
+    fn message_list_rules() {
+        assert_eq!(
+            reject(json!({"messages": []})),
+            "invalid request: messages must not be empty."
+        );
+        assert_eq!(
+            reject(
+                json!({"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]})
+            ),
+            "system turn must be the first in the list"
+        );
+        assert_eq!(
+            reject(json!({"messages": [{"role": "user", "content": ""}]})),
+            EMPTY_TURN
+        );
+        assert_eq!(
+            reject(json!({"messages": [{"role": "user", "content": []}]})),
+            EMPTY_TURN
+        );
+        assert_eq!(reject(json!({"messages": [{"role": "user"}]})), EMPTY_TURN);
+        assert_eq!(
+            reject(json!({"messages": [{"role": "user", "content": "x"}, {"role": "assistant"}]})),
+            EMPTY_TURN
+        );
+        let v = accept(json!({"messages": [
+            {"role": "system", "content": "A"}, {"role": "system", "content": [{"type": "text", "text": "B"}]},
+            {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "secret"}, {"type": "text", "text": "ok"}]},
+            {"role": "user", "content": "again"}
+        ]}));
+        let roles: Vec<_> = v.prompt.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user"]);
+        assert_eq!(v.prompt.messages[0].content, "A\n\nB");
+        assert_eq!(v.prompt.messages[1].content, "one\ntwo");
+        assert_eq!(v.prompt.messages[2].content, "ok");
+    }
+
+    #[test]
+    fn images_are_refused_by_a_text_only_model() {
+        let msg = reject(json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}));
+        assert_eq!(msg, "invalid request: image content is not supported: the model 'SmolLM2-135M-Instruct.Q4_1' accepts text only.");
+    }
+
+    fn tool_turns(call_id: &str, result_id: Value) -> Value {
+        json!({"messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "tool_plan": "I will look it up.",
+             "tool_calls": [{"id": call_id, "type": "function",
+                             "function": {"name": "get_weather", "arguments": "{\"location\":\"Madrid\"}"}}]},
+            {"role": "tool", "tool_call_id": result_id, "content": [
+                {"type": "text", "text": "24C"},
+                {"type": "document", "document": {"data": {"temperature": "24C"}}}]}
+        ]})
+    }
+
+    #[test]
+    fn tool_turns_map_to_template_shape() {
+        let v = accept(tool_turns("call_1", json!("call_1")));
+        let assistant = &v.prompt.messages[1];
+        assert_eq!(assistant.content, "I will look it up.");
+        assert_eq!(
+            assistant.tool_calls,
+            vec![TemplateToolCall {
+                id: "call_1".into(),
+                kind: "function".into(),
+                function: TemplateFunction {
+                    name: "get_weather".into(),
+                    arguments: json!({"location": "Madrid"})
+                },
+            }]
+        );
+        let tool = &v.prompt.messages[2];
+        assert_eq!(tool.role, "tool");
+        assert_eq!(tool.tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(tool.content, "24C\n{\"temperature\":\"24C\"}");
+    }
+
+    #[test]
+    fn tool_call_id_rules() {
+        assert_eq!(
+            reject(tool_turns("call_1", json!("other"))),
+            "tool call id not found in previous tool calls"
+        );
+        assert_eq!(
+            reject(tool_turns("call_1", Value::Null)),
+            "tool call id must be provided with tool message"
+        );
+        let dup = json!({"messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]});
+        assert_eq!(reject(dup), "cannot have duplicate tool ids");
+        let bad_type = json!({"messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [{"id": "a", "type": "magic", "function": {"name": "f"}}]}]});
+        assert_eq!(reject(bad_type), "tool call must be of type function");
+        let bad_args = json!({"messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{nope"}}]}]});
+        assert!(reject(bad_args).contains("arguments must be a JSON-encoded string"));
+    }
+
+    fn tool(name: &str) -> Value {
+        json!({"type": "function", "function": {"name": name, "description": "d",
+               "parameters": {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}}})
+    }
+
+    #[test]
+    fn tool_definitions_rules() {
+        assert_eq!(
+            reject(json!({"tools": [tool("1abc")]})),
+            "invalid request: tool names can only contain certain characters (A-Za-z0-9_) and can't begin with a digit (provided name: '1abc')."
+        );
+        assert!(
+            reject(json!({"tools": [tool("has-dash")]})).contains("(provided name: 'has-dash')")
+        );
+        assert!(
+            reject(json!({"tools": [tool("f"), tool("f")]})).contains("duplicate tool name 'f'")
+        );
+        assert_eq!(
+            reject(json!({"tool_choice": "REQUIRED"})),
+            "invalid request: tool_choice REQUIRED can only be used when tools are specified."
+        );
+        assert!(
+            reject(json!({"tools": [{"type": "retrieval", "function": {"name": "f"}}]}))
+                .contains("function")
+        );
+        let no_required = json!({"type": "function", "function": {"name": "g", "parameters": {"type": "object", "properties": {}}}});
+        assert!(
+            reject(json!({"strict_tools": true, "tools": [no_required.clone()]}))
+                .contains("strict_tools")
+        );
+        let v = accept(
+            json!({"tools": [tool("_get_weather2"), no_required], "tool_choice": "REQUIRED"}),
+        );
+        assert_eq!(v.prompt.tools.len(), 2);
+        assert_eq!(v.prompt.tools[0]["function"]["name"], "_get_weather2");
+        let no_tools_template = ModelInfo {
+            template_renders_tools: false,
+            ..info()
+        };
+        let v = validate_chat(request(json!({"tools": [tool("f")]})), &no_tools_template).unwrap();
+        assert!(v.prompt.tools.is_empty());
+    }
+
+    #[test]
+    fn response_format_rules() {
+        let schema = json!({"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]});
+        accept(json!({"response_format": {"type": "json_object", "json_schema": schema}}));
+        accept(json!({"response_format": {"type": "json_object"}}));
+        assert!(
+            reject(json!({"response_format": {"type": "text", "json_schema": schema}}))
+                .contains("json_object")
+        );
+        assert_eq!(
+            reject(json!({"response_format": {"type": "json_object"}, "documents": ["d"]})),
+            "invalid request: response_format is not supported with RAG."
+        );
+        assert!(
+            reject(json!({"response_format": {"type": "json_object"}, "tools": [tool("f")]}))
+                .contains("tools")
+        );
+        assert_eq!(
+            reject(
+                json!({"response_format": {"type": "json_object", "json_schema": {"type": "array"}}})
+            ),
+            "schema must be an object"
+        );
+        assert_eq!(
+            reject(
+                json!({"response_format": {"type": "json_object", "json_schema":
+                {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["name"]}}})
+            ),
+            "required field name not found in properties"
+        );
+        assert_eq!(
+            reject(
+                json!({"response_format": {"type": "json_object", "json_schema":
+                {"type": "object", "properties": {"title": {"description": "x"}}, "required": ["title"]}}})
+            ),
+            "property title must have a type"
+        );
+        assert!(reject(json!({"response_format": {"type": "json_object", "json_schema":
+                {"type": "object", "properties": {"inner": {"type": "object", "properties": {}}}, "required": ["inner"]}}}))
+            .contains("required"));
+    }
+
+    #[test]
+    fn documents_get_ids_and_reach_the_system_turn() {
+        let docs: Vec<DocumentInput> = serde_json::from_value(json!([
+            "plain text", {"data": {"title": "T", "snippet": "S"}}, {"id": "mine", "data": "str data"}
+        ]))
+        .unwrap();
+        assert_eq!(
+            document_objects(&docs),
+            vec![
+                json!({"id": "doc:0", "text": "plain text"}),
+                json!({"id": "doc:1", "title": "T", "snippet": "S"}),
+                json!({"id": "mine", "text": "str data"}),
+            ]
+        );
+        let v = accept(json!({"documents": ["Emperor penguins are the tallest."]}));
+        assert_eq!(v.prompt.messages[0].role, "system");
+        assert!(v.prompt.messages[0]
+            .content
+            .contains(r#"{"id":"doc:0","text":"Emperor penguins are the tallest."}"#));
+        let v = accept(
+            json!({"documents": ["d"], "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}]}),
+        );
+        assert!(v.prompt.messages[0]
+            .content
+            .starts_with("Be brief.\n\nUse the following documents"));
+        assert_eq!(v.prompt.messages.len(), 2);
+    }
+
+    #[test]
+    fn model_check() {
+        let served = vec!["a".to_string(), "b".to_string()];
+        assert!(check_model(Some("b"), &served).is_ok());
+        assert_eq!(
+            check_model(Some("zz"), &served).unwrap_err().status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            check_model(None, &served).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

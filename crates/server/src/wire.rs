@@ -1,0 +1,673 @@
+//! Cohere's Chat API v2 on the wire: the serde types of requests, responses and stream events,
+//! with the exact field names and enum spellings of the spec (../shared/spec/cohere-v2-chat.md).
+//!
+//! Input types are liberal: every optional field is an `Option` so that `null` reads as absent,
+//! unknown keys are ignored (serde's default), and enums also accept the lowercase spelling the
+//! docs use. Output types are strict: UPPER-case enums, optional fields left out rather than null.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+// ---------------------------------------------------------------------------------------------
+// Request
+// ---------------------------------------------------------------------------------------------
+
+/// `POST /v2/chat` body. Only `model` and `messages` are required by the spec; they are optional
+/// here so that a missing one is reported by validation in Cohere's wording, not by serde.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ChatRequest {
+    pub model: Option<String>,
+    pub messages: Option<Vec<Message>>,
+    pub stream: Option<bool>,
+    pub tools: Option<Vec<ToolDefinition>>,
+    pub strict_tools: Option<bool>,
+    pub documents: Option<Vec<DocumentInput>>,
+    pub citation_options: Option<CitationOptions>,
+    pub response_format: Option<ResponseFormat>,
+    pub safety_mode: Option<SafetyMode>,
+    pub max_tokens: Option<i64>,
+    pub stop_sequences: Option<Vec<String>>,
+    pub temperature: Option<f64>,
+    /// A JSON number so that a negative or fractional seed gets a range message, not a serde one.
+    pub seed: Option<serde_json::Number>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub k: Option<i64>,
+    pub p: Option<f64>,
+    pub logprobs: Option<bool>,
+    pub tool_choice: Option<ToolChoice>,
+    pub thinking: Option<Thinking>,
+    pub priority: Option<i64>,
+}
+
+/// One turn, discriminated by `role`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum Message {
+    System(SystemMessage),
+    User(UserMessage),
+    Assistant(AssistantMessage),
+    Tool(ToolMessage),
+}
+
+/// A string, or an array of typed blocks (what each role allows differs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Content<B> {
+    Text(String),
+    Blocks(Vec<B>),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SystemMessage {
+    pub content: Option<Content<TextBlock>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct UserMessage {
+    pub content: Option<Content<UserBlock>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AssistantMessage {
+    pub content: Option<Content<AssistantBlock>>,
+    pub tool_plan: Option<String>,
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// Echoed back by clients; accepted and not used.
+    pub citations: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ToolMessage {
+    pub tool_call_id: Option<String>,
+    pub content: Option<Content<ToolBlock>>,
+}
+
+/// `{"type": "text", "text": ...}`, the only block a system turn may hold.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TextBlock {
+    Text { text: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UserBlock {
+    Text { text: String },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AssistantBlock {
+    Text { text: String },
+    Thinking { thinking: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToolBlock {
+    Text { text: String },
+    Document { document: Document },
+}
+
+/// A call an earlier assistant turn made, as the client echoes it back.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ToolCall {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: Option<ToolCallFunction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ToolCallFunction {
+    pub name: Option<String>,
+    /// A JSON-encoded string per the spec; an object is accepted too.
+    pub arguments: Option<Value>,
+}
+
+/// `tools[]`: `{"type": "function", "function": {name, description?, parameters}}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ToolDefinition {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: Option<ToolFunction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ToolFunction {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub parameters: Option<Value>,
+}
+
+/// A `documents[]` item: a bare string or `{data, id?}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum DocumentInput {
+    Text(String),
+    Object(Document),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Document {
+    pub data: DocumentData,
+    pub id: Option<String>,
+}
+
+/// The spec says object; the official docs also send a string.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum DocumentData {
+    Object(Map<String, Value>),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CitationOptions {
+    pub mode: Option<CitationMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum CitationMode {
+    #[serde(rename = "ENABLED", alias = "enabled")]
+    Enabled,
+    #[serde(rename = "DISABLED", alias = "disabled")]
+    Disabled,
+    #[serde(rename = "FAST", alias = "fast")]
+    Fast,
+    #[serde(rename = "ACCURATE", alias = "accurate")]
+    Accurate,
+    #[serde(rename = "OFF", alias = "off")]
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: ResponseFormatType,
+    pub json_schema: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormatType {
+    Text,
+    JsonObject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SafetyMode {
+    #[serde(rename = "CONTEXTUAL", alias = "contextual")]
+    Contextual,
+    #[serde(rename = "STRICT", alias = "strict")]
+    Strict,
+    #[serde(rename = "OFF", alias = "off")]
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ToolChoice {
+    #[serde(rename = "REQUIRED", alias = "required")]
+    Required,
+    #[serde(rename = "NONE", alias = "none")]
+    None,
+}
+
+/// `{"type": "enabled"|"disabled", "token_budget"?}`; the docs omit `type`, meaning enabled.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Thinking {
+    #[serde(rename = "type")]
+    pub kind: Option<ThinkingType>,
+    pub token_budget: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThinkingType {
+    #[serde(alias = "ENABLED")]
+    Enabled,
+    #[serde(alias = "DISABLED")]
+    Disabled,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FinishReason {
+    Complete,
+    StopSequence,
+    MaxTokens,
+    ToolCall,
+    Error,
+    Timeout,
+}
+
+/// Non-stream `POST /v2/chat` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub id: String,
+    pub finish_reason: FinishReason,
+    pub message: ResponseMessage,
+    pub usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub logprobs: Option<Vec<LogprobItem>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseMessage {
+    pub role: String,
+    pub content: Vec<ResponseContent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseContent {
+    Text { text: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub billed_units: TokenCounts,
+    pub tokens: TokenCounts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenCounts {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    /// A self-hosted server bills what it processed: the real counts go in both places.
+    pub fn real(input_tokens: usize, output_tokens: usize) -> Self {
+        let counts = TokenCounts {
+            input_tokens: input_tokens as u64,
+            output_tokens: output_tokens as u64,
+        };
+        Self {
+            billed_units: counts,
+            tokens: counts,
+        }
+    }
+}
+
+/// One decoded piece: its text, the tokens it came from and their log-probabilities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogprobItem {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream events
+// ---------------------------------------------------------------------------------------------
+
+/// One server-sent event of a streamed chat; `type` is the discriminator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ChatStreamEvent {
+    MessageStart {
+        id: String,
+        delta: MessageStartDelta,
+    },
+    ContentStart {
+        index: usize,
+        delta: ContentStartDelta,
+    },
+    ContentDelta {
+        index: usize,
+        delta: ContentDeltaDelta,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        logprobs: Option<LogprobItem>,
+    },
+    ContentEnd {
+        index: usize,
+    },
+    MessageEnd {
+        delta: MessageEndDelta,
+    },
+}
+
+impl ChatStreamEvent {
+    /// The `event:` name, the same string as `type`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MessageStart { .. } => "message-start",
+            Self::ContentStart { .. } => "content-start",
+            Self::ContentDelta { .. } => "content-delta",
+            Self::ContentEnd { .. } => "content-end",
+            Self::MessageEnd { .. } => "message-end",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageStartDelta {
+    pub message: MessageStartBody,
+}
+
+/// The empty message the real API announces (`content: []`, `tool_plan: ""`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageStartBody {
+    pub role: String,
+    pub content: Vec<Value>,
+    pub tool_plan: String,
+    pub tool_calls: Vec<Value>,
+    pub citations: Vec<Value>,
+}
+
+impl MessageStartBody {
+    pub fn assistant() -> Self {
+        Self {
+            role: "assistant".into(),
+            content: Vec::new(),
+            tool_plan: String::new(),
+            tool_calls: Vec::new(),
+            citations: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentStartDelta {
+    pub message: ContentStartMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentStartMessage {
+    pub content: ResponseContent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentDeltaDelta {
+    pub message: ContentDeltaMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentDeltaMessage {
+    pub content: TextPiece,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextPiece {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageEndDelta {
+    pub finish_reason: FinishReason,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other endpoints
+// ---------------------------------------------------------------------------------------------
+
+/// Every error on every route: `{"id": "<uuid>", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TokenizeRequest {
+    pub text: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizeResponse {
+    pub tokens: Vec<u32>,
+    pub token_strings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DetokenizeRequest {
+    pub tokens: Option<Vec<i64>>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetokenizeResponse {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckApiKeyResponse {
+    pub valid: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListModelsResponse {
+    pub models: Vec<ModelDescription>,
+}
+
+/// `GetModelResponse`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelDescription {
+    pub name: String,
+    pub is_deprecated: bool,
+    pub endpoints: Vec<String>,
+    pub default_endpoints: Vec<String>,
+    pub finetuned: bool,
+    pub context_length: usize,
+    pub tokenizer_url: String,
+    pub features: Vec<String>,
+    pub sampling_defaults: SamplingDefaults,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingDefaults {
+    pub temperature: f32,
+    pub k: usize,
+    pub p: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> ChatRequest {
+        serde_json::from_value(v).expect("request parses")
+    }
+
+    #[test]
+    fn spec_tool_turns_parse_with_string_and_block_content() {
+        let req = parse(json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": "You are terse."}]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Describe this image"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "auto"}}
+                ]},
+                {"role": "assistant",
+                 "tool_plan": "I will look up the weather.",
+                 "tool_calls": [{"id": "get_weather_p1t92w7gfgq7", "type": "function",
+                                 "function": {"name": "get_weather", "arguments": "{\"location\":\"Madrid\"}"}}],
+                 "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "..."}],
+                 "citations": [{"start": 0, "end": 1, "text": ".", "sources": []}]},
+                {"role": "tool", "tool_call_id": "get_weather_p1t92w7gfgq7",
+                 "content": [
+                    {"type": "text", "text": "24C"},
+                    {"type": "document", "document": {"data": {"temperature": "24C"}, "id": "optional-id"}},
+                    {"type": "document", "document": {"data": "{\"temperature\": \"24C\"}"}}
+                 ]},
+                {"role": "tool", "tool_call_id": "x", "content": "{\"temperature\": \"24C\"}"}
+            ]
+        }));
+        let messages = req.messages.unwrap();
+        assert_eq!(messages.len(), 5);
+        match &messages[1] {
+            Message::User(UserMessage {
+                content: Some(Content::Blocks(blocks)),
+            }) => {
+                assert!(
+                    matches!(&blocks[1], UserBlock::ImageUrl { image_url } if image_url.detail.as_deref() == Some("auto"))
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match &messages[3] {
+            Message::Tool(ToolMessage {
+                content: Some(Content::Blocks(blocks)),
+                ..
+            }) => {
+                assert!(
+                    matches!(&blocks[1], ToolBlock::Document { document } if matches!(document.data, DocumentData::Object(_)))
+                );
+                assert!(
+                    matches!(&blocks[2], ToolBlock::Document { document } if matches!(document.data, DocumentData::Text(_)))
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn null_reads_as_absent_and_unknown_keys_are_ignored() {
+        let req = parse(json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "temperature": null, "tools": null, "seed": null, "stream": null,
+            "some_future_field": {"x": 1}
+        }));
+        assert_eq!(req.temperature, None);
+        assert_eq!(req.tools, None);
+        assert_eq!(req.stream, None);
+    }
+
+    #[test]
+    fn enums_accept_lowercase_on_input() {
+        let req = parse(json!({
+            "model": "m", "messages": [],
+            "citation_options": {"mode": "accurate"}, "safety_mode": "contextual", "tool_choice": "none",
+            "thinking": {"token_budget": 500}, "response_format": {"type": "json_object"}
+        }));
+        assert_eq!(
+            req.citation_options.unwrap().mode,
+            Some(CitationMode::Accurate)
+        );
+        assert_eq!(req.safety_mode, Some(SafetyMode::Contextual));
+        assert_eq!(req.tool_choice, Some(ToolChoice::None));
+        assert_eq!(req.thinking.unwrap().kind, None);
+        assert_eq!(
+            req.response_format.unwrap().kind,
+            ResponseFormatType::JsonObject
+        );
+        let upper = parse(json!({"model": "m", "messages": [], "tool_choice": "REQUIRED"}));
+        assert_eq!(upper.tool_choice, Some(ToolChoice::Required));
+    }
+
+    #[test]
+    fn documents_accept_strings_and_objects_with_string_or_object_data() {
+        let req = parse(json!({
+            "model": "m", "messages": [],
+            "documents": ["plain", {"data": {"title": "t", "snippet": "s"}, "id": "d1"}, {"data": "text data"}]
+        }));
+        let docs = req.documents.unwrap();
+        assert!(matches!(&docs[0], DocumentInput::Text(t) if t == "plain"));
+        assert!(
+            matches!(&docs[1], DocumentInput::Object(Document { id: Some(id), data: DocumentData::Object(_) }) if id == "d1")
+        );
+        assert!(matches!(
+            &docs[2],
+            DocumentInput::Object(Document {
+                id: None,
+                data: DocumentData::Text(_)
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_role_is_a_data_error() {
+        let err = serde_json::from_value::<ChatRequest>(
+            json!({"messages": [{"role": "robot", "content": "x"}]}),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("robot"), "{err}");
+    }
+
+    #[test]
+    fn non_stream_response_round_trips_the_spec_example() {
+        let spec = json!({
+            "id": "c14c80c3-18eb-4519-9460-6c92edd8cfb4",
+            "finish_reason": "COMPLETE",
+            "message": {"role": "assistant", "content": [{"type": "text", "text": "Emperor penguins are the tallest."}]},
+            "usage": {"billed_units": {"input_tokens": 5, "output_tokens": 418},
+                      "tokens": {"input_tokens": 71, "output_tokens": 418}},
+            "logprobs": [{"text": "Emperor", "token_ids": [71834], "logprobs": [-0.0123]}]
+        });
+        let parsed: ChatResponse = serde_json::from_value(spec.clone()).unwrap();
+        // Through text, as on the wire: f32 logprobs print as their shortest f32 form.
+        let written: Value =
+            serde_json::from_str(&serde_json::to_string(&parsed).unwrap()).unwrap();
+        assert_eq!(written, spec);
+    }
+
+    #[test]
+    fn stream_events_serialize_as_the_spec_shows() {
+        let start = ChatStreamEvent::ContentStart {
+            index: 0,
+            delta: ContentStartDelta {
+                message: ContentStartMessage {
+                    content: ResponseContent::Text {
+                        text: String::new(),
+                    },
+                },
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&start).unwrap(),
+            r#"{"type":"content-start","index":0,"delta":{"message":{"content":{"type":"text","text":""}}}}"#
+        );
+        let delta = ChatStreamEvent::ContentDelta {
+            index: 1,
+            delta: ContentDeltaDelta {
+                message: ContentDeltaMessage {
+                    content: TextPiece { text: "Hel".into() },
+                },
+            },
+            logprobs: Some(LogprobItem {
+                text: "Hel".into(),
+                token_ids: vec![1, 2],
+                logprobs: vec![-0.1, -0.2],
+            }),
+        };
+        assert_eq!(
+            serde_json::to_value(&delta).unwrap(),
+            json!({"type":"content-delta","index":1,"delta":{"message":{"content":{"text":"Hel"}}},
+                   "logprobs":{"text":"Hel","token_ids":[1,2],"logprobs":[-0.1f32,-0.2f32]}})
+        );
+        let end = ChatStreamEvent::MessageEnd {
+            delta: MessageEndDelta {
+                finish_reason: FinishReason::MaxTokens,
+                usage: Some(Usage::real(71, 2)),
+                error: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&end).unwrap(),
+            r#"{"type":"message-end","delta":{"finish_reason":"MAX_TOKENS","usage":{"billed_units":{"input_tokens":71,"output_tokens":2},"tokens":{"input_tokens":71,"output_tokens":2}}}}"#
+        );
+        assert_eq!(end.name(), "message-end");
+    }
+}
