@@ -8,3 +8,8 @@
 pub mod chat;
 pub mod engine;
 pub mod loader;
+pub mod text_error;
+pub mod tokenizer;
+pub mod template;
+pub mod detok;
+pub mod stop;
