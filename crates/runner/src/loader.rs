@@ -186,10 +186,12 @@ pub enum LoadError {
     },
     #[error("{path}: {reason}")]
     Malformed { path: PathBuf, reason: String },
-    #[error("{repo} at revision {revision} is not in the Hugging Face cache {}: {what}{}", .cache_dir.display(), offline_note(*.offline))]
+    #[error("{}{repo} at revision {revision} is not in the Hugging Face cache {}: {what}{}", file_of(.file), .cache_dir.display(), offline_note(*.offline))]
     NotInCache {
         repo: String,
         revision: String,
+        /// The `:file` the reference named, if any.
+        file: Option<String>,
         what: String,
         cache_dir: PathBuf,
         offline: bool,
@@ -238,6 +240,11 @@ fn token_hint(error: &hf_hub::HFError) -> &'static str {
         }
         _ => "",
     }
+}
+
+fn file_of(file: &Option<String>) -> String {
+    file.as_ref()
+        .map_or_else(String::new, |f| format!("file {f} of "))
 }
 
 fn offline_note(offline: bool) -> &'static str {
@@ -728,6 +735,7 @@ fn resolve_cached(hub: &HubRef, cache_dir: &Path, offline: bool) -> Result<Model
     let not_in_cache = |what: String| LoadError::NotInCache {
         repo: hub.repo_id.clone(),
         revision: revision.to_string(),
+        file: hub.file.clone(),
         what,
         cache_dir: cache_dir.to_path_buf(),
         offline,
@@ -746,7 +754,7 @@ fn resolve_cached(hub: &HubRef, cache_dir: &Path, offline: bool) -> Result<Model
             Ok(text) => text.trim().to_string(),
             Err(_) => {
                 return Err(not_in_cache(format!(
-                    "its commit is unknown ({} is missing)",
+                    "the revision's commit is unknown ({} is missing)",
                     ref_path.display()
                 )))
             }
@@ -762,9 +770,7 @@ fn resolve_cached(hub: &HubRef, cache_dir: &Path, offline: bool) -> Result<Model
     if let Some(file) = &hub.file {
         let path = snapshot.join(file);
         if !path.is_file() {
-            return Err(not_in_cache(format!(
-                "file {file} is missing from snapshot {commit}"
-            )));
+            return Err(not_in_cache(format!("snapshot {commit} does not have it")));
         }
         check_gguf_magic(&path)?;
         return Ok(ModelFiles::Gguf { path });

@@ -448,6 +448,14 @@ fn uncached_repo_and_unknown_revision_offline() {
         msg.contains("refs/nope") && msg.contains("revision nope"),
         "{msg}"
     );
+
+    // A named file is named even when the whole repo is missing.
+    let msg = resolve("other/model@v1:x-Q4_0.gguf", &offline(&cache))
+        .unwrap_err()
+        .to_string();
+    for needle in ["x-Q4_0.gguf", "other/model", "v1", "offline mode is on"] {
+        assert!(msg.contains(needle), "{needle:?} not in: {msg}");
+    }
 }
 
 #[test]
@@ -485,15 +493,20 @@ fn unreachable_hub_falls_back_to_the_cache() {
         endpoint: Some("http://127.0.0.1:1".into()),
         token: None,
     };
-    let model = resolve("org/name@v2", &opts).unwrap();
+    // hf-hub retries a refused connection with backoff for a few seconds: run both at once.
+    let (cached, absent) = std::thread::scope(|s| {
+        let cached = s.spawn(|| resolve("org/name@v2", &opts));
+        let absent = s.spawn(|| resolve("org/absent", &opts));
+        (cached.join().unwrap(), absent.join().unwrap())
+    });
     assert_eq!(
-        model.files,
+        cached.unwrap().files,
         ModelFiles::HfDir {
             dir: snapshot_dir(&cache, COMMIT_V2)
         }
     );
 
-    let err = resolve("org/absent", &opts).unwrap_err();
+    let err = absent.unwrap_err();
     assert!(matches!(err, LoadError::Unreachable { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
