@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod engine;
+pub mod model;
 pub mod loader;
 pub mod text_error;
 pub mod tokenizer;

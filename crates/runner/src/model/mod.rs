@@ -1,0 +1,281 @@
+//! The model side of the runner: batched forward passes over many sequences, each with its own
+//! KV cache. The engine drives a [`BatchModel`]; it never sees tensors.
+//!
+//! One forward pass takes every running sequence's new tokens together, so that each weight
+//! matrix is read once per step for the whole batch (decode is bound by reading the weights).
+//!
+//! Invariant: this module knows nothing of tokenizers, chat templates or sampling; it maps token
+//! ids to logits.
+
+mod attention;
+mod gemma3;
+mod kv_cache;
+mod llama;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file;
+use candle_core::Device;
+
+pub use gemma3::Gemma3;
+pub use kv_cache::KvCache;
+pub use llama::Llama;
+
+pub type SeqId = u64;
+
+/// New tokens to append to one sequence: a prompt chunk (prefill) or one sampled token (decode).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchItem<'a> {
+    pub seq: SeqId,
+    pub tokens: &'a [u32],
+}
+
+/// A model the engine can drive: it owns its weights and the KV cache of every sequence.
+pub trait BatchModel: Send {
+    fn vocab_size(&self) -> usize;
+    /// The longest context (prompt + output) the model supports.
+    fn max_context(&self) -> usize;
+    /// ONE forward pass for every item together. Appends each item's tokens to that sequence's
+    /// cache (creating the cache on first sight of a SeqId) and writes the logits of each item's
+    /// LAST token into row i of `logits` (resized to batch.len() * vocab_size). Items may have
+    /// different lengths.
+    ///
+    /// On error no sequence's cache changes.
+    fn forward(&mut self, batch: &[BatchItem<'_>], logits: &mut Vec<f32>) -> Result<(), ModelError>;
+    /// Frees a sequence's cache (no-op for an unknown id).
+    fn release(&mut self, seq: SeqId);
+}
+
+/// Architectures [`load_gguf`] accepts (`general.architecture`).
+pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "gemma3"];
+/// Architectures [`load_safetensors_dir`] accepts (`config.json` `model_type`).
+pub const SAFETENSORS_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unsupported architecture {found:?} (supported: {supported:?})")]
+    UnsupportedArchitecture {
+        found: String,
+        supported: &'static [&'static str],
+    },
+    #[error("the model has no tensor {0:?}")]
+    MissingTensor(String),
+    #[error("the model metadata has no usable {0:?}")]
+    MissingMetadata(String),
+    #[error("invalid model config: {0}")]
+    Config(String),
+    #[error("sequence {seq} would hold {needed} tokens, past the model's context of {max}")]
+    ContextOverflow {
+        seq: SeqId,
+        needed: usize,
+        max: usize,
+    },
+    #[error("token id {token} of sequence {seq} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange { seq: SeqId, token: u32, vocab: usize },
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+}
+
+/// Loads a GGUF file and returns the model and the file's metadata (tokenizer and chat
+/// template live there too).
+pub fn load_gguf(path: &Path) -> Result<(Box<dyn BatchModel>, gguf_file::Content), ModelError> {
+    load_gguf_on(path, &Device::Cpu)
+}
+
+/// [`load_gguf`] on a chosen device.
+pub fn load_gguf_on(
+    path: &Path,
+    device: &Device,
+) -> Result<(Box<dyn BatchModel>, gguf_file::Content), ModelError> {
+    let io_err = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    let content = gguf_file::Content::read(&mut file)?;
+    let arch = gguf_architecture(&content)?;
+    let model: Box<dyn BatchModel> = match arch.as_str() {
+        "llama" | "qwen2" => Box::new(llama::Llama::from_gguf(&content, &mut file, device)?),
+        "gemma3" => Box::new(gemma3::Gemma3::from_gguf(&content, &mut file, device)?),
+        _ => {
+            return Err(ModelError::UnsupportedArchitecture {
+                found: arch,
+                supported: GGUF_ARCHITECTURES,
+            })
+        }
+    };
+    Ok((model, content))
+}
+
+/// Loads a Hugging Face style directory: `config.json` plus `*.safetensors` weights.
+pub fn load_safetensors_dir(dir: &Path) -> Result<Box<dyn BatchModel>, ModelError> {
+    load_safetensors_dir_on(dir, &Device::Cpu)
+}
+
+/// [`load_safetensors_dir`] on a chosen device.
+pub fn load_safetensors_dir_on(
+    dir: &Path,
+    device: &Device,
+) -> Result<Box<dyn BatchModel>, ModelError> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    let config: llama::HfConfig = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Config(format!("{}: {e}", config_path.display())))?;
+    if !SAFETENSORS_ARCHITECTURES.contains(&config.model_type.as_str()) {
+        return Err(ModelError::UnsupportedArchitecture {
+            found: config.model_type,
+            supported: SAFETENSORS_ARCHITECTURES,
+        });
+    }
+    let files = safetensors_files(dir)?;
+    Ok(Box::new(llama::Llama::from_safetensors(
+        &config, &files, device,
+    )?))
+}
+
+/// The weight files of a directory: those named by `model.safetensors.index.json` when there is
+/// one, else every `*.safetensors` file.
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ModelError::Io { path, source }
+    };
+    let index = dir.join("model.safetensors.index.json");
+    let mut files: Vec<PathBuf> = if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Config(format!("{}: {e}", index.display())))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::Config(format!("{}: no weight_map", index.display())))?;
+        map.values()
+            .filter_map(|v| v.as_str())
+            .map(|name| dir.join(name))
+            .collect()
+    } else {
+        std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect()
+    };
+    files.sort();
+    files.dedup();
+    if files.is_empty() {
+        return Err(ModelError::MissingTensor(format!(
+            "*.safetensors in {}",
+            dir.display()
+        )));
+    }
+    Ok(files)
+}
+
+fn gguf_architecture(content: &gguf_file::Content) -> Result<String, ModelError> {
+    content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| ModelError::MissingMetadata("general.architecture".into()))
+}
+
+/// Typed access to GGUF metadata under one architecture prefix (`llama.block_count`, ...).
+struct GgufMeta<'a> {
+    content: &'a gguf_file::Content,
+    arch: String,
+}
+
+impl<'a> GgufMeta<'a> {
+    fn new(content: &'a gguf_file::Content) -> Result<Self, ModelError> {
+        Ok(Self {
+            content,
+            arch: gguf_architecture(content)?,
+        })
+    }
+
+    fn value(&self, key: &str) -> Option<&gguf_file::Value> {
+        self.content.metadata.get(&format!("{}.{key}", self.arch))
+    }
+
+    fn usize(&self, key: &str) -> Result<usize, ModelError> {
+        self.usize_opt(key)
+            .ok_or_else(|| ModelError::MissingMetadata(format!("{}.{key}", self.arch)))
+    }
+
+    fn usize_opt(&self, key: &str) -> Option<usize> {
+        let v = self.value(key)?;
+        v.to_u32()
+            .map(|x| x as usize)
+            .or_else(|_| v.to_u64().map(|x| x as usize))
+            .ok()
+    }
+
+    fn f32_opt(&self, key: &str) -> Option<f32> {
+        self.value(key)?.to_f32().ok()
+    }
+}
+
+/// Reads one tensor, naming it when it is absent (candle's own error does not say which).
+fn gguf_tensor<R: std::io::Read + std::io::Seek>(
+    content: &gguf_file::Content,
+    reader: &mut R,
+    name: &str,
+    device: &Device,
+) -> Result<candle_core::quantized::QTensor, ModelError> {
+    if !content.tensor_infos.contains_key(name) {
+        return Err(ModelError::MissingTensor(name.to_string()));
+    }
+    Ok(content.tensor(reader, name, device)?)
+}
+
+/// Checks a batch before anything runs, so that a bad item fails the step without touching any
+/// cache: no empty item, no sequence twice, no token outside the vocabulary, no context overflow.
+fn validate_batch(
+    batch: &[BatchItem<'_>],
+    vocab: usize,
+    max_context: usize,
+    cached_len: impl Fn(SeqId) -> usize,
+) -> Result<(), ModelError> {
+    for (i, item) in batch.iter().enumerate() {
+        if item.tokens.is_empty() {
+            return Err(ModelError::InvalidBatch(format!(
+                "sequence {} has no tokens",
+                item.seq
+            )));
+        }
+        if batch[..i].iter().any(|other| other.seq == item.seq) {
+            return Err(ModelError::InvalidBatch(format!(
+                "sequence {} appears twice",
+                item.seq
+            )));
+        }
+        if let Some(&token) = item.tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::TokenOutOfRange {
+                seq: item.seq,
+                token,
+                vocab,
+            });
+        }
+        let needed = cached_len(item.seq) + item.tokens.len();
+        if needed > max_context {
+            return Err(ModelError::ContextOverflow {
+                seq: item.seq,
+                needed,
+                max: max_context,
+            });
+        }
+    }
+    Ok(())
+}
