@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use runner::engine::EngineHandle;
+use runner::engine::{EngineConfig, EngineHandle};
 
 use crate::auth::ApiKeys;
 use crate::config::Config;
@@ -231,6 +231,10 @@ pub fn main() -> anyhow::Result<()> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
     let config = args.into_config()?;
+    if let Some(threads) = config.threads {
+        // candle's CPU kernels size their thread pool from this, read once at first use.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -322,10 +326,22 @@ async fn shutdown_signal() {
     }
 }
 
+/// Longest prompt slice run in one engine step, so running streams keep moving during a long
+/// prefill.
+const PREFILL_CHUNK: usize = 256;
+
 /// Loads the weights and starts the engine loop (blocking; runs off the async runtime).
 pub fn load_engine(config: &Config) -> anyhow::Result<EngineHandle> {
-    let _ = config;
-    anyhow::bail!("model loading is not wired yet: waiting for runner::load and Engine::start")
+    let loaded = runner::load(&config.model, &runner::loader::ResolveOptions::from_env())?;
+    // The engine caps this again at the model's own context.
+    let context_length = config.context_length.unwrap_or(loaded.info.context_length);
+    let engine_config = EngineConfig {
+        max_concurrent: config.max_concurrent,
+        max_queue: config.max_queue,
+        context_length,
+        prefill_chunk: PREFILL_CHUNK,
+    };
+    Ok(runner::engine::start(loaded, engine_config))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ impl serde_json::ser::Formatter for BracketEscaping {
     ) -> std::io::Result<()> {
         let mut rest = fragment;
         while let Some(at) = rest.find('[') {
-            writer.write_all(rest[..at].as_bytes())?;
+            writer.write_all(&rest.as_bytes()[..at])?;
             writer.write_all(b"\\u005b")?;
             rest = &rest[at + 1..];
         }

@@ -406,7 +406,7 @@ async fn stream_reply_is_sse_and_matches_the_non_stream_text() {
     let mut deltas = 0;
     for block in sse
         .split("\n\n")
-        .filter(|b| !b.is_empty() && *b != "data: [DONE]")
+        .filter(|b| !b.is_empty() && !b.starts_with(':') && *b != "data: [DONE]")
     {
         let mut lines = block.lines();
         let event = lines.next().unwrap().strip_prefix("event: ").unwrap();
