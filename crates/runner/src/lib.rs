@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod engine;
+mod load;
 pub mod model;
 pub mod loader;
 pub mod text_error;
@@ -14,3 +15,5 @@ pub mod tokenizer;
 pub mod template;
 pub mod detok;
 pub mod stop;
+
+pub use load::{load, LoadModelError, LoadedModel};

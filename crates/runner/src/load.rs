@@ -1,0 +1,143 @@
+//! `load`: from a model reference to everything the engine needs.
+
+use std::path::Path;
+
+use crate::engine::ModelInfo;
+use crate::loader::{self, LoadError, ModelFiles, ResolveOptions};
+use crate::model::{self, BatchModel};
+use crate::template::{ChatTemplate, TemplateOrigin};
+use crate::tokenizer::{self, TokenizerBundle};
+
+/// A model ready to serve: weights, tokenizer and chat template.
+pub struct LoadedModel {
+    pub info: ModelInfo,
+    pub model: Box<dyn BatchModel>,
+    pub tokenizer: TokenizerBundle,
+    pub template: ChatTemplate,
+    /// Every token that ends generation (the tokenizer's end-of-turn tokens plus
+    /// `generation_config.json`'s `eos_token_id` list).
+    pub end_token_ids: Vec<u32>,
+}
+
+/// Anything that can go wrong between a `--model` reference and a loaded model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadModelError {
+    #[error(transparent)]
+    Resolve(#[from] LoadError),
+    #[error(transparent)]
+    Model(#[from] model::ModelError),
+    #[error("{0}")]
+    Text(#[from] crate::text_error::TextError),
+}
+
+/// Resolves `reference` (a `.gguf` file, a Hugging Face directory or id) and loads it.
+pub fn load(reference: &str, opts: &ResolveOptions) -> Result<LoadedModel, LoadModelError> {
+    let resolved = loader::resolve(reference, opts)?;
+    match &resolved.files {
+        ModelFiles::Gguf { path } => load_gguf(path, resolved.name),
+        ModelFiles::HfDir { dir } => load_hf_dir(dir, resolved.name),
+    }
+}
+
+fn load_gguf(path: &Path, name: String) -> Result<LoadedModel, LoadModelError> {
+    let (model, content) = model::load_gguf(path)?;
+    let tokenizer = tokenizer::tokenizer_from_gguf(&content)?;
+    let architecture = match content.metadata.get("general.architecture") {
+        Some(value) => value.to_string().cloned().unwrap_or_default(),
+        None => String::new(),
+    };
+    let template = match &tokenizer.chat_template {
+        Some(source) => ChatTemplate::new(
+            source.clone(),
+            tokenizer.bos.as_ref().map(|t| t.text.clone()),
+            tokenizer.eos.as_ref().map(|t| t.text.clone()),
+            TemplateOrigin::Gguf,
+        )?,
+        None => ChatTemplate::fallback_for(
+            &architecture,
+            tokenizer.bos.as_ref().map(|t| t.text.clone()),
+            tokenizer.eos.as_ref().map(|t| t.text.clone()),
+        )?,
+    };
+    let end_token_ids = tokenizer.end_of_turn.clone();
+    Ok(assemble(
+        name,
+        architecture,
+        model,
+        tokenizer,
+        template,
+        end_token_ids,
+    ))
+}
+
+fn load_hf_dir(dir: &Path, name: String) -> Result<LoadedModel, LoadModelError> {
+    let model = model::load_safetensors_dir(dir)?;
+    let tokenizer = tokenizer::tokenizer_from_hf_dir(dir)?;
+    let architecture = model_type(dir);
+    let bos = tokenizer.bos.as_ref().map(|t| t.text.clone());
+    let eos = tokenizer.eos.as_ref().map(|t| t.text.clone());
+    let template = match &tokenizer.chat_template {
+        Some(source) => {
+            ChatTemplate::new(source.clone(), bos, eos, TemplateOrigin::TokenizerConfig)?
+        }
+        None => ChatTemplate::fallback_for(&architecture, bos, eos)?,
+    };
+    let mut end_token_ids = tokenizer.end_of_turn.clone();
+    if let Some(generation) = loader::read_generation_config(dir)? {
+        for id in generation.eos_token_ids {
+            if !end_token_ids.contains(&id) {
+                end_token_ids.push(id);
+            }
+        }
+    }
+    Ok(assemble(
+        name,
+        architecture,
+        model,
+        tokenizer,
+        template,
+        end_token_ids,
+    ))
+}
+
+fn assemble(
+    name: String,
+    architecture: String,
+    model: Box<dyn BatchModel>,
+    tokenizer: TokenizerBundle,
+    template: ChatTemplate,
+    end_token_ids: Vec<u32>,
+) -> LoadedModel {
+    let info = ModelInfo {
+        name,
+        architecture,
+        context_length: model.max_context(),
+        vocab_size: model.vocab_size(),
+        template_origin: template.origin().to_string(),
+        template_renders_tools: template.template_renders_tools(),
+    };
+    tracing::info!(
+        model = %info.name,
+        architecture = %info.architecture,
+        context = info.context_length,
+        vocab = info.vocab_size,
+        template = %info.template_origin,
+        "model loaded"
+    );
+    LoadedModel {
+        info,
+        model,
+        tokenizer,
+        template,
+        end_token_ids,
+    }
+}
+
+/// `model_type` from `config.json` (already validated to exist by the resolver).
+fn model_type(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|config| config.get("model_type")?.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
