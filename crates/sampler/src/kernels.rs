@@ -78,7 +78,6 @@ dispatched! {
     /// The largest logit, or `Err(index)` of the first logit that is NaN or +inf.
     pub(crate) fn checked_max(logits: &[f32]) -> Result<f32, usize> {
         let mut max = [f32::NEG_INFINITY; LANES];
-        // `!(x < inf)` is true exactly for NaN and +inf.
         let mut bad = [false; LANES];
         let chunks = logits.chunks_exact(LANES);
         let tail = chunks.remainder();
@@ -86,15 +85,18 @@ dispatched! {
             for j in 0..LANES {
                 let x = chunk[j];
                 max[j] = if x > max[j] { x } else { max[j] };
-                bad[j] |= !(x < f32::INFINITY);
+                bad[j] |= x.is_nan() | (x == f32::INFINITY);
             }
         }
         for &x in tail {
             max[0] = if x > max[0] { x } else { max[0] };
-            bad[0] |= !(x < f32::INFINITY);
+            bad[0] |= x.is_nan() | (x == f32::INFINITY);
         }
         if bad.iter().any(|&b| b) {
-            let index = logits.iter().position(|&x| !(x < f32::INFINITY)).unwrap_or(0);
+            let index = logits
+                .iter()
+                .position(|&x| x.is_nan() || x == f32::INFINITY)
+                .unwrap_or(0);
             return Err(index);
         }
         Ok(max.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a }))
@@ -142,8 +144,9 @@ dispatched! {
 
 dispatched! {
     /// Appends every token whose logit lies in `[lower, upper)` and is not -inf, in id order,
-    /// with weight 0 (the caller weighs them).
-    pub(crate) fn gather_band(logits: &[f32], lower: f32, upper: f32, out: &mut Vec<Candidate>) -> () {
+    /// with weight 0 (the caller weighs them); returns how many.
+    pub(crate) fn gather_band(logits: &[f32], lower: f32, upper: f32, out: &mut Vec<Candidate>) -> usize {
+        let before = out.len();
         let lower = if lower > f32::NEG_INFINITY { lower } else { f32::MIN };
         let chunks = logits.chunks_exact(LANES);
         let tail_start = logits.len() - chunks.remainder().len();
@@ -165,20 +168,22 @@ dispatched! {
                 out.push(Candidate::new((tail_start + j) as u32, x));
             }
         }
+        out.len() - before
     }
 }
 
 dispatched! {
-    /// Leaves in `out` the `k` highest-ranked finite tokens (fewer if there are fewer), unordered.
+    /// Leaves in `out` the `k` highest-ranked finite tokens (fewer if there are fewer), unordered,
+    /// and returns how many.
     ///
     /// One streaming pass: a token is kept only if it beats the current threshold, and whenever
     /// the buffer fills up a selection keeps the best `k` and raises the threshold to the k-th
     /// logit. On a peaked row almost every chunk fails the threshold test, so the pass costs
     /// about as much as reading the row.
-    pub(crate) fn top_k(logits: &[f32], k: usize, out: &mut Vec<Candidate>) -> () {
+    pub(crate) fn top_k(logits: &[f32], k: usize, out: &mut Vec<Candidate>) -> usize {
         out.clear();
         if k == 0 {
-            return;
+            return 0;
         }
         let compact_at = 2 * k + 1024;
         // Tokens are visited in id order, so a later token whose logit only equals the k-th
@@ -212,6 +217,7 @@ dispatched! {
         if out.len() > k {
             keep_best(out, k);
         }
+        out.len()
     }
 }
 
