@@ -238,9 +238,8 @@ async fn start_chat(
     let info = engine.info();
     let valid = validate_chat(request, info)?;
     let text = engine.render_chat(&valid.prompt)?;
-    // The rendered template already holds any BOS the model wants (HF `apply_chat_template`
-    // convention), so no special tokens are added here.
-    let prompt = engine.tokenize(&text, false)?;
+    // BOS is added only where the model wants one and the template did not write it already.
+    let prompt = engine.tokenize_prompt(&text)?;
     let context = info.context_length;
     if prompt.len() >= context {
         return Err(runner::engine::SubmitError::PromptTooLong {
