@@ -6,14 +6,14 @@
 //! parameters and returns a stream of [`engine::StreamEvent`]s.
 
 pub mod chat;
+pub mod detok;
 pub mod engine;
 mod load;
-pub mod model;
 pub mod loader;
+pub mod model;
+pub mod stop;
+pub mod template;
 pub mod text_error;
 pub mod tokenizer;
-pub mod template;
-pub mod detok;
-pub mod stop;
 
 pub use load::{load, LoadModelError, LoadedModel};

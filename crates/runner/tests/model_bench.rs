@@ -15,7 +15,11 @@ fn model_path() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/cache"));
     let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.exists(), "{} is missing: run models/fetch-default.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run models/fetch-default.sh",
+        path.display()
+    );
     path
 }
 
@@ -28,24 +32,36 @@ fn argmax(row: &[f32]) -> u32 {
 fn run(model: &mut dyn BatchModel, batch: usize) -> (f64, f64) {
     let vocab = model.vocab_size();
     let prompts: Vec<Vec<u32>> = (0..batch)
-        .map(|b| (0..PROMPT_LEN).map(|t| ((t * 31 + b * 977 + 100) % 40_000) as u32).collect())
+        .map(|b| {
+            (0..PROMPT_LEN)
+                .map(|t| ((t * 31 + b * 977 + 100) % 40_000) as u32)
+                .collect()
+        })
         .collect();
     let mut logits = Vec::new();
     let items: Vec<BatchItem> = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| BatchItem { seq: i as u64, tokens: p })
+        .map(|(i, p)| BatchItem {
+            seq: i as u64,
+            tokens: p,
+        })
         .collect();
     let t0 = Instant::now();
     model.forward(&items, &mut logits).unwrap();
     let prefill = (batch * PROMPT_LEN) as f64 / t0.elapsed().as_secs_f64();
-    let mut next: Vec<[u32; 1]> = (0..batch).map(|i| [argmax(&logits[i * vocab..(i + 1) * vocab])]).collect();
+    let mut next: Vec<[u32; 1]> = (0..batch)
+        .map(|i| [argmax(&logits[i * vocab..(i + 1) * vocab])])
+        .collect();
     let t0 = Instant::now();
     for _ in 0..DECODE_STEPS {
         let items: Vec<BatchItem> = next
             .iter()
             .enumerate()
-            .map(|(i, t)| BatchItem { seq: i as u64, tokens: t })
+            .map(|(i, t)| BatchItem {
+                seq: i as u64,
+                tokens: t,
+            })
             .collect();
         model.forward(&items, &mut logits).unwrap();
         for (i, t) in next.iter_mut().enumerate() {

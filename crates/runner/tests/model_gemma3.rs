@@ -58,12 +58,20 @@ fn gemma3_greedy_tokens_match_llama_cpp() {
     let mut worst_gap = 0f32;
     let mut logits = Vec::new();
     for step in 0..steps {
-        let live: Vec<usize> = (0..g.len()).filter(|&i| step < g[i].greedy_ids.len()).collect();
+        let live: Vec<usize> = (0..g.len())
+            .filter(|&i| step < g[i].greedy_ids.len())
+            .collect();
         let mut batch: Vec<BatchItem> = live
             .iter()
-            .map(|&i| BatchItem { seq: i as u64, tokens: &free[i] })
+            .map(|&i| BatchItem {
+                seq: i as u64,
+                tokens: &free[i],
+            })
             .collect();
-        batch.extend(live.iter().map(|&i| BatchItem { seq: 100 + i as u64, tokens: &forced[i] }));
+        batch.extend(live.iter().map(|&i| BatchItem {
+            seq: 100 + i as u64,
+            tokens: &forced[i],
+        }));
         model.forward(&batch, &mut logits).unwrap();
         let n = live.len();
         for (row, &i) in live.iter().enumerate() {
@@ -73,7 +81,10 @@ fn gemma3_greedy_tokens_match_llama_cpp() {
             let want = g[i].greedy_ids[step];
             let gap = l[argmax(l) as usize] - l[want as usize];
             worst_gap = worst_gap.max(gap);
-            assert!(gap < NEAR_TIE, "prompt {i} step {step}: llama.cpp's token {want} is {gap} below our best");
+            assert!(
+                gap < NEAR_TIE,
+                "prompt {i} step {step}: llama.cpp's token {want} is {gap} below our best"
+            );
             exact[i] += usize::from(gap == 0.0);
         }
         for &i in &live {
@@ -85,16 +96,28 @@ fn gemma3_greedy_tokens_match_llama_cpp() {
         .iter()
         .zip(&produced)
         .map(|(case, got)| {
-            let m = got.iter().zip(&case.greedy_ids).take_while(|(a, b)| a == b).count();
+            let m = got
+                .iter()
+                .zip(&case.greedy_ids)
+                .take_while(|(a, b)| a == b)
+                .count();
             (m, case.greedy_ids.len())
         })
         .collect();
     let total: usize = g.iter().map(|x| x.greedy_ids.len()).sum();
     let agree: usize = exact.iter().sum();
     eprintln!("gemma3 free-running greedy prefix matching llama.cpp per prompt: {report:?}");
-    eprintln!("gemma3 teacher-forced argmax agreement: {agree}/{total} {exact:?}, worst gap {worst_gap}");
-    assert!(agree * 10 >= total * 9, "only {agree} of {total} teacher-forced steps agree");
+    eprintln!(
+        "gemma3 teacher-forced argmax agreement: {agree}/{total} {exact:?}, worst gap {worst_gap}"
+    );
+    assert!(
+        agree * 10 >= total * 9,
+        "only {agree} of {total} teacher-forced steps agree"
+    );
     for (i, &(m, total)) in report.iter().enumerate() {
-        assert!(m >= 8.min(total), "prompt {i}: only the first {m} greedy tokens match");
+        assert!(
+            m >= 8.min(total),
+            "prompt {i}: only the first {m} greedy tokens match"
+        );
     }
 }

@@ -36,7 +36,10 @@ fn reference_model() -> ModelWeights {
 }
 
 fn reference_logits(model: &mut ModelWeights, tokens: &[u32], pos: usize) -> Vec<f32> {
-    let x = Tensor::new(tokens, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let x = Tensor::new(tokens, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let out = model.forward(&x, pos).unwrap();
     out.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
@@ -55,10 +58,7 @@ fn argmax(row: &[f32]) -> u32 {
 fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     diff / scale
 }
 
@@ -100,13 +100,16 @@ fn batch_of_three_matches_candle_quantized_llama() {
     let batch: Vec<BatchItem> = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| BatchItem { seq: i as u64 + 10, tokens: p })
+        .map(|(i, p)| BatchItem {
+            seq: i as u64 + 10,
+            tokens: p,
+        })
         .collect();
     ours.forward(&batch, &mut logits).unwrap();
     assert_eq!(logits.len(), 3 * vocab);
 
     let mut pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
-    let mut next = vec![0u32; 3];
+    let mut next = [0u32; 3];
     let mut worst = 0f32;
     for i in 0..3 {
         let want = reference_logits(&mut refs[i], &prompts[i], 0);
@@ -122,7 +125,10 @@ fn batch_of_three_matches_candle_quantized_llama() {
         let batch: Vec<BatchItem> = toks
             .iter()
             .enumerate()
-            .map(|(i, t)| BatchItem { seq: i as u64 + 10, tokens: t })
+            .map(|(i, t)| BatchItem {
+                seq: i as u64 + 10,
+                tokens: t,
+            })
             .collect();
         ours.forward(&batch, &mut logits).unwrap();
         for i in 0..3 {
@@ -144,7 +150,12 @@ fn batch_of_three_matches_candle_quantized_llama() {
 
 /// Greedy continuation of several sequences: `alone` runs each by itself, the other runs them
 /// all in one batch. Returns (tokens, logits of every step) per sequence.
-fn greedy(model: &mut Llama, prompts: &[Vec<u32>], steps: usize, batched: bool) -> Vec<(Vec<u32>, Vec<Vec<f32>>)> {
+fn greedy(
+    model: &mut Llama,
+    prompts: &[Vec<u32>],
+    steps: usize,
+    batched: bool,
+) -> Vec<(Vec<u32>, Vec<Vec<f32>>)> {
     let vocab = model.vocab_size();
     let mut results: Vec<(Vec<u32>, Vec<Vec<f32>>)> = vec![(vec![], vec![]); prompts.len()];
     let mut logits = Vec::new();
@@ -159,7 +170,10 @@ fn greedy(model: &mut Llama, prompts: &[Vec<u32>], steps: usize, batched: bool) 
             let batch: Vec<BatchItem> = group
                 .iter()
                 .zip(&inputs)
-                .map(|(&i, t)| BatchItem { seq: 100 + i as u64, tokens: t })
+                .map(|(&i, t)| BatchItem {
+                    seq: 100 + i as u64,
+                    tokens: t,
+                })
                 .collect();
             model.forward(&batch, &mut logits).unwrap();
             for (row, &i) in group.iter().enumerate() {
@@ -192,7 +206,10 @@ fn a_sequence_gives_the_same_logits_alone_and_in_a_batch() {
         }
     }
     eprintln!("worst relative logit difference alone vs batched: {worst:e}");
-    assert!(worst < 1e-4, "batched logits drift from single-sequence logits: {worst}");
+    assert!(
+        worst < 1e-4,
+        "batched logits drift from single-sequence logits: {worst}"
+    );
     assert_eq!(model.live_sequences(), 0);
 }
 
@@ -207,12 +224,29 @@ fn chunked_prefill_mixed_with_decode_matches_candle_fed_the_same_chunks() {
     let mut logits = Vec::new();
 
     // Sequence 2 decodes while sequence 3 prefills its prompt in three chunks.
-    model.forward(&[BatchItem { seq: 2, tokens: other }], &mut logits).unwrap();
+    model
+        .forward(
+            &[BatchItem {
+                seq: 2,
+                tokens: other,
+            }],
+            &mut logits,
+        )
+        .unwrap();
     let mut tok = [argmax(&logits)];
     let cuts = [0, 7, 20, prompt.len()];
     for w in cuts.windows(2) {
         let chunk = &prompt[w[0]..w[1]];
-        let batch = [BatchItem { seq: 2, tokens: &tok }, BatchItem { seq: 3, tokens: chunk }];
+        let batch = [
+            BatchItem {
+                seq: 2,
+                tokens: &tok,
+            },
+            BatchItem {
+                seq: 3,
+                tokens: chunk,
+            },
+        ];
         model.forward(&batch, &mut logits).unwrap();
         tok = [argmax(&logits[..vocab])];
         let want = reference_logits(&mut reference, chunk, w[0]);
@@ -246,10 +280,15 @@ fn greedy_tokens_match_llama_cpp() {
     let mut exact = vec![0usize; g.len()];
     let mut worst_gap = 0f32;
     for step in 0..steps {
-        let live: Vec<usize> = (0..g.len()).filter(|&i| step < g[i].greedy_ids.len()).collect();
+        let live: Vec<usize> = (0..g.len())
+            .filter(|&i| step < g[i].greedy_ids.len())
+            .collect();
         let batch: Vec<BatchItem> = live
             .iter()
-            .map(|&i| BatchItem { seq: 500 + i as u64, tokens: &inputs[i] })
+            .map(|&i| BatchItem {
+                seq: 500 + i as u64,
+                tokens: &inputs[i],
+            })
             .collect();
         model.forward(&batch, &mut logits).unwrap();
         for (row, &i) in live.iter().enumerate() {
@@ -257,7 +296,10 @@ fn greedy_tokens_match_llama_cpp() {
             let want = g[i].greedy_ids[step];
             let gap = l[argmax(l) as usize] - l[want as usize];
             worst_gap = worst_gap.max(gap);
-            assert!(gap < NEAR_TIE, "prompt {i} step {step}: llama.cpp's token {want} is {gap} below our best");
+            assert!(
+                gap < NEAR_TIE,
+                "prompt {i} step {step}: llama.cpp's token {want} is {gap} below our best"
+            );
             exact[i] += usize::from(gap == 0.0);
             inputs[i] = vec![want];
         }
@@ -272,7 +314,10 @@ fn greedy_tokens_match_llama_cpp() {
     let agree: usize = exact.iter().sum();
     eprintln!("free-running greedy prefix matching llama.cpp per prompt: {report:?}");
     eprintln!("teacher-forced argmax agreement: {agree}/{total} {exact:?}, worst gap {worst_gap}");
-    assert!(agree * 10 >= total * 9, "only {agree} of {total} teacher-forced steps agree");
+    assert!(
+        agree * 10 >= total * 9,
+        "only {agree} of {total} teacher-forced steps agree"
+    );
 }
 
 #[test]
@@ -280,17 +325,44 @@ fn release_frees_the_cache_and_a_reused_id_starts_fresh() {
     let g = golden();
     let mut model = load();
     let mut logits = Vec::new();
-    model.forward(&[BatchItem { seq: 7, tokens: &g[0].prompt_ids }], &mut logits).unwrap();
+    model
+        .forward(
+            &[BatchItem {
+                seq: 7,
+                tokens: &g[0].prompt_ids,
+            }],
+            &mut logits,
+        )
+        .unwrap();
     let first = logits.clone();
-    model.forward(&[BatchItem { seq: 8, tokens: &g[1].prompt_ids }], &mut logits).unwrap();
+    model
+        .forward(
+            &[BatchItem {
+                seq: 8,
+                tokens: &g[1].prompt_ids,
+            }],
+            &mut logits,
+        )
+        .unwrap();
     assert_eq!(model.live_sequences(), 2);
     model.release(7);
     model.release(7);
     model.release(12345);
     assert_eq!(model.live_sequences(), 1);
     assert_eq!(model.cached_len(7), 0);
-    model.forward(&[BatchItem { seq: 7, tokens: &g[0].prompt_ids }], &mut logits).unwrap();
-    assert!(rel_diff(&logits, &first) < 1e-5, "a released id kept old context");
+    model
+        .forward(
+            &[BatchItem {
+                seq: 7,
+                tokens: &g[0].prompt_ids,
+            }],
+            &mut logits,
+        )
+        .unwrap();
+    assert!(
+        rel_diff(&logits, &first) < 1e-5,
+        "a released id kept old context"
+    );
     assert_eq!(model.cached_len(7), g[0].prompt_ids.len());
 }
 
@@ -300,12 +372,29 @@ fn bad_batches_are_errors_and_change_nothing() {
     let max = model.max_context();
     assert_eq!(max, 8192);
     let mut logits = Vec::new();
-    model.forward(&[BatchItem { seq: 1, tokens: &[1, 2, 3] }], &mut logits).unwrap();
+    model
+        .forward(
+            &[BatchItem {
+                seq: 1,
+                tokens: &[1, 2, 3],
+            }],
+            &mut logits,
+        )
+        .unwrap();
 
     let too_long = vec![1u32; max - 2];
     let err = model
         .forward(
-            &[BatchItem { seq: 2, tokens: &[5] }, BatchItem { seq: 1, tokens: &too_long }],
+            &[
+                BatchItem {
+                    seq: 2,
+                    tokens: &[5],
+                },
+                BatchItem {
+                    seq: 1,
+                    tokens: &too_long,
+                },
+            ],
             &mut logits,
         )
         .unwrap_err();
@@ -314,16 +403,37 @@ fn bad_batches_are_errors_and_change_nothing() {
         "{err}"
     );
     let err = model
-        .forward(&[BatchItem { seq: 1, tokens: &[model.vocab_size() as u32] }], &mut logits)
+        .forward(
+            &[BatchItem {
+                seq: 1,
+                tokens: &[model.vocab_size() as u32],
+            }],
+            &mut logits,
+        )
         .unwrap_err();
     assert!(matches!(err, ModelError::TokenOutOfRange { .. }), "{err}");
     let err = model
-        .forward(&[BatchItem { seq: 1, tokens: &[] }], &mut logits)
+        .forward(
+            &[BatchItem {
+                seq: 1,
+                tokens: &[],
+            }],
+            &mut logits,
+        )
         .unwrap_err();
     assert!(matches!(err, ModelError::InvalidBatch(_)), "{err}");
     let err = model
         .forward(
-            &[BatchItem { seq: 1, tokens: &[4] }, BatchItem { seq: 1, tokens: &[4] }],
+            &[
+                BatchItem {
+                    seq: 1,
+                    tokens: &[4],
+                },
+                BatchItem {
+                    seq: 1,
+                    tokens: &[4],
+                },
+            ],
             &mut logits,
         )
         .unwrap_err();
@@ -339,7 +449,9 @@ fn load_gguf_dispatches_on_architecture() {
     assert_eq!(model.vocab_size(), 49152);
     assert_eq!(model.max_context(), 8192);
     assert_eq!(
-        content.metadata["general.architecture"].to_string().unwrap(),
+        content.metadata["general.architecture"]
+            .to_string()
+            .unwrap(),
         "llama"
     );
 }

@@ -20,10 +20,14 @@ const MAX_POS: usize = 48;
 /// Deterministic pseudo-random weights (an LCG), so a failure reproduces.
 fn weights(seed: u64, shape: &[usize], scale: f32) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let data: Vec<f32> = (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
         })
         .collect();
@@ -41,16 +45,36 @@ fn tiny_llama(tied: bool) -> HashMap<String, Tensor> {
     add("model.embed_tokens.weight".into(), &[VOCAB, HIDDEN], 1.0);
     for i in 0..LAYERS {
         let p = format!("model.layers.{i}");
-        add(format!("{p}.self_attn.q_proj.weight"), &[HEADS * head_dim, HIDDEN], 0.3);
-        add(format!("{p}.self_attn.k_proj.weight"), &[KV_HEADS * head_dim, HIDDEN], 0.3);
-        add(format!("{p}.self_attn.v_proj.weight"), &[KV_HEADS * head_dim, HIDDEN], 0.3);
-        add(format!("{p}.self_attn.o_proj.weight"), &[HIDDEN, HEADS * head_dim], 0.2);
+        add(
+            format!("{p}.self_attn.q_proj.weight"),
+            &[HEADS * head_dim, HIDDEN],
+            0.3,
+        );
+        add(
+            format!("{p}.self_attn.k_proj.weight"),
+            &[KV_HEADS * head_dim, HIDDEN],
+            0.3,
+        );
+        add(
+            format!("{p}.self_attn.v_proj.weight"),
+            &[KV_HEADS * head_dim, HIDDEN],
+            0.3,
+        );
+        add(
+            format!("{p}.self_attn.o_proj.weight"),
+            &[HIDDEN, HEADS * head_dim],
+            0.2,
+        );
         add(format!("{p}.mlp.gate_proj.weight"), &[FFN, HIDDEN], 0.2);
         add(format!("{p}.mlp.up_proj.weight"), &[FFN, HIDDEN], 0.2);
         add(format!("{p}.mlp.down_proj.weight"), &[HIDDEN, FFN], 0.2);
         // Norm weights around 1, not exactly 1, so a missing norm would show.
         add(format!("{p}.input_layernorm.weight"), &[HIDDEN], 0.2);
-        add(format!("{p}.post_attention_layernorm.weight"), &[HIDDEN], 0.2);
+        add(
+            format!("{p}.post_attention_layernorm.weight"),
+            &[HIDDEN],
+            0.2,
+        );
     }
     add("model.norm.weight".into(), &[HIDDEN], 0.2);
     if !tied {
@@ -145,17 +169,26 @@ fn compare_with_candle(tied: bool) {
         let batch: Vec<BatchItem> = inputs
             .iter()
             .enumerate()
-            .map(|(i, t)| BatchItem { seq: i as u64, tokens: t })
+            .map(|(i, t)| BatchItem {
+                seq: i as u64,
+                tokens: t,
+            })
             .collect();
         ours.forward(&batch, &mut logits).unwrap();
         for i in 0..2 {
-            let x = Tensor::new(inputs[i].as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            let x = Tensor::new(inputs[i].as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
             let want = theirs.forward(&x, pos[i], &mut caches[i]).unwrap();
             let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let got = &logits[i * VOCAB..(i + 1) * VOCAB];
             let d = rel_diff(got, &want);
             worst = worst.max(d);
-            assert!(d < 1e-4, "tied={tied} step {step} seq {i}: relative diff {d}");
+            assert!(
+                d < 1e-4,
+                "tied={tied} step {step} seq {i}: relative diff {d}"
+            );
             pos[i] += inputs[i].len();
             inputs[i] = vec![argmax(&want)];
         }
@@ -180,12 +213,42 @@ fn a_sequence_past_max_context_is_an_error_and_keeps_its_cache() {
     let mut model = load_safetensors_dir(&dir.0).unwrap();
     let mut logits = Vec::new();
     let prompt: Vec<u32> = (0..MAX_POS as u32 - 2).map(|t| t % VOCAB as u32).collect();
-    model.forward(&[BatchItem { seq: 9, tokens: &prompt }], &mut logits).unwrap();
-    model.forward(&[BatchItem { seq: 9, tokens: &[1] }], &mut logits).unwrap();
-    model.forward(&[BatchItem { seq: 9, tokens: &[2] }], &mut logits).unwrap();
+    model
+        .forward(
+            &[BatchItem {
+                seq: 9,
+                tokens: &prompt,
+            }],
+            &mut logits,
+        )
+        .unwrap();
+    model
+        .forward(
+            &[BatchItem {
+                seq: 9,
+                tokens: &[1],
+            }],
+            &mut logits,
+        )
+        .unwrap();
+    model
+        .forward(
+            &[BatchItem {
+                seq: 9,
+                tokens: &[2],
+            }],
+            &mut logits,
+        )
+        .unwrap();
     let before = logits.clone();
     let err = model
-        .forward(&[BatchItem { seq: 9, tokens: &[3] }], &mut logits)
+        .forward(
+            &[BatchItem {
+                seq: 9,
+                tokens: &[3],
+            }],
+            &mut logits,
+        )
         .unwrap_err();
     assert!(
         matches!(err, ModelError::ContextOverflow { seq: 9, needed, max } if needed == MAX_POS + 1 && max == MAX_POS),
@@ -195,7 +258,15 @@ fn a_sequence_past_max_context_is_an_error_and_keeps_its_cache() {
     model.release(9);
     let mut full = prompt.clone();
     full.extend([1, 2]);
-    model.forward(&[BatchItem { seq: 9, tokens: &full }], &mut logits).unwrap();
+    model
+        .forward(
+            &[BatchItem {
+                seq: 9,
+                tokens: &full,
+            }],
+            &mut logits,
+        )
+        .unwrap();
     assert!(rel_diff(&logits, &before) < 1e-4);
 }
 
@@ -206,7 +277,9 @@ fn unsupported_model_type_names_what_was_found() {
     let mut cfg = config_json(false);
     cfg["model_type"] = "mamba".into();
     std::fs::write(dir.0.join("config.json"), cfg.to_string()).unwrap();
-    let err = load_safetensors_dir(&dir.0).err().expect("mamba must be refused");
+    let err = load_safetensors_dir(&dir.0)
+        .err()
+        .expect("mamba must be refused");
     match err {
         ModelError::UnsupportedArchitecture { found, supported } => {
             assert_eq!(found, "mamba");

@@ -95,7 +95,10 @@ impl Gemma3 {
             window: meta.usize("attention.sliding_window")?,
             final_softcap: meta.f32_opt("final_logit_softcapping"),
         };
-        if cfg.n_kv_heads == 0 || cfg.n_heads % cfg.n_kv_heads != 0 || cfg.head_dim % 2 != 0 {
+        if cfg.n_kv_heads == 0
+            || !cfg.n_heads.is_multiple_of(cfg.n_kv_heads)
+            || !cfg.head_dim.is_multiple_of(2)
+        {
             return Err(ModelError::Config(format!(
                 "{} query heads, {} KV heads, head dim {}",
                 cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -117,8 +120,10 @@ impl Gemma3 {
             );
             let (gate, up, down) = (linear("ffn_gate")?, linear("ffn_up")?, linear("ffn_down")?);
             let mut norm = |name: &str| -> Result<Tensor, ModelError> {
-                Ok(gguf_tensor(content, reader, &format!("{p}.{name}.weight"), device)?
-                    .dequantize(device)?)
+                Ok(
+                    gguf_tensor(content, reader, &format!("{p}.{name}.weight"), device)?
+                        .dequantize(device)?,
+                )
             };
             let sliding = (i + 1) % SLIDING_PATTERN != 0;
             layers.push(Layer {
@@ -170,7 +175,11 @@ impl Gemma3 {
         let scale = 1.0 / (hd as f64).sqrt();
         let mut x = (self.embed.lookup(&plan.ids, dev)? * (cfg.hidden as f64).sqrt())?;
         for (li, layer) in self.layers.iter().enumerate() {
-            let (cos, sin) = if layer.window.is_some() { &local } else { &global };
+            let (cos, sin) = if layer.window.is_some() {
+                &local
+            } else {
+                &global
+            };
             let h = rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
             let q = layer.q.forward(&h)?.reshape((n, cfg.n_heads, hd))?;
             let k = layer.k.forward(&h)?.reshape((n, cfg.n_kv_heads, hd))?;
@@ -202,7 +211,11 @@ impl Gemma3 {
             x = (x + attn)?;
             let h = rms_norm(&x, &layer.mlp_norm, cfg.rms_eps)?;
             let gated = (layer.gate.forward(&h)?.gelu()? * layer.up.forward(&h)?)?;
-            let mlp = rms_norm(&layer.down.forward(&gated)?, &layer.post_mlp_norm, cfg.rms_eps)?;
+            let mlp = rms_norm(
+                &layer.down.forward(&gated)?,
+                &layer.post_mlp_norm,
+                cfg.rms_eps,
+            )?;
             x = (x + mlp)?;
         }
         let last = Tensor::new(plan.last_rows(), dev)?;
@@ -225,7 +238,11 @@ impl BatchModel for Gemma3 {
         self.caches.max_context()
     }
 
-    fn forward(&mut self, batch: &[BatchItem<'_>], logits: &mut Vec<f32>) -> Result<(), ModelError> {
+    fn forward(
+        &mut self,
+        batch: &[BatchItem<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         if batch.is_empty() {
             logits.clear();
             return Ok(());

@@ -29,13 +29,13 @@ pub(super) struct LlamaConfig {
 
 impl LlamaConfig {
     fn check(&self) -> Result<(), ModelError> {
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(ModelError::Config(format!(
                 "{} query heads cannot share {} KV heads evenly",
                 self.n_heads, self.n_kv_heads
             )));
         }
-        if self.head_dim % 2 != 0 || self.max_context == 0 {
+        if !self.head_dim.is_multiple_of(2) || self.max_context == 0 {
             return Err(ModelError::Config(format!(
                 "head dim {} / context {} unusable",
                 self.head_dim, self.max_context
@@ -133,9 +133,7 @@ impl Llama {
             hidden,
             n_layers: meta.usize("block_count")?,
             n_heads,
-            n_kv_heads: meta
-                .usize_opt("attention.head_count_kv")
-                .unwrap_or(n_heads),
+            n_kv_heads: meta.usize_opt("attention.head_count_kv").unwrap_or(n_heads),
             head_dim,
             vocab,
             max_context: meta.usize("context_length")?,
@@ -154,9 +152,8 @@ impl Llama {
             }
         }
         // Norms and biases are small f32 vectors: keep them dense.
-        let mut dense = |name: &str| -> Result<Tensor, ModelError> {
-            Ok(tensor(name)?.dequantize(device)?)
-        };
+        let mut dense =
+            |name: &str| -> Result<Tensor, ModelError> { Ok(tensor(name)?.dequantize(device)?) };
         let norm = dense("output_norm.weight")?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
@@ -164,7 +161,9 @@ impl Llama {
             let mut bias = |name: &str| -> Result<Option<Tensor>, ModelError> {
                 let name = format!("{p}.{name}.bias");
                 if content.tensor_infos.contains_key(&name) {
-                    Ok(Some(gguf_tensor(content, reader, &name, device)?.dequantize(device)?))
+                    Ok(Some(
+                        gguf_tensor(content, reader, &name, device)?.dequantize(device)?,
+                    ))
                 } else {
                     Ok(None)
                 }
@@ -182,8 +181,10 @@ impl Llama {
             let up = linear("ffn_up", None)?;
             let down = linear("ffn_down", None)?;
             let mut norm = |name: &str| -> Result<Tensor, ModelError> {
-                Ok(gguf_tensor(content, reader, &format!("{p}.{name}.weight"), device)?
-                    .dequantize(device)?)
+                Ok(
+                    gguf_tensor(content, reader, &format!("{p}.{name}.weight"), device)?
+                        .dequantize(device)?,
+                )
             };
             layers.push(Layer {
                 attn_norm: norm("attn_norm")?,
@@ -199,10 +200,7 @@ impl Llama {
         }
         // Tied embeddings share the quantized table with the output projection.
         let lm_head = if content.tensor_infos.contains_key("output.weight") {
-            Linear::quantized(
-                gguf_tensor(content, reader, "output.weight", device)?,
-                None,
-            )?
+            Linear::quantized(gguf_tensor(content, reader, "output.weight", device)?, None)?
         } else {
             Linear::new(
                 candle_core::quantized::QMatMul::from_arc(embd.clone())?,
@@ -250,12 +248,13 @@ impl Llama {
         // SAFETY: the files are mapped read-only and must not change while the model lives,
         // which is how every safetensors loader works.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, DType::F32, device)? };
-        let get = |vb: &VarBuilder, shape: (usize, usize), name: &str| -> Result<Tensor, ModelError> {
-            if !vb.contains_tensor(name) {
-                return Err(ModelError::MissingTensor(format!("{}.{name}", vb.prefix())));
-            }
-            Ok(vb.get(shape, name)?)
-        };
+        let get =
+            |vb: &VarBuilder, shape: (usize, usize), name: &str| -> Result<Tensor, ModelError> {
+                if !vb.contains_tensor(name) {
+                    return Err(ModelError::MissingTensor(format!("{}.{name}", vb.prefix())));
+                }
+                Ok(vb.get(shape, name)?)
+            };
         let get1 = |vb: &VarBuilder, n: usize, name: &str| -> Result<Tensor, ModelError> {
             if !vb.contains_tensor(name) {
                 return Err(ModelError::MissingTensor(format!("{}.{name}", vb.prefix())));
@@ -353,9 +352,18 @@ impl Llama {
         let mut x = self.embed.lookup(&plan.ids, &self.device)?;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
-            let q = layer.q.forward(&h)?.reshape((n, cfg.n_heads, cfg.head_dim))?;
-            let k = layer.k.forward(&h)?.reshape((n, cfg.n_kv_heads, cfg.head_dim))?;
-            let v = layer.v.forward(&h)?.reshape((n, cfg.n_kv_heads, cfg.head_dim))?;
+            let q = layer
+                .q
+                .forward(&h)?
+                .reshape((n, cfg.n_heads, cfg.head_dim))?;
+            let k = layer
+                .k
+                .forward(&h)?
+                .reshape((n, cfg.n_kv_heads, cfg.head_dim))?;
+            let v = layer
+                .v
+                .forward(&h)?
+                .reshape((n, cfg.n_kv_heads, cfg.head_dim))?;
             let q = apply_rope(&q, &cos, &sin, cfg.rope_style)?;
             let k = apply_rope(&k, &cos, &sin, cfg.rope_style)?;
             let mut outs = Vec::with_capacity(plan.spans.len());
@@ -407,7 +415,11 @@ impl BatchModel for Llama {
         self.caches.max_context()
     }
 
-    fn forward(&mut self, batch: &[BatchItem<'_>], logits: &mut Vec<f32>) -> Result<(), ModelError> {
+    fn forward(
+        &mut self,
+        batch: &[BatchItem<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         if batch.is_empty() {
             logits.clear();
             return Ok(());

@@ -41,7 +41,8 @@ pub trait BatchModel: Send {
     /// different lengths.
     ///
     /// On error no sequence's cache changes.
-    fn forward(&mut self, batch: &[BatchItem<'_>], logits: &mut Vec<f32>) -> Result<(), ModelError>;
+    fn forward(&mut self, batch: &[BatchItem<'_>], logits: &mut Vec<f32>)
+        -> Result<(), ModelError>;
     /// Frees a sequence's cache (no-op for an unknown id).
     fn release(&mut self, seq: SeqId);
 }
@@ -79,7 +80,11 @@ pub enum ModelError {
         max: usize,
     },
     #[error("token id {token} of sequence {seq} is outside the vocabulary of {vocab}")]
-    TokenOutOfRange { seq: SeqId, token: u32, vocab: usize },
+    TokenOutOfRange {
+        seq: SeqId,
+        token: u32,
+        vocab: usize,
+    },
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
 }
