@@ -88,10 +88,13 @@ async fn collect(mut stream: EventStream) -> (Vec<u32>, String, StreamEvent) {
 }
 
 /// Greedy decoding by hand over the bare model: what the engine must reproduce exactly.
-fn reference_greedy(prompt: &[u32], steps: usize, end_tokens: &[u32]) -> Vec<u32> {
-    use runner::model::{load_gguf, BatchItem};
-    let path = text_support::model_file(text_support::SMOLLM2_FILE);
-    let (mut model, _) = load_gguf(&path).unwrap();
+fn reference_greedy(
+    model: &mut dyn runner::model::BatchModel,
+    prompt: &[u32],
+    steps: usize,
+    end_tokens: &[u32],
+) -> Vec<u32> {
+    use runner::model::BatchItem;
     let vocab = model.vocab_size();
     let (mut logits, mut out) = (Vec::new(), Vec::new());
     let mut input = prompt.to_vec();
@@ -113,6 +116,7 @@ fn reference_greedy(prompt: &[u32], steps: usize, end_tokens: &[u32]) -> Vec<u32
         out.push(best);
         input = vec![best];
     }
+    model.release(0);
     out
 }
 
@@ -120,13 +124,15 @@ fn reference_greedy(prompt: &[u32], steps: usize, end_tokens: &[u32]) -> Vec<u32
 async fn greedy_output_is_the_models_argmax_chain() {
     let engine = shared_engine();
     let golden = include_str!("golden/model/greedy-SmolLM2-135M-Instruct.Q4_1.jsonl");
-    for line in golden.lines() {
+    let path = text_support::model_file(text_support::SMOLLM2_FILE);
+    let (mut model, _) = runner::model::load_gguf(&path).unwrap();
+    for line in golden.lines().take(3) {
         let case: serde_json::Value = serde_json::from_str(line).unwrap();
         let user = case["messages"][0]["content"].as_str().unwrap();
         let req = request(engine, user, greedy(), 16);
         let expected_prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
         assert_eq!(req.prompt, expected_prompt, "prompt of {user:?}");
-        let reference = reference_greedy(&req.prompt, 16, &[2]);
+        let reference = reference_greedy(model.as_mut(), &req.prompt, 16, &[2]);
         let (ids, _, _) = collect(engine.submit(req).unwrap()).await;
         assert_eq!(
             ids, reference,
@@ -154,13 +160,11 @@ async fn batch_invariance(sampling: impl Fn(usize) -> SamplingParams) {
         "Write a haiku about the sea.",
         "What is 12 times 7?",
         "Tell me a fact about owls.",
-        "Translate 'good morning' into French.",
-        "Why is the sky blue?",
     ];
     let mut alone = Vec::new();
     for (i, p) in prompts.iter().enumerate() {
         alone.push(
-            collect(engine.submit(request(engine, p, sampling(i), 24)).unwrap())
+            collect(engine.submit(request(engine, p, sampling(i), 16)).unwrap())
                 .await
                 .0,
         );
@@ -168,7 +172,7 @@ async fn batch_invariance(sampling: impl Fn(usize) -> SamplingParams) {
     let streams: Vec<_> = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| engine.submit(request(engine, p, sampling(i), 24)).unwrap())
+        .map(|(i, p)| engine.submit(request(engine, p, sampling(i), 16)).unwrap())
         .collect();
     for (i, stream) in streams.into_iter().enumerate() {
         let (ids, _, _) = collect(stream).await;

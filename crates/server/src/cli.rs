@@ -74,7 +74,7 @@ pub struct ServeArgs {
     pub api_key_file: Option<PathBuf>,
 
     /// Most sequences generated at once (one batch); further requests wait in the queue.
-    #[arg(long, env = "COHOST_MAX_CONCURRENT", default_value_t = 8)]
+    #[arg(long, env = "COHOST_MAX_CONCURRENT", default_value_t = 16)]
     pub max_concurrent: usize,
 
     /// Most requests waiting for a slot; beyond that the server answers 429 with Retry-After.
