@@ -17,6 +17,10 @@
 //!   T=0.7, logprobs / candle's way of doing the same work: `utils::apply_repeat_penalty`, then
 //!   `Sampling::TopKThenTopP`, then a log-softmax on the tensor for the logprob.
 //!
+//! Both sides run on one thread: the sampler never spawns any, and candle's CPU ops (and the
+//! rayon pool behind them) are limited to one through `RAYON_NUM_THREADS=1`, set at the start
+//! of the run before candle or rayon read it (an explicit value from the environment is kept).
+//!
 //! The sampler may modify its row, so each iteration gets a fresh copy made outside the timed
 //! region (`BatchSize::PerIteration`); the candle tensor is built once, outside as well.
 
@@ -147,6 +151,11 @@ fn candle_logprob(logits: &Tensor, token: u32) -> f32 {
 }
 
 fn bench_sampling(c: &mut Criterion) {
+    // candle reads this for its thread count, and rayon sizes its global pool from it on first
+    // use; nothing has started a thread yet here.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     for setting in settings() {
         let mut group = c.benchmark_group(setting.name);
         for vocab in VOCABS {

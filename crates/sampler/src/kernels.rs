@@ -62,7 +62,7 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     poly = poly * r + 8.333_452e-3;
     poly = poly * r + 4.166_579_6e-2;
     poly = poly * r + 1.666_666_5e-1;
-    poly = poly * r + 5.000_000_1e-1;
+    poly = poly * r + 0.5; // Cephes 5.0000001e-1 rounds to 0.5 in f32
     let er = poly * (r * r) + r + 1.0;
     // n is in -126..=0 here, so n + 127 is a normal biased exponent.
     let n_int = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
@@ -74,39 +74,258 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     }
 }
 
-dispatched! {
-    /// The largest logit, or `Err(index)` of the first logit that is NaN or +inf.
-    pub(crate) fn checked_max(logits: &[f32]) -> Result<f32, usize> {
+/// Block width of [`argmax`]'s first pass: 1 KiB of logits, small enough to re-read from L1.
+const BLOCK: usize = 256;
+
+/// The largest logit and the lowest id holding it, or `Err(index)` of the first logit that is
+/// NaN or +inf. An all -inf row gives `Ok((-inf, 0))`.
+///
+/// One read of the row: each block of [`BLOCK`] logits is reduced to its maximum (and a NaN
+/// flag) and only the first block holding the overall maximum is scanned again, from cache,
+/// for the index. +inf needs no test of its own: it would be the maximum.
+pub(crate) fn argmax(logits: &[f32]) -> Result<(f32, usize), usize> {
+    let (max, block, bad) = scan_blocks(logits);
+    if bad || max == f32::INFINITY {
+        let index = logits
+            .iter()
+            .position(|&x| x.is_nan() || x == f32::INFINITY)
+            .unwrap_or(0);
+        return Err(index);
+    }
+    let start = block * BLOCK;
+    let end = (start + BLOCK).min(logits.len());
+    let index = logits[start..end]
+        .iter()
+        .position(|&x| x == max)
+        .map_or(0, |j| start + j);
+    Ok((max, index))
+}
+
+/// `(max, index of the first block holding it, whether any logit is NaN)`; the tail after the
+/// last whole block counts as one more block.
+fn scan_blocks(logits: &[f32]) -> (f32, usize, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has just been checked to support AVX2 and FMA.
+        return unsafe { avx2::scan_blocks(logits) };
+    }
+    scan_blocks_portable(logits)
+}
+
+fn scan_blocks_portable(logits: &[f32]) -> (f32, usize, bool) {
+    let mut best = f32::NEG_INFINITY;
+    let mut best_block = 0;
+    let mut bad = false;
+    for (b, block) in logits.chunks(BLOCK).enumerate() {
         let mut max = [f32::NEG_INFINITY; LANES];
-        let mut bad = [false; LANES];
-        let chunks = logits.chunks_exact(LANES);
+        let chunks = block.chunks_exact(LANES);
         let tail = chunks.remainder();
         for chunk in chunks {
             for j in 0..LANES {
                 let x = chunk[j];
                 max[j] = if x > max[j] { x } else { max[j] };
-                bad[j] |= x.is_nan() | (x == f32::INFINITY);
+                bad |= x.is_nan();
             }
         }
         for &x in tail {
             max[0] = if x > max[0] { x } else { max[0] };
-            bad[0] |= x.is_nan() | (x == f32::INFINITY);
+            bad |= x.is_nan();
         }
-        if bad.iter().any(|&b| b) {
-            let index = logits
-                .iter()
-                .position(|&x| x.is_nan() || x == f32::INFINITY)
-                .unwrap_or(0);
-            return Err(index);
+        let m = max
+            .iter()
+            .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        if m > best {
+            best = m;
+            best_block = b;
         }
-        Ok(max.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a }))
+    }
+    (best, best_block, bad)
+}
+
+/// `sum_i exp((logits[i] - max) * inv_temperature)`; `max` must be the largest logit, so every
+/// term lies in [0, 1] and the largest is 1.
+pub(crate) fn sum_exp(logits: &[f32], max: f32, inv_temperature: f32) -> f64 {
+    sum_exp_gather(logits, max, inv_temperature, f32::INFINITY, &mut Vec::new())
+}
+
+/// [`sum_exp`], and in the same pass appends to `out`, in id order and with weight 0, every
+/// token whose logit is at least `lower` and not -inf.
+pub(crate) fn sum_exp_gather(
+    logits: &[f32],
+    max: f32,
+    inv_temperature: f32,
+    lower: f32,
+    out: &mut Vec<Candidate>,
+) -> f64 {
+    let lower = if lower > f32::NEG_INFINITY {
+        lower
+    } else {
+        f32::MIN
+    };
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has just been checked to support AVX2 and FMA.
+        return unsafe { avx2::sum_exp_gather(logits, max, inv_temperature, lower, out) };
+    }
+    let total = sum_exp_portable(logits, max, inv_temperature);
+    gather_band(logits, lower, f32::INFINITY, out);
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Hand-written AVX2+FMA versions of the two passes every sampled step makes.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Candidate, BLOCK, EXP_FLOOR};
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hmax(v: __m256) -> f32 {
+        let x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+        let x = _mm_max_ss(x, _mm_shuffle_ps::<1>(x, x));
+        _mm_cvtss_f32(x)
+    }
+
+    /// See [`super::scan_blocks`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scan_blocks(logits: &[f32]) -> (f32, usize, bool) {
+        let mut best = f32::NEG_INFINITY;
+        let mut best_block = 0;
+        let mut bad = _mm256_setzero_ps();
+        let blocks = logits.chunks_exact(BLOCK);
+        let tail = blocks.remainder();
+        let whole = logits.len() / BLOCK;
+        for (b, block) in blocks.enumerate() {
+            let p = block.as_ptr();
+            let mut m0 = _mm256_set1_ps(f32::NEG_INFINITY);
+            let (mut m1, mut m2, mut m3) = (m0, m0, m0);
+            let mut i = 0;
+            while i < BLOCK {
+                let v0 = _mm256_loadu_ps(p.add(i));
+                let v1 = _mm256_loadu_ps(p.add(i + 8));
+                let v2 = _mm256_loadu_ps(p.add(i + 16));
+                let v3 = _mm256_loadu_ps(p.add(i + 24));
+                // vmaxps returns its second operand when either is NaN: NaN never wins.
+                m0 = _mm256_max_ps(v0, m0);
+                m1 = _mm256_max_ps(v1, m1);
+                m2 = _mm256_max_ps(v2, m2);
+                m3 = _mm256_max_ps(v3, m3);
+                let nan01 = _mm256_cmp_ps::<_CMP_UNORD_Q>(v0, v1);
+                let nan23 = _mm256_cmp_ps::<_CMP_UNORD_Q>(v2, v3);
+                bad = _mm256_or_ps(bad, _mm256_or_ps(nan01, nan23));
+                i += 32;
+            }
+            let m = hmax(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+            if m > best {
+                best = m;
+                best_block = b;
+            }
+        }
+        let mut tail_max = f32::NEG_INFINITY;
+        let mut tail_bad = false;
+        for &x in tail {
+            tail_max = if x > tail_max { x } else { tail_max };
+            tail_bad |= x.is_nan();
+        }
+        if tail_max > best {
+            best = tail_max;
+            best_block = whole;
+        }
+        (best, best_block, tail_bad || _mm256_movemask_ps(bad) != 0)
+    }
+
+    /// `exp(s)` for 8 lanes of `s <= 0` (or -inf): the same method as
+    /// [`super::exp_nonpositive`], with fused multiply-adds.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp8(s: __m256) -> __m256 {
+        let floor = _mm256_set1_ps(EXP_FLOOR);
+        let round = _mm256_set1_ps(12_582_912.0);
+        let xc = _mm256_max_ps(s, floor);
+        let t = _mm256_fmadd_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E), round);
+        let n = _mm256_sub_ps(t, round);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), xc);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut poly = _mm256_set1_ps(1.987_569_2e-4);
+        poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.398_199_9e-3));
+        poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(8.333_452e-3));
+        poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(4.166_579_6e-2));
+        poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.666_666_5e-1));
+        poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(0.5));
+        let er = _mm256_add_ps(
+            _mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), r),
+            _mm256_set1_ps(1.0),
+        );
+        let n_int = _mm256_sub_epi32(
+            _mm256_castps_si256(t),
+            _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32),
+        );
+        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            n_int,
+            _mm256_set1_epi32(127),
+        )));
+        let below = _mm256_cmp_ps::<_CMP_LT_OQ>(s, floor);
+        _mm256_andnot_ps(below, _mm256_mul_ps(er, scale))
+    }
+
+    /// See [`super::sum_exp_gather`]; `lower` is finite or +inf.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sum_exp_gather(
+        logits: &[f32],
+        max: f32,
+        inv_temperature: f32,
+        lower: f32,
+        out: &mut Vec<Candidate>,
+    ) -> f64 {
+        let maxv = _mm256_set1_ps(max);
+        let invt = _mm256_set1_ps(inv_temperature);
+        let lowerv = _mm256_set1_ps(lower);
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let chunks = logits.chunks_exact(16);
+        let tail_start = logits.len() - chunks.remainder().len();
+        for (c, chunk) in chunks.enumerate() {
+            let p = chunk.as_ptr();
+            let v0 = _mm256_loadu_ps(p);
+            let v1 = _mm256_loadu_ps(p.add(8));
+            let hit = _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(v0, lowerv),
+                _mm256_cmp_ps::<_CMP_GE_OQ>(v1, lowerv),
+            );
+            if _mm256_movemask_ps(hit) != 0 {
+                for (j, &x) in chunk.iter().enumerate() {
+                    if x >= lower {
+                        out.push(Candidate::new((c * 16 + j) as u32, x));
+                    }
+                }
+            }
+            acc0 = _mm256_add_ps(acc0, exp8(_mm256_mul_ps(_mm256_sub_ps(v0, maxv), invt)));
+            acc1 = _mm256_add_ps(acc1, exp8(_mm256_mul_ps(_mm256_sub_ps(v1, maxv), invt)));
+        }
+        let mut lanes = [0.0f32; 16];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc0);
+        _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc1);
+        let mut total: f64 = lanes.iter().map(|&a| a as f64).sum();
+        for (j, &x) in logits[tail_start..].iter().enumerate() {
+            total += super::exp_nonpositive((x - max) * inv_temperature) as f64;
+            if x >= lower {
+                out.push(Candidate::new((tail_start + j) as u32, x));
+            }
+        }
+        total
     }
 }
 
 dispatched! {
     /// `sum_i exp((logits[i] - max) * inv_temperature)`; `max` must be the largest logit, so every
     /// term lies in [0, 1] and the largest is 1.
-    pub(crate) fn sum_exp(logits: &[f32], max: f32, inv_temperature: f32) -> f64 {
+    pub(crate) fn sum_exp_portable(logits: &[f32], max: f32, inv_temperature: f32) -> f64 {
         let mut acc = [0.0f32; LANES];
         let chunks = logits.chunks_exact(LANES);
         let tail = chunks.remainder();
@@ -124,25 +343,6 @@ dispatched! {
 }
 
 dispatched! {
-    /// Index of the first logit equal to `value` (which must occur), so ties go to the lowest id.
-    pub(crate) fn first_index_of(logits: &[f32], value: f32) -> usize {
-        let chunks = logits.chunks_exact(LANES);
-        let tail_start = logits.len() - chunks.remainder().len();
-        for (c, chunk) in chunks.enumerate() {
-            let mut hit = false;
-            for j in 0..LANES {
-                hit |= chunk[j] == value;
-            }
-            if hit {
-                let j = chunk.iter().position(|&x| x == value).unwrap_or(0);
-                return c * LANES + j;
-            }
-        }
-        logits[tail_start..].iter().position(|&x| x == value).map_or(0, |j| tail_start + j)
-    }
-}
-
-dispatched! {
     /// Appends every token whose logit lies in `[lower, upper)` and is not -inf, in id order,
     /// with weight 0 (the caller weighs them); returns how many.
     pub(crate) fn gather_band(logits: &[f32], lower: f32, upper: f32, out: &mut Vec<Candidate>) -> usize {
@@ -152,8 +352,8 @@ dispatched! {
         let tail_start = logits.len() - chunks.remainder().len();
         for (c, chunk) in chunks.enumerate() {
             let mut hit = false;
-            for j in 0..LANES {
-                hit |= (chunk[j] >= lower) & (chunk[j] < upper);
+            for &x in chunk {
+                hit |= (x >= lower) & (x < upper);
             }
             if hit {
                 for (j, &x) in chunk.iter().enumerate() {
@@ -202,8 +402,8 @@ dispatched! {
         let tail_start = logits.len() - chunks.remainder().len();
         for (c, chunk) in chunks.enumerate() {
             let mut hit = false;
-            for j in 0..LANES {
-                hit |= chunk[j] > threshold;
+            for &x in chunk {
+                hit |= x > threshold;
             }
             if hit {
                 for (j, &x) in chunk.iter().enumerate() {
@@ -246,31 +446,76 @@ mod tests {
     }
 
     #[test]
-    fn checked_max_finds_max_and_first_bad_index_in_any_position() {
-        for len in [1usize, 15, 16, 17, 33, 100] {
+    fn argmax_finds_max_first_index_and_first_bad_index_in_any_position() {
+        for len in [1usize, 15, 16, 17, 33, 100, 255, 256, 257, 600, 1000, 1300] {
             let mut row: Vec<f32> = (0..len).map(|i| (i as f32 * 7.3).sin()).collect();
             let want = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            assert_eq!(checked_max(&row), Ok(want));
+            let first = row.iter().position(|&x| x == want).unwrap();
+            assert_eq!(argmax(&row), Ok((want, first)));
+            assert_eq!(scan_blocks_portable(&row), scan_blocks(&row));
             for bad_at in [0, len / 2, len - 1] {
                 for bad in [f32::NAN, f32::INFINITY] {
                     let keep = row[bad_at];
                     row[bad_at] = bad;
-                    assert_eq!(checked_max(&row), Err(bad_at), "len {len} at {bad_at}");
+                    assert_eq!(argmax(&row), Err(bad_at), "len {len} at {bad_at}");
+                    assert_eq!(scan_blocks_portable(&row).2, scan_blocks(&row).2);
                     row[bad_at] = keep;
                 }
             }
         }
+        assert_eq!(
+            argmax(&[f32::NEG_INFINITY; 300]),
+            Ok((f32::NEG_INFINITY, 0))
+        );
     }
 
     #[test]
-    fn first_index_of_returns_lowest_of_ties() {
-        let mut row = vec![0.0f32; 50];
-        row[20] = 3.0;
-        row[35] = 3.0;
-        row[49] = 3.0;
-        assert_eq!(first_index_of(&row, 3.0), 20);
-        assert_eq!(first_index_of(&row[21..], 3.0), 14);
-        assert_eq!(first_index_of(&row[36..], 3.0), 13);
+    fn argmax_returns_lowest_of_ties_within_and_across_blocks() {
+        for ties in [
+            [20usize, 35, 49],
+            [20, 300, 1100],
+            [700, 701, 1299],
+            [1290, 1295, 1299],
+        ] {
+            let mut row = vec![0.0f32; 1300];
+            for &t in &ties {
+                row[t] = 3.0;
+            }
+            assert_eq!(argmax(&row), Ok((3.0, ties[0])));
+        }
+    }
+
+    #[test]
+    fn fused_sum_exp_and_gather_match_the_portable_passes() {
+        for len in [1usize, 15, 16, 17, 100, 1000, 4099] {
+            let mut row: Vec<f32> = (0..len).map(|i| (i as f32 * 7.3).sin() * 20.0).collect();
+            if len > 2 {
+                row[len / 3] = f32::NEG_INFINITY;
+            }
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            for (inv_t, lower) in [
+                (1.0f32, 15.0f32),
+                (3.3, f32::NEG_INFINITY),
+                (0.01, f32::INFINITY),
+            ] {
+                let mut got = Vec::new();
+                let total = sum_exp_gather(&row, max, inv_t, lower, &mut got);
+                let want_total = sum_exp_portable(&row, max, inv_t);
+                assert!(
+                    (total - want_total).abs() <= 1e-6 * want_total,
+                    "{total} vs {want_total}"
+                );
+                let mut want = Vec::new();
+                let lower = if lower > f32::NEG_INFINITY {
+                    lower
+                } else {
+                    f32::MIN
+                };
+                gather_band(&row, lower, f32::INFINITY, &mut want);
+                let ids = |c: &[Candidate]| c.iter().map(|c| (c.id, c.logit)).collect::<Vec<_>>();
+                assert_eq!(ids(&got), ids(&want));
+            }
+        }
     }
 
     #[test]

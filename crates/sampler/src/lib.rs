@@ -34,8 +34,11 @@
 //!
 //! # Cost
 //! No allocation per step once the candidate buffer has grown to its working size, and no sort
-//! of the vocabulary: a step reads the row two to four times (max, exp-sum, candidate
-//! gathering) and sorts only candidates.
+//! of the vocabulary. Greedy reads the row once (maximum, first index and the NaN/+inf check
+//! in one pass); top-p reads it twice (that pass, then an exp-sum that also gathers the first
+//! band of candidates); top-k twice (that pass, then a streaming selection); logprobs add one
+//! exp-sum, and a mask, or penalties that lower the maximum itself, one more maximum pass.
+//! Only candidates are sorted.
 
 mod kernels;
 
@@ -320,8 +323,8 @@ impl Sampler {
                 got: logits.len(),
             });
         }
-        let raw_max =
-            kernels::checked_max(logits).map_err(|index| SamplingError::InvalidLogit {
+        let (raw_max, raw_argmax) =
+            kernels::argmax(logits).map_err(|index| SamplingError::InvalidLogit {
                 index,
                 value: logits[index],
             })?;
@@ -337,24 +340,32 @@ impl Sampler {
         if let Some(mask) = mask {
             apply_mask(logits, mask);
         }
-        let max = if penalised || mask.is_some() {
-            // Neither step adds NaN or +inf, so this cannot fail.
-            kernels::checked_max(logits).unwrap_or(f32::NEG_INFINITY)
-        } else {
-            raw_max
-        };
-        if max == f32::NEG_INFINITY {
-            return Err(SamplingError::NoCandidate);
-        }
+        // Penalties only lower logits: unless they lowered the first raw maximum itself, it is
+        // still the first maximum. A mask can remove it, so then the row is read again.
+        let stale = mask.is_some() || (penalised && self.counts[raw_argmax] > 0);
 
         let inv_temperature = 1.0 / self.params.temperature;
         // A temperature so small that 1/T overflows is greedy for every practical purpose.
-        let token = if !inv_temperature.is_finite() {
-            kernels::first_index_of(logits, max)
-        } else if self.params.k > 0 {
+        let greedy = !inv_temperature.is_finite();
+        let token = if !greedy && self.params.k > 0 {
+            // Top-k finds its own maximum; it comes back empty only when every logit is -inf.
             self.choose_top_k(logits, inv_temperature)
+                .ok_or(SamplingError::NoCandidate)?
         } else {
-            self.choose_top_p(logits, max, inv_temperature)
+            let (max, argmax) = if stale {
+                // Neither step adds NaN or +inf, so this cannot fail.
+                kernels::argmax(logits).unwrap_or((f32::NEG_INFINITY, 0))
+            } else {
+                (raw_max, raw_argmax)
+            };
+            if max == f32::NEG_INFINITY {
+                return Err(SamplingError::NoCandidate);
+            }
+            if greedy {
+                argmax
+            } else {
+                self.choose_top_p(logits, max, inv_temperature)
+            }
         };
 
         let logprob = log_normaliser.map(|norm| self.raw_logit(logits, token, penalised) - norm);
@@ -392,8 +403,10 @@ impl Sampler {
         logits[token]
     }
 
-    fn choose_top_k(&mut self, logits: &[f32], inv_temperature: f32) -> usize {
-        kernels::top_k(logits, self.params.k, &mut self.candidates);
+    fn choose_top_k(&mut self, logits: &[f32], inv_temperature: f32) -> Option<usize> {
+        if kernels::top_k(logits, self.params.k, &mut self.candidates) == 0 {
+            return None;
+        }
         let max = self
             .candidates
             .iter()
@@ -404,25 +417,25 @@ impl Sampler {
             total += c.weight as f64;
         }
         let kept = nucleus(&mut self.candidates, self.params.p as f64 * total);
-        draw(&mut self.rng, &self.candidates[..kept])
+        Some(draw(&mut self.rng, &self.candidates[..kept]))
     }
 
     /// Top-p over the whole vocabulary without sorting it: the normaliser comes from one exp
-    /// pass, then candidates are gathered in bands of decreasing logit until they hold mass p.
+    /// pass, which also gathers the first band of candidates; further bands of decreasing logit
+    /// are gathered only while the candidates hold less than mass p.
     fn choose_top_p(&mut self, logits: &[f32], max: f32, inv_temperature: f32) -> usize {
-        let total = kernels::sum_exp(logits, max, inv_temperature);
-        let target = self.params.p as f64 * total;
         let temperature = self.params.temperature;
         self.candidates.clear();
-        let mut mass = 0.0f64;
-        let mut upper = f32::INFINITY;
         // Band edges in units of the scaled logit: weight >= e^-8, then e^-16, ... Past
         // e^-87 weights are 0 and further bands cannot add mass.
         let mut depth = 8.0f32;
+        let mut lower = max - depth * temperature;
+        let total =
+            kernels::sum_exp_gather(logits, max, inv_temperature, lower, &mut self.candidates);
+        let target = self.params.p as f64 * total;
+        let mut mass = 0.0f64;
+        let mut start = 0;
         loop {
-            let lower = max - depth * temperature;
-            let start = self.candidates.len();
-            kernels::gather_band(logits, lower, upper, &mut self.candidates);
             for c in &mut self.candidates[start..] {
                 c.weight = kernels::exp_nonpositive((c.logit - max) * inv_temperature);
                 mass += c.weight as f64;
@@ -430,8 +443,11 @@ impl Sampler {
             if mass >= target || depth > 88.0 || lower == f32::NEG_INFINITY {
                 break;
             }
-            upper = lower;
+            let upper = lower;
             depth *= 2.0;
+            lower = max - depth * temperature;
+            start = self.candidates.len();
+            kernels::gather_band(logits, lower, upper, &mut self.candidates);
         }
         let kept = nucleus(&mut self.candidates, target);
         draw(&mut self.rng, &self.candidates[..kept])

@@ -426,7 +426,7 @@ fn logprob_is_log_softmax_of_raw_logits_whatever_the_settings() {
 #[test]
 fn sample_observes_the_chosen_token() {
     let mut s = Sampler::new(params(0.0, 0, 0.5), 3).unwrap();
-    let Sampled { token, .. } = s.sample(&mut vec![0.0, 2.0, 1.0]).unwrap();
+    let Sampled { token, .. } = s.sample(&mut [0.0, 2.0, 1.0]).unwrap();
     assert_eq!(token, 1);
     assert_eq!(s.count(1), 1);
     s.observe(7); // outside the vocabulary: ignored
@@ -539,7 +539,7 @@ fn validation_names_parameter_value_and_range() {
         ),
     ];
     for (p, param, text) in cases {
-        let err = Sampler::new(p.clone(), 10).err().expect("must be rejected");
+        let err = Sampler::new(p.clone(), 10).expect_err("must be rejected");
         match &err {
             SamplingError::OutOfRange { param: got, .. } => assert_eq!(*got, param),
             other => panic!("{p:?}: {other:?}"),
