@@ -46,19 +46,7 @@ fn load_gguf(path: &Path, name: String) -> Result<LoadedModel, LoadModelError> {
         Some(value) => value.to_string().cloned().unwrap_or_default(),
         None => String::new(),
     };
-    let template = match &tokenizer.chat_template {
-        Some(source) => ChatTemplate::new(
-            source.clone(),
-            tokenizer.bos.as_ref().map(|t| t.text.clone()),
-            tokenizer.eos.as_ref().map(|t| t.text.clone()),
-            TemplateOrigin::Gguf,
-        )?,
-        None => ChatTemplate::fallback_for(
-            &architecture,
-            tokenizer.bos.as_ref().map(|t| t.text.clone()),
-            tokenizer.eos.as_ref().map(|t| t.text.clone()),
-        )?,
-    };
+    let template = chat_template(&tokenizer, &architecture, TemplateOrigin::Gguf)?;
     let end_token_ids = tokenizer.end_of_turn.clone();
     Ok(assemble(
         name,
@@ -74,14 +62,7 @@ fn load_hf_dir(dir: &Path, name: String) -> Result<LoadedModel, LoadModelError> 
     let model = model::load_safetensors_dir(dir)?;
     let tokenizer = tokenizer::tokenizer_from_hf_dir(dir)?;
     let architecture = model_type(dir);
-    let bos = tokenizer.bos.as_ref().map(|t| t.text.clone());
-    let eos = tokenizer.eos.as_ref().map(|t| t.text.clone());
-    let template = match &tokenizer.chat_template {
-        Some(source) => {
-            ChatTemplate::new(source.clone(), bos, eos, TemplateOrigin::TokenizerConfig)?
-        }
-        None => ChatTemplate::fallback_for(&architecture, bos, eos)?,
-    };
+    let template = chat_template(&tokenizer, &architecture, TemplateOrigin::TokenizerConfig)?;
     let mut end_token_ids = tokenizer.end_of_turn.clone();
     if let Some(generation) = loader::read_generation_config(dir)? {
         for id in generation.eos_token_ids {
@@ -98,6 +79,20 @@ fn load_hf_dir(dir: &Path, name: String) -> Result<LoadedModel, LoadModelError> 
         template,
         end_token_ids,
     ))
+}
+
+/// The model's own chat template, or the architecture's built-in format when it has none.
+fn chat_template(
+    tokenizer: &TokenizerBundle,
+    architecture: &str,
+    origin: TemplateOrigin,
+) -> Result<ChatTemplate, crate::text_error::TextError> {
+    let bos = tokenizer.bos.as_ref().map(|t| t.text.clone());
+    let eos = tokenizer.eos.as_ref().map(|t| t.text.clone());
+    match &tokenizer.chat_template {
+        Some(source) => ChatTemplate::new(source.clone(), bos, eos, origin),
+        None => ChatTemplate::fallback_for(architecture, bos, eos),
+    }
 }
 
 fn assemble(
