@@ -215,12 +215,18 @@ impl EngineHandle {
         )
     }
 
-    /// Renders a chat through the model's template, ready to tokenize.
+    /// Renders a chat through the model's template, ready to tokenize; tools and tool turns
+    /// are prepared for the template first (see `tools::prepare_prompt`).
     pub fn render_chat(&self, prompt: &ChatPrompt) -> Result<String, TextOpError> {
         self.shared
             .template
-            .render(prompt)
+            .render_chat(prompt)
             .map_err(|e| TextOpError::Template(e.to_string()))
+    }
+
+    /// How the model writes tool calls (read from its chat template).
+    pub fn tool_format(&self) -> crate::tools::ToolFormatKind {
+        self.shared.template.tool_format()
     }
 
     /// Tokenizes text; `add_special` adds the BOS token where the model declares one. Special

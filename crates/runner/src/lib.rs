@@ -15,5 +15,6 @@ pub mod stop;
 pub mod template;
 pub mod text_error;
 pub mod tokenizer;
+pub mod tools;
 
 pub use load::{load, LoadModelError, LoadedModel};

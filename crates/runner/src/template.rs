@@ -11,6 +11,7 @@ use minijinja::{Environment, Error, ErrorKind, Output, State, Value};
 
 use crate::chat::ChatPrompt;
 use crate::text_error::TextError;
+use crate::tools::{self, ToolFormatKind};
 
 const TEMPLATE_NAME: &str = "chat";
 
@@ -81,6 +82,7 @@ pub struct ChatTemplate {
     bos_token: Option<String>,
     eos_token: Option<String>,
     origin: TemplateOrigin,
+    tool_format: ToolFormatKind,
 }
 
 impl ChatTemplate {
@@ -103,6 +105,7 @@ impl ChatTemplate {
             .map_err(|e| TextError::TemplateSyntax(e.to_string()))?;
         Ok(Self {
             env,
+            tool_format: tools::detect(&source),
             source,
             bos_token,
             eos_token,
@@ -158,6 +161,18 @@ impl ChatTemplate {
         template.render(ctx).map_err(render_error)
     }
 
+    /// Renders a chat for this model: [`ChatTemplate::render`] after
+    /// [`tools::prepare_prompt`], so that tools and tool turns reach the model in the form its
+    /// template expects, or are described in the system turn when it renders none.
+    pub fn render_chat(&self, prompt: &ChatPrompt) -> Result<String, TextError> {
+        self.render(&tools::prepare_prompt(prompt, self.tool_format))
+    }
+
+    /// How this model writes tool calls, read from the template text.
+    pub fn tool_format(&self) -> ToolFormatKind {
+        self.tool_format
+    }
+
     pub fn origin(&self) -> &TemplateOrigin {
         &self.origin
     }
@@ -166,10 +181,10 @@ impl ChatTemplate {
         &self.source
     }
 
-    /// Whether the template itself renders tool definitions; when it does not, the caller has
-    /// to describe the tools some other way.
+    /// Whether the template itself renders tool definitions in a call format cohost parses;
+    /// when it does not, [`ChatTemplate::render_chat`] describes the tools in the system turn.
     pub fn template_renders_tools(&self) -> bool {
-        self.source.contains("tools")
+        tools::format(self.tool_format).template_renders_tools()
     }
 }
 
@@ -288,6 +303,21 @@ fn python_printable(c: char) -> bool {
         | 0xd800..=0xf8ff | 0xfeff | 0xfff9..=0xfffb
         | 0x110bd | 0x110cd | 0x13430..=0x1343f | 0x1bca0..=0x1bca3 | 0x1d173..=0x1d17a
         | 0xe0001 | 0xe0020..=0xe007f | 0xf0000..=0x10ffff)
+}
+
+/// JSON as Python's `json.dumps(value, ensure_ascii=False)` writes it: key order kept, `", "`
+/// and `": "` separators; the style models have seen most.
+pub fn python_json(value: &serde_json::Value) -> String {
+    let style = JsonStyle {
+        indent: None,
+        item_sep: ", ".to_string(),
+        key_sep: ": ".to_string(),
+        sort_keys: false,
+        ensure_ascii: false,
+    };
+    let mut out = String::new();
+    write_json(&mut out, value, &style, 0);
+    out
 }
 
 /// transformers' `tojson`: Python's `json.dumps(x, ensure_ascii=False, indent=indent,
