@@ -1,0 +1,54 @@
+//! Matmul throughput at the default models' real shapes.
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kernels::testing::{random_activations, random_matrix};
+use kernels::{matmul, QuantType, Scratch, Threads};
+
+/// (name, format, rows, cols) of the matmuls in SmolLM2-135M Q4_1 and Gemma 3 270M Q4_K_M.
+const SHAPES: &[(&str, QuantType, usize, usize)] = &[
+    ("smol_qo", QuantType::Q4_1, 576, 576),
+    ("smol_kv", QuantType::Q4_1, 192, 576),
+    ("smol_gate_up", QuantType::Q4_1, 1536, 576),
+    ("smol_down", QuantType::Q4_1, 576, 1536),
+    ("smol_lm_head", QuantType::Q8_0, 49152, 576),
+    ("gemma_q", QuantType::Q5_0, 1024, 640),
+    ("gemma_kv", QuantType::Q5_0, 256, 640),
+    ("gemma_v", QuantType::Q8_0, 256, 640),
+    ("gemma_o", QuantType::Q4K, 640, 1024),
+    ("gemma_gate_up", QuantType::Q5_0, 2048, 640),
+    ("gemma_down_q6k", QuantType::Q6K, 640, 2048),
+    ("gemma_down_q4k", QuantType::Q4K, 640, 2048),
+    ("gemma_lm_head", QuantType::Q8_0, 262144, 640),
+];
+
+fn bench(c: &mut Criterion) {
+    let filter_m: Option<usize> = std::env::var("KERNELS_BENCH_M")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for nt in [1, 2] {
+        let threads = Threads::new(nt);
+        let mut g = c.benchmark_group(format!("matmul_t{nt}"));
+        g.sample_size(20);
+        g.warm_up_time(std::time::Duration::from_millis(300));
+        g.measurement_time(std::time::Duration::from_millis(1500));
+        for &(name, ty, rows, cols) in SHAPES {
+            let w = random_matrix(ty, rows, cols, 1);
+            for m in [1usize, 4, 16, 64] {
+                if filter_m.is_some_and(|f| f != m) {
+                    continue;
+                }
+                let x = random_activations(m * cols, 2);
+                let mut out = vec![0f32; m * rows];
+                let mut scratch = Scratch::default();
+                // Bytes of weights streamed per call: GB/s against the memory bandwidth.
+                g.throughput(Throughput::Bytes(w.weight_bytes() as u64));
+                g.bench_with_input(BenchmarkId::new(name, format!("m{m}")), &m, |b, &m| {
+                    b.iter(|| matmul(&w, &x, m, &mut out, &mut scratch, &threads))
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,230 @@
+//! A persistent worker pool for the matmuls of one forward pass.
+//!
+//! A 135M model runs ~250 matmuls per token, each a few µs to a few hundred µs, so waking
+//! threads through the OS for every call would cost more than the work. Workers spin for a short
+//! while after each job (the next matmul usually follows within microseconds), then park on a
+//! condition variable so an idle server does not burn the CPU.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker spins before parking.
+const SPIN: Duration = Duration::from_micros(300);
+
+type Job = *const (dyn Fn(usize) + Sync);
+
+struct Shared {
+    /// Bumped once per job; workers wait for it to change.
+    epoch: AtomicU64,
+    /// The current job, valid while `pending` is non-zero (see `Threads::run`).
+    job: std::cell::UnsafeCell<(usize, Option<Job>)>,
+    next_task: AtomicUsize,
+    /// Workers that have not yet finished the current job.
+    pending: AtomicUsize,
+    sleepers: AtomicUsize,
+    park: Mutex<()>,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+// The raw job pointer is only read between the epoch bump and the `pending` countdown, during
+// which `run` keeps the closure alive and does not write the cell.
+unsafe impl Sync for Shared {}
+unsafe impl Send for Shared {}
+
+/// A fixed-size pool; `run` uses the calling thread plus `n - 1` workers.
+pub struct Threads {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Serialises callers: one job at a time.
+    caller: Mutex<()>,
+}
+
+impl Threads {
+    /// A pool of `n` threads in total (the caller counts as one); `n == 0` is treated as 1.
+    pub fn new(n: usize) -> Self {
+        let n = n.max(1);
+        let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(0),
+            job: std::cell::UnsafeCell::new((0, None)),
+            next_task: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            park: Mutex::new(()),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let workers = (1..n)
+            .map(|i| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("kernels-{i}"))
+                    .spawn(move || worker(&shared))
+                    .expect("spawning a kernel worker thread")
+            })
+            .collect();
+        Threads {
+            shared,
+            workers,
+            caller: Mutex::new(()),
+        }
+    }
+
+    /// Number of threads that run tasks, the caller included.
+    pub fn len(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Always false: a pool has at least the calling thread.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Runs `f(i)` for every `i` in `0..tasks` across the pool (the caller participates) and
+    /// returns when all are done. Tasks are handed out dynamically, so uneven tasks balance.
+    pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if tasks == 0 {
+            return;
+        }
+        if self.workers.is_empty() || tasks == 1 {
+            (0..tasks).for_each(f);
+            return;
+        }
+        let _one_job = self.caller.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &*self.shared;
+        // SAFETY: no worker reads `job` until the epoch changes below, and all workers have
+        // decremented `pending` for the previous job (we waited for that), so nobody reads it now.
+        // The lifetime is erased; `f` outlives every use because we wait for `pending == 0`.
+        unsafe {
+            let f: Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f);
+            *s.job.get() = (tasks, Some(f));
+        }
+        s.next_task.store(0, Ordering::Relaxed);
+        s.pending.store(self.workers.len(), Ordering::Relaxed);
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = s.park.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_all();
+        }
+        run_tasks(s, tasks, f);
+        let mut spins = 0u32;
+        while s.pending.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            if spins < 1 << 16 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+fn run_tasks(s: &Shared, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    loop {
+        let i = s.next_task.fetch_add(1, Ordering::Relaxed);
+        if i >= tasks {
+            break;
+        }
+        f(i);
+    }
+}
+
+fn worker(s: &Shared) {
+    let mut seen = 0u64;
+    loop {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while s.epoch.load(Ordering::Acquire) == seen {
+            spins += 1;
+            std::hint::spin_loop();
+            if spins % 256 == 0 && start.elapsed() > SPIN {
+                let mut g = s.park.lock().unwrap_or_else(|e| e.into_inner());
+                s.sleepers.fetch_add(1, Ordering::SeqCst);
+                while s.epoch.load(Ordering::SeqCst) == seen {
+                    g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+                }
+                s.sleepers.fetch_sub(1, Ordering::SeqCst);
+                break;
+            }
+        }
+        seen = s.epoch.load(Ordering::Acquire);
+        if s.stop.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: the epoch changed, so `run` has published a job and waits for our `pending`
+        // decrement before the closure goes away.
+        let (tasks, f) = unsafe { *s.job.get() };
+        if let Some(f) = f {
+            run_tasks(s, tasks, unsafe { &*f });
+        }
+        s.pending.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        let s = &*self.shared;
+        s.stop.store(true, Ordering::Release);
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        {
+            let _g = s.park.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Threads").field("len", &self.len()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_runs_exactly_once() {
+        for n in [1, 2, 3] {
+            let pool = Threads::new(n);
+            assert_eq!(pool.len(), n);
+            for tasks in [0, 1, 2, 5, 64] {
+                let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(tasks, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            }
+        }
+    }
+
+    #[test]
+    fn workers_wake_after_parking() {
+        let pool = Threads::new(2);
+        let sum = AtomicUsize::new(0);
+        for round in 0..3 {
+            std::thread::sleep(SPIN * 4);
+            pool.run(8, &|i| {
+                sum.fetch_add(i, Ordering::Relaxed);
+            });
+            assert_eq!(sum.load(Ordering::Relaxed), 28 * (round + 1));
+        }
+    }
+
+    #[test]
+    fn uses_more_than_one_thread() {
+        let pool = Threads::new(2);
+        let ids = Mutex::new(std::collections::HashSet::new());
+        // Tasks that take a while so the worker certainly picks some up.
+        pool.run(16, &|_| {
+            ids.lock().unwrap().insert(std::thread::current().id());
+            std::thread::sleep(Duration::from_millis(2));
+        });
+        assert_eq!(ids.lock().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,568 @@
+//! The int8 paths: AVX2 and AVX-512 VNNI.
+//!
+//! One scheme for every format. Activations are quantized once per call to int8 blocks of 32
+//! (`AGroup`: 8 blocks, their scales `dx` and `sx = dx * sum(q)`). Each weight row is unpacked
+//! once into the same shape (`WGroup`: 256 quants as bytes, per-block scale `dw` and offset `mw`,
+//! value = `dw * q + mw`) and then dotted with every activation row while it sits in L1, so a
+//! weight byte is read from memory once per call whatever `m` is. Per group:
+//! `sum_b dw_b dx_b <q_w, q_x>_b + mw_b sx_b`.
+//!
+//! Quants of a block pair are laid out as two vectors `[a0..16 | b0..16]` and
+//! `[a16..32 | b16..32]`, which is how ggml's nibbles fall when a pair's 32 bytes are loaded as
+//! one vector; the horizontal reduction of four pairs then yields the 8 block sums in the order
+//! `ORDER`, so the scales are stored in that order and no shuffle is needed per activation row.
+//!
+//! Weights are unsigned (`vpmaddubsw`/`vpdpbusd` take u8 x i8) with the format's offset in `mw`
+//! (Q4_0: -8 d, Q5_0: -16 d, Q8_0 under VNNI: -128 d after flipping the sign bit). On AVX2,
+//! Q8_0 and Q6_K stay signed and use the sign trick, Q6_K with its per-16 scales applied by
+//! `vpmaddwd`; Q6_K does the same under VNNI.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use crate::formats::{q4k_scale_min, rd_f16};
+use crate::pack::{self, GROUP};
+use crate::{Isa, QMatrix, QuantType, SharedMut, Threads};
+
+/// Position of block b in a reduced group: the reduction yields blocks in the order
+/// [0, 2, 4, 6, 1, 3, 5, 7] (called ORDER in the docs above).
+const POS: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
+
+/// 8 quantized activation blocks.
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+pub(crate) struct AGroup {
+    q: [i8; 256],
+    dx: [f32; 8],
+    sx: [f32; 8],
+}
+
+/// 8 unpacked weight blocks.
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+pub(crate) struct WGroup {
+    q: [u8; 256],
+    dw: [f32; 8],
+    mw: [f32; 8],
+}
+
+/// Q6_K's per-16 scales, as the i16 lanes `vpmaddwd` multiplies: per pair, the low vector's
+/// 16 lanes then the high vector's.
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+pub(crate) struct WScales {
+    s: [i16; 128],
+}
+
+const ZERO_A: AGroup = AGroup {
+    q: [0; 256],
+    dx: [0.0; 8],
+    sx: [0.0; 8],
+};
+const ZERO_W: WGroup = WGroup {
+    q: [0; 256],
+    dw: [0.0; 8],
+    mw: [0.0; 8],
+};
+
+/// Buffers reused across calls.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    act: Vec<AGroup>,
+    /// One unpacked weight row per task.
+    rows: Vec<(Vec<WGroup>, Vec<WScales>)>,
+}
+
+/// How a format's unpacked quants are dotted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dot {
+    /// u8 weights with an offset term.
+    Unsigned,
+    /// i8 weights, one scale per block (Q8_0 on AVX2).
+    Signed,
+    /// i8 weights with i16 scales per 16 (Q6_K).
+    SignedScaled,
+}
+
+fn dot_kind(ty: QuantType, vnni: bool) -> Dot {
+    match ty {
+        QuantType::Q8_0 if !vnni => Dot::Signed,
+        QuantType::Q6K => Dot::SignedScaled,
+        _ => Dot::Unsigned,
+    }
+}
+
+/// `out = x · Wᵀ` on the int8 path `isa` (Avx2 or Avx512Vnni; the caller checked the CPU).
+pub(crate) fn matmul(
+    isa: Isa,
+    w: &QMatrix,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+    threads: &Threads,
+) {
+    let (rows, cols) = (w.rows, w.cols);
+    if m == 0 || rows == 0 {
+        return;
+    }
+    let vnni = isa == Isa::Avx512Vnni;
+    let ngroups = (cols / 32).div_ceil(GROUP);
+
+    // Quantize the activations, rows split across the pool when there are many.
+    scratch.act.resize(m * ngroups, ZERO_A);
+    {
+        let act = SharedMut(scratch.act.as_mut_ptr());
+        let per = m.div_ceil(threads.len()).max(8);
+        threads.run(m.div_ceil(per), &|t| {
+            let act = act;
+            for i in t * per..((t + 1) * per).min(m) {
+                // SAFETY: task t owns activation rows [t*per, (t+1)*per).
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(act.0.add(i * ngroups), ngroups) };
+                let src = &x[i * cols..(i + 1) * cols];
+                unsafe {
+                    if vnni {
+                        vnni::quantize_row(src, dst)
+                    } else {
+                        avx2::quantize_row(src, dst)
+                    }
+                }
+            }
+        });
+    }
+
+    let (tasks, per) = crate::row_ranges(rows, threads.len(), 1);
+    scratch.rows.resize_with(tasks, Default::default);
+    let bufs = SharedMut(scratch.rows.as_mut_ptr());
+    let outp = SharedMut(out.as_mut_ptr());
+    let act = &scratch.act[..];
+    threads.run(tasks, &|t| {
+        let (bufs, outp) = (bufs, outp);
+        // SAFETY: task t owns buffer t and output columns [t*per, (t+1)*per) of every row.
+        let buf = unsafe { &mut *bufs.0.add(t) };
+        let range = t * per..((t + 1) * per).min(rows);
+        unsafe {
+            if vnni {
+                vnni::rows_task(w, act, m, ngroups, range, outp, buf)
+            } else {
+                avx2::rows_task(w, act, m, ngroups, range, outp, buf)
+            }
+        }
+    });
+}
+
+/// Copies the fields of a short last group (`g` blocks) into full-group positions, zero-filled.
+fn expand_group(ty: QuantType, src: &[u8], g: usize, dst: &mut [u8; GROUP * 34]) {
+    dst.fill(0);
+    let (sd, sm, sqh, sqs) = pack::group_fields(ty, g);
+    let (dd, dm, dqh, dqs) = pack::group_fields(ty, GROUP);
+    dst[dd..dd + 2 * g].copy_from_slice(&src[sd..sd + 2 * g]);
+    if pack::has_min(ty) {
+        dst[dm..dm + 2 * g].copy_from_slice(&src[sm..sm + 2 * g]);
+    }
+    if pack::has_qh(ty) {
+        dst[dqh..dqh + 4 * g].copy_from_slice(&src[sqh..sqh + 4 * g]);
+    }
+    let qs_len = if ty == QuantType::Q8_0 { 32 } else { 16 } * g;
+    dst[dqs..dqs + qs_len].copy_from_slice(&src[sqs..sqs + qs_len]);
+}
+
+/// The kernels, compiled once per instruction set: `$vnni` picks the VNNI variants of the
+/// unsigned dot and the bit expansion; everything else is shared AVX2 code.
+macro_rules! isa_kernels {
+    ($name:ident, $features:literal, $vnni:literal) => {
+        pub(crate) mod $name {
+            use super::*;
+
+            const VNNI: bool = $vnni;
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn hsum_ps(v: __m256) -> f32 {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                _mm_cvtss_f32(s)
+            }
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn hsum_epi32(v: __m256i) -> i32 {
+                let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+                _mm_cvtsi128_si32(s)
+            }
+
+            /// Quantizes one activation row to int8 blocks of 32 (absmax / 127, round to
+            /// nearest even), padding the last group with zero blocks.
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [AGroup]) {
+                let nb = x.len() / 32;
+                let sign = _mm256_set1_ps(-0.0);
+                let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+                for b in 0..out.len() * GROUP {
+                    let grp = &mut out[b / GROUP];
+                    let k = b % GROUP;
+                    let (pair, second) = (k / 2, k % 2);
+                    let q = grp.q.as_mut_ptr().add(64 * pair + 16 * second);
+                    if b >= nb {
+                        _mm_storeu_si128(q as *mut __m128i, _mm_setzero_si128());
+                        _mm_storeu_si128(q.add(32) as *mut __m128i, _mm_setzero_si128());
+                        grp.dx[POS[k]] = 0.0;
+                        grp.sx[POS[k]] = 0.0;
+                        continue;
+                    }
+                    let p = x.as_ptr().add(32 * b);
+                    let v = [
+                        _mm256_loadu_ps(p),
+                        _mm256_loadu_ps(p.add(8)),
+                        _mm256_loadu_ps(p.add(16)),
+                        _mm256_loadu_ps(p.add(24)),
+                    ];
+                    let a = _mm256_max_ps(
+                        _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                        _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])),
+                    );
+                    let a = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+                    let a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+                    let a = _mm_max_ss(a, _mm_movehdup_ps(a));
+                    let amax = _mm_cvtss_f32(a);
+                    let d = amax / 127.0;
+                    let id = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
+                    let qi = [
+                        _mm256_cvtps_epi32(_mm256_mul_ps(v[0], id)),
+                        _mm256_cvtps_epi32(_mm256_mul_ps(v[1], id)),
+                        _mm256_cvtps_epi32(_mm256_mul_ps(v[2], id)),
+                        _mm256_cvtps_epi32(_mm256_mul_ps(v[3], id)),
+                    ];
+                    let sum = hsum_epi32(_mm256_add_epi32(
+                        _mm256_add_epi32(qi[0], qi[1]),
+                        _mm256_add_epi32(qi[2], qi[3]),
+                    ));
+                    let p01 = _mm256_packs_epi32(qi[0], qi[1]);
+                    let p23 = _mm256_packs_epi32(qi[2], qi[3]);
+                    let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), perm);
+                    _mm_storeu_si128(q as *mut __m128i, _mm256_castsi256_si128(bytes));
+                    _mm_storeu_si128(
+                        q.add(32) as *mut __m128i,
+                        _mm256_extracti128_si256(bytes, 1),
+                    );
+                    grp.dx[POS[k]] = d;
+                    grp.sx[POS[k]] = d * sum as f32;
+                }
+            }
+
+            /// Spreads the 32 bits of `bits` over 32 bytes as 0x10 (set) or 0 (clear).
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn fifth_bits(bits: u32) -> __m256i {
+                if VNNI {
+                    _mm256_maskz_mov_epi8(bits, _mm256_set1_epi8(0x10))
+                } else {
+                    let v = _mm256_set1_epi32(bits as i32);
+                    let spread = _mm256_setr_epi8(
+                        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+                        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+                    );
+                    let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+                    let v = _mm256_and_si256(_mm256_shuffle_epi8(v, spread), mask);
+                    _mm256_and_si256(_mm256_cmpeq_epi8(v, mask), _mm256_set1_epi8(0x10))
+                }
+            }
+
+            /// Unpacks one full packed group of a 32-weight format.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn unpack_packed(ty: QuantType, grp: *const u8, out: &mut WGroup) {
+                let (fd, fm, fqh, fqs) = pack::group_fields(ty, GROUP);
+                let order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+                let d = _mm256_permutevar8x32_ps(
+                    _mm256_cvtph_ps(_mm_loadu_si128(grp.add(fd) as *const __m128i)),
+                    order,
+                );
+                let m = match ty {
+                    QuantType::Q4_1 | QuantType::Q5_1 => _mm256_permutevar8x32_ps(
+                        _mm256_cvtph_ps(_mm_loadu_si128(grp.add(fm) as *const __m128i)),
+                        order,
+                    ),
+                    QuantType::Q4_0 => _mm256_mul_ps(d, _mm256_set1_ps(-8.0)),
+                    QuantType::Q5_0 => _mm256_mul_ps(d, _mm256_set1_ps(-16.0)),
+                    _ if VNNI => _mm256_mul_ps(d, _mm256_set1_ps(-128.0)),
+                    _ => _mm256_setzero_ps(),
+                };
+                _mm256_store_ps(out.dw.as_mut_ptr(), d);
+                _mm256_store_ps(out.mw.as_mut_ptr(), m);
+                let q = out.q.as_mut_ptr() as *mut __m256i;
+                if ty == QuantType::Q8_0 {
+                    let flip = _mm256_set1_epi8(if VNNI { -128 } else { 0 });
+                    for v in 0..8 {
+                        let s = _mm256_loadu_si256(grp.add(fqs + 32 * v) as *const __m256i);
+                        _mm256_store_si256(q.add(v), _mm256_xor_si256(s, flip));
+                    }
+                    return;
+                }
+                let low = _mm256_set1_epi8(0x0f);
+                for p in 0..4 {
+                    let v = _mm256_loadu_si256(grp.add(fqs + 32 * p) as *const __m256i);
+                    let mut lo = _mm256_and_si256(v, low);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                    if pack::has_qh(ty) {
+                        let h = grp.add(fqh + 8 * p) as *const u32;
+                        lo = _mm256_or_si256(lo, fifth_bits(h.read_unaligned()));
+                        hi = _mm256_or_si256(hi, fifth_bits(h.add(1).read_unaligned()));
+                    }
+                    _mm256_store_si256(q.add(2 * p), lo);
+                    _mm256_store_si256(q.add(2 * p + 1), hi);
+                }
+            }
+
+            /// Unpacks one Q4_K super-block (8 sub-blocks of 32).
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn unpack_q4k(b: &[u8], out: &mut WGroup) {
+                let d = rd_f16(b, 0);
+                let dmin = rd_f16(b, 2);
+                for j in 0..8 {
+                    let (sc, mn) = q4k_scale_min(j, &b[4..16]);
+                    out.dw[POS[j]] = d * sc as f32;
+                    out.mw[POS[j]] = -dmin * mn as f32;
+                }
+                let low = _mm256_set1_epi8(0x0f);
+                let q = out.q.as_mut_ptr() as *mut __m256i;
+                for p in 0..4 {
+                    let v = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * p) as *const __m256i);
+                    let a = _mm256_and_si256(v, low);
+                    let c = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                    _mm256_store_si256(q.add(2 * p), _mm256_permute2x128_si256(a, c, 0x20));
+                    _mm256_store_si256(q.add(2 * p + 1), _mm256_permute2x128_si256(a, c, 0x31));
+                }
+            }
+
+            /// Unpacks one Q6_K super-block to signed quants and per-16 scale lanes.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn unpack_q6k(b: &[u8], out: &mut WGroup, sc: &mut WScales) {
+                let d = rd_f16(b, 208);
+                out.dw = [d; 8];
+                out.mw = [0.0; 8];
+                let low = _mm256_set1_epi8(0x0f);
+                let three = _mm256_set1_epi8(3);
+                let bias = _mm256_set1_epi8(32);
+                let q = out.q.as_mut_ptr() as *mut __m256i;
+                let s = sc.s.as_mut_ptr() as *mut __m256i;
+                let scale = |i: usize| b[192 + i] as i8 as i16;
+                for h in 0..2 {
+                    let l0 = _mm256_loadu_si256(b.as_ptr().add(64 * h) as *const __m256i);
+                    let l1 = _mm256_loadu_si256(b.as_ptr().add(64 * h + 32) as *const __m256i);
+                    let hb = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * h) as *const __m256i);
+                    // Bits 2i..2i+2 of each qh byte, moved to bits 4..6.
+                    let h0 = _mm256_slli_epi16(_mm256_and_si256(hb, three), 4);
+                    let h1 =
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), three), 4);
+                    let h2 =
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), three), 4);
+                    let h3 =
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), three), 4);
+                    let chunks = [
+                        _mm256_or_si256(_mm256_and_si256(l0, low), h0),
+                        _mm256_or_si256(_mm256_and_si256(l1, low), h1),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low), h2),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low), h3),
+                    ];
+                    for pp in 0..2 {
+                        let p = 2 * h + pp;
+                        let a = _mm256_sub_epi8(chunks[2 * pp], bias);
+                        let c = _mm256_sub_epi8(chunks[2 * pp + 1], bias);
+                        _mm256_store_si256(q.add(2 * p), _mm256_permute2x128_si256(a, c, 0x20));
+                        _mm256_store_si256(q.add(2 * p + 1), _mm256_permute2x128_si256(a, c, 0x31));
+                        // Chunk c' of this half uses scales 8h + 2c' (first 16) and + 1.
+                        let (ca, cb) = (8 * h + 4 * pp, 8 * h + 4 * pp + 2);
+                        let lo =
+                            _mm256_setr_m128i(_mm_set1_epi16(scale(ca)), _mm_set1_epi16(scale(cb)));
+                        let hi = _mm256_setr_m128i(
+                            _mm_set1_epi16(scale(ca + 1)),
+                            _mm_set1_epi16(scale(cb + 1)),
+                        );
+                        _mm256_store_si256(s.add(2 * p), lo);
+                        _mm256_store_si256(s.add(2 * p + 1), hi);
+                    }
+                }
+            }
+
+            /// Unpacks weight row `j` of `w` into `wg` (and `ws` for Q6_K).
+            #[target_feature(enable = $features)]
+            unsafe fn unpack_row(w: &QMatrix, j: usize, wg: &mut [WGroup], ws: &mut [WScales]) {
+                let row = w.row(j);
+                let ty = w.ty;
+                match ty {
+                    QuantType::Q4K => {
+                        for (gi, g) in wg.iter_mut().enumerate() {
+                            unpack_q4k(&row[144 * gi..144 * (gi + 1)], g);
+                        }
+                    }
+                    QuantType::Q6K => {
+                        for (gi, (g, s)) in wg.iter_mut().zip(ws.iter_mut()).enumerate() {
+                            unpack_q6k(&row[210 * gi..210 * (gi + 1)], g, s);
+                        }
+                    }
+                    _ => {
+                        let bb = ty.block_bytes();
+                        let nb = row.len() / bb;
+                        let mut tmp = [0u8; GROUP * 34];
+                        for (gi, g) in wg.iter_mut().enumerate() {
+                            let n = pack::group_len(nb, gi);
+                            let src = &row[gi * GROUP * bb..];
+                            if n == GROUP {
+                                unpack_packed(ty, src.as_ptr(), g);
+                            } else {
+                                expand_group(ty, &src[..n * bb], n, &mut tmp);
+                                unpack_packed(ty, tmp.as_ptr(), g);
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// `sum over groups` for u8 weights with offsets.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn dot_unsigned(w: &[WGroup], a: &[AGroup]) -> f32 {
+                let ones = _mm256_set1_epi16(1);
+                let mut acc = _mm256_setzero_ps();
+                for (wg, ag) in w.iter().zip(a) {
+                    let wq = wg.q.as_ptr() as *const __m256i;
+                    let xq = ag.q.as_ptr() as *const __m256i;
+                    let mut s = [_mm256_setzero_si256(); 4];
+                    for (p, sp) in s.iter_mut().enumerate() {
+                        let (wl, wh) = (
+                            _mm256_load_si256(wq.add(2 * p)),
+                            _mm256_load_si256(wq.add(2 * p + 1)),
+                        );
+                        let (xl, xh) = (
+                            _mm256_load_si256(xq.add(2 * p)),
+                            _mm256_load_si256(xq.add(2 * p + 1)),
+                        );
+                        *sp = if VNNI {
+                            _mm256_dpbusd_epi32(
+                                _mm256_dpbusd_epi32(_mm256_setzero_si256(), wl, xl),
+                                wh,
+                                xh,
+                            )
+                        } else {
+                            let t = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(wl, xl),
+                                _mm256_maddubs_epi16(wh, xh),
+                            );
+                            _mm256_madd_epi16(t, ones)
+                        };
+                    }
+                    let isum = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(s[0], s[1]),
+                        _mm256_hadd_epi32(s[2], s[3]),
+                    );
+                    let scale = _mm256_mul_ps(
+                        _mm256_load_ps(wg.dw.as_ptr()),
+                        _mm256_load_ps(ag.dx.as_ptr()),
+                    );
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+                    acc = _mm256_fmadd_ps(
+                        _mm256_load_ps(wg.mw.as_ptr()),
+                        _mm256_load_ps(ag.sx.as_ptr()),
+                        acc,
+                    );
+                }
+                hsum_ps(acc)
+            }
+
+            /// The same for i8 weights, optionally with per-16 i16 scales.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn dot_signed(w: &[WGroup], ws: Option<&[WScales]>, a: &[AGroup]) -> f32 {
+                let ones = _mm256_set1_epi16(1);
+                let mut acc = _mm256_setzero_ps();
+                for (gi, (wg, ag)) in w.iter().zip(a).enumerate() {
+                    let wq = wg.q.as_ptr() as *const __m256i;
+                    let xq = ag.q.as_ptr() as *const __m256i;
+                    let sc = ws.map(|s| s[gi].s.as_ptr() as *const __m256i);
+                    let mut s = [_mm256_setzero_si256(); 4];
+                    for (p, sp) in s.iter_mut().enumerate() {
+                        let (wl, wh) = (
+                            _mm256_load_si256(wq.add(2 * p)),
+                            _mm256_load_si256(wq.add(2 * p + 1)),
+                        );
+                        let (xl, xh) = (
+                            _mm256_load_si256(xq.add(2 * p)),
+                            _mm256_load_si256(xq.add(2 * p + 1)),
+                        );
+                        let pl =
+                            _mm256_maddubs_epi16(_mm256_abs_epi8(wl), _mm256_sign_epi8(xl, wl));
+                        let ph =
+                            _mm256_maddubs_epi16(_mm256_abs_epi8(wh), _mm256_sign_epi8(xh, wh));
+                        let (sl, sh) = match sc {
+                            Some(sc) => (
+                                _mm256_load_si256(sc.add(2 * p)),
+                                _mm256_load_si256(sc.add(2 * p + 1)),
+                            ),
+                            None => (ones, ones),
+                        };
+                        *sp =
+                            _mm256_add_epi32(_mm256_madd_epi16(pl, sl), _mm256_madd_epi16(ph, sh));
+                    }
+                    let isum = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(s[0], s[1]),
+                        _mm256_hadd_epi32(s[2], s[3]),
+                    );
+                    let scale = _mm256_mul_ps(
+                        _mm256_load_ps(wg.dw.as_ptr()),
+                        _mm256_load_ps(ag.dx.as_ptr()),
+                    );
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+                }
+                hsum_ps(acc)
+            }
+
+            /// Output columns `range` for all `m` activation rows.
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn rows_task(
+                w: &QMatrix,
+                act: &[AGroup],
+                m: usize,
+                ngroups: usize,
+                range: Range<usize>,
+                out: SharedMut<f32>,
+                buf: &mut (Vec<WGroup>, Vec<WScales>),
+            ) {
+                let kind = dot_kind(w.ty, VNNI);
+                buf.0.resize(ngroups, ZERO_W);
+                let nscales = if kind == Dot::SignedScaled {
+                    ngroups
+                } else {
+                    0
+                };
+                buf.1.resize(nscales, WScales { s: [0; 128] });
+                let (wg, ws) = (&mut buf.0[..], &mut buf.1[..]);
+                for j in range {
+                    unpack_row(w, j, wg, ws);
+                    for i in 0..m {
+                        let a = &act[i * ngroups..(i + 1) * ngroups];
+                        let v = match kind {
+                            Dot::Unsigned => dot_unsigned(wg, a),
+                            Dot::Signed => dot_signed(wg, None, a),
+                            Dot::SignedScaled => dot_signed(wg, Some(ws), a),
+                        };
+                        *out.0.add(i * w.rows + j) = v;
+                    }
+                }
+            }
+        }
+    };
+}
+
+isa_kernels!(avx2, "avx2,fma,f16c", false);
+isa_kernels!(
+    vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    true
+);

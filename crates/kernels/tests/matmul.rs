@@ -1,0 +1,129 @@
+//! `matmul` against the dequantize-then-multiply reference, over random shapes and every path
+//! this CPU supports.
+use kernels::testing::{random_activations, random_matrix};
+use kernels::{
+    matmul, matmul_on, matmul_reference, supported_isas, QMatrix, QuantType, Scratch, Threads,
+};
+use proptest::prelude::*;
+
+/// Checks `matmul` on `w` against the reference. The int8 paths quantize each 32- or 256-value
+/// block of activations to int8 (absmax/127, so at most half a step = |x|max/254 off per value)
+/// and round the block scale; the error of one output is therefore below
+/// sum_k |w_k| * |x|max_block / 254 (+ f32 rounding), which `budget` bounds from above using
+/// the dequantized weights.
+fn check(w: &QMatrix, m: usize, seed: u64, threads: &Threads) {
+    for path in supported_isas() {
+        check_on(path, w, m, seed, threads);
+    }
+}
+
+fn check_on(path: kernels::Isa, w: &QMatrix, m: usize, seed: u64, threads: &Threads) {
+    let (rows, cols) = (w.rows(), w.cols());
+    let x = random_activations(m * cols, seed);
+    let mut want = vec![0f32; m * rows];
+    matmul_reference(w, &x, m, &mut want);
+    let mut got = vec![f32::NAN; m * rows];
+    let mut scratch = Scratch::default();
+    matmul_on(path, w, &x, m, &mut got, &mut scratch, threads);
+    // Twice with the same scratch: reuse must not change results.
+    let mut again = vec![f32::NAN; m * rows];
+    matmul_on(path, w, &x, m, &mut again, &mut scratch, threads);
+    assert_eq!(got, again, "{path:?}: scratch reuse changed the result");
+
+    let mut row = vec![0f32; cols];
+    let blk = 32;
+    for j in 0..rows {
+        w.dequantize_row(j, &mut row);
+        for i in 0..m {
+            let xi = &x[i * cols..(i + 1) * cols];
+            let mut budget = 0f32;
+            let mut abs_dot = 0f32;
+            for (wb, xb) in row.chunks(blk).zip(xi.chunks(blk)) {
+                let xmax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+                // Activation rounding (half a step of xmax/127) plus the scale's own rounding.
+                budget += wb.iter().map(|v| v.abs()).sum::<f32>() * xmax * (0.5 / 127.0 + 1e-3);
+                abs_dot += wb.iter().zip(xb).map(|(a, b)| (a * b).abs()).sum::<f32>();
+            }
+            let tol = budget + 1e-5 * abs_dot + 1e-6;
+            let (g, e) = (got[i * rows + j], want[i * rows + j]);
+            assert!(
+                (g - e).abs() <= tol,
+                "{path:?} {:?} [{rows}x{cols}] m={m} out[{i},{j}] = {g}, reference {e}, tolerance {tol}",
+                w.ty()
+            );
+        }
+    }
+}
+
+fn shape_strategy() -> impl Strategy<Value = (QuantType, usize, usize, usize)> {
+    (0..QuantType::ALL.len(), 1usize..70, 1usize..4, 1usize..11).prop_map(|(t, rows, k, m)| {
+        let ty = QuantType::ALL[t];
+        // Columns: a few blocks, odd and even counts, including a partial 8-block group.
+        let cols = if ty.block_len() == 256 {
+            256 * k
+        } else {
+            32 * (k * 3 + (rows % 5))
+        };
+        (ty, rows, cols, m)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matmul_matches_reference_on_random_shapes((ty, rows, cols, m) in shape_strategy(), seed in 0u64..1000) {
+        let threads = Threads::new(2);
+        let w = random_matrix(ty, rows, cols, seed);
+        check(&w, m, seed + 1, &threads);
+    }
+}
+
+#[test]
+fn model_shapes_every_format_one_and_two_threads() {
+    for nt in [1, 2] {
+        let threads = Threads::new(nt);
+        for ty in QuantType::ALL {
+            let cols = if ty.block_len() == 256 { 1536 } else { 576 };
+            let w = random_matrix(ty, 200, cols, 3);
+            for m in [1, 5, 17] {
+                check(&w, m, 11, &threads);
+            }
+        }
+    }
+}
+
+#[test]
+fn default_path_is_the_best_supported() {
+    assert_eq!(supported_isas()[0], kernels::isa());
+    let threads = Threads::new(2);
+    let w = random_matrix(QuantType::Q4_1, 40, 96, 5);
+    let x = random_activations(3 * 96, 6);
+    let (mut a, mut b) = (vec![0f32; 120], vec![0f32; 120]);
+    let mut scratch = Scratch::default();
+    matmul(&w, &x, 3, &mut a, &mut scratch, &threads);
+    matmul_on(kernels::isa(), &w, &x, 3, &mut b, &mut scratch, &threads);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn zero_rows_or_zero_m_do_nothing() {
+    let threads = Threads::new(2);
+    let w = random_matrix(QuantType::Q4_1, 0, 64, 1);
+    let mut scratch = Scratch::default();
+    matmul(&w, &[0.0; 64], 1, &mut [], &mut scratch, &threads);
+    let w = random_matrix(QuantType::Q4_1, 4, 64, 1);
+    let mut out = [7f32; 4];
+    matmul(&w, &[], 0, &mut out, &mut scratch, &threads);
+    assert_eq!(out, [7.0; 4]);
+}
+
+#[test]
+fn rejects_bad_shapes() {
+    assert!(QMatrix::new(QuantType::Q4_1, 2, 48, vec![0; 60]).is_err());
+    assert!(QMatrix::new(QuantType::Q4_1, 2, 64, vec![0; 79]).is_err());
+    assert!(QMatrix::new(QuantType::Q4_1, 2, 64, vec![0; 80]).is_ok());
+    assert_eq!(QuantType::from_ggml_type(3), Some(QuantType::Q4_1));
+    assert_eq!(QuantType::from_ggml_type(14), Some(QuantType::Q6K));
+    assert_eq!(QuantType::from_ggml_type(10), None);
+}
