@@ -1,0 +1,67 @@
+"""LangChain's ChatCohere (langchain-cohere==0.6.0, which pins its own cohere<6) pointed at the
+real cohost binary: invoke() and stream() return the model's text."""
+
+import httpx
+from langchain_cohere import ChatCohere
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from conftest import MODEL
+
+QUESTION = "Name three colours."
+
+
+def server_text(base_url, messages):
+    """The server's own greedy reply, read without any SDK, to compare LangChain against."""
+    reply = httpx.post(
+        f"{base_url}/v2/chat",
+        json={"model": MODEL, "messages": messages, "temperature": 0, "max_tokens": 16},
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.json()["message"]["content"][0]["text"]
+
+
+def chat_model(base_url, **kwargs):
+    return ChatCohere(
+        cohere_api_key="", base_url=base_url, temperature=0, max_tokens=16, **kwargs
+    )
+
+
+def test_invoke_returns_the_models_text(base_url):
+    message = chat_model(base_url, model=MODEL).invoke(QUESTION)
+    assert isinstance(message, AIMessage)
+    assert message.content == server_text(base_url, [{"role": "user", "content": QUESTION}])
+    assert message.content.strip()
+    assert message.usage_metadata["output_tokens"] > 0
+
+
+def test_stream_yields_the_same_text_in_pieces(base_url):
+    llm = chat_model(base_url, model=MODEL)
+    chunks = [chunk.content for chunk in llm.stream(QUESTION)]
+    text = "".join(c for c in chunks if isinstance(c, str))
+    assert len([c for c in chunks if c]) > 1, chunks
+    assert text == server_text(base_url, [{"role": "user", "content": QUESTION}])
+
+
+def test_system_and_history_messages(base_url):
+    history = [
+        SystemMessage(content="You answer in one word."),
+        HumanMessage(content="What colour is the sky?"),
+        AIMessage(content="Blue."),
+        HumanMessage(content="And grass?"),
+    ]
+    message = chat_model(base_url, model=MODEL).invoke(history)
+    wire = [
+        {"role": "system", "content": "You answer in one word."},
+        {"role": "user", "content": "What colour is the sky?"},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "And grass?"},
+    ]
+    assert message.content == server_text(base_url, wire)
+
+
+def test_without_a_model_name_the_served_model_is_used(base_url):
+    # ChatCohere asks models.list(default_only=True, endpoint="chat") for one.
+    llm = chat_model(base_url)
+    assert llm.model == MODEL
+    assert llm.invoke(QUESTION).content.strip()
