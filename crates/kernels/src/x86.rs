@@ -152,22 +152,6 @@ pub(crate) fn matmul(
     });
 }
 
-/// Copies the fields of a short last group (`g` blocks) into full-group positions, zero-filled.
-fn expand_group(ty: QuantType, src: &[u8], g: usize, dst: &mut [u8; GROUP * 34]) {
-    dst.fill(0);
-    let (sd, sm, sqh, sqs) = pack::group_fields(ty, g);
-    let (dd, dm, dqh, dqs) = pack::group_fields(ty, GROUP);
-    dst[dd..dd + 2 * g].copy_from_slice(&src[sd..sd + 2 * g]);
-    if pack::has_min(ty) {
-        dst[dm..dm + 2 * g].copy_from_slice(&src[sm..sm + 2 * g]);
-    }
-    if pack::has_qh(ty) {
-        dst[dqh..dqh + 4 * g].copy_from_slice(&src[sqh..sqh + 4 * g]);
-    }
-    let qs_len = if ty == QuantType::Q8_0 { 32 } else { 16 } * g;
-    dst[dqs..dqs + qs_len].copy_from_slice(&src[sqs..sqs + qs_len]);
-}
-
 /// The kernels, compiled once per instruction set: `$vnni` picks the VNNI variants of the
 /// unsigned dot and the bit expansion; everything else is shared AVX2 code.
 macro_rules! isa_kernels {
@@ -272,21 +256,31 @@ macro_rules! isa_kernels {
                 }
             }
 
-            /// Unpacks one full packed group of a 32-weight format.
+            /// Loads `n` half-precision values (n <= 8) as 8 f32 in reduced order, zero-padded.
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn unpack_packed(ty: QuantType, grp: *const u8, out: &mut WGroup) {
-                let (fd, fm, fqh, fqs) = pack::group_fields(ty, GROUP);
+            unsafe fn load_halves(p: *const u8, n: usize) -> __m256 {
                 let order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-                let d = _mm256_permutevar8x32_ps(
-                    _mm256_cvtph_ps(_mm_loadu_si128(grp.add(fd) as *const __m128i)),
-                    order,
-                );
+                let h = if n == GROUP {
+                    _mm_loadu_si128(p as *const __m128i)
+                } else {
+                    let mut tmp = [0u8; 16];
+                    std::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), 2 * n);
+                    _mm_loadu_si128(tmp.as_ptr() as *const __m128i)
+                };
+                _mm256_permutevar8x32_ps(_mm256_cvtph_ps(h), order)
+            }
+
+            /// Unpacks one packed group of `g` blocks (8, or an even count for a row's last
+            /// group) of a 32-weight format. Quants past `g` are left as they were: their scales
+            /// are zero.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn unpack_packed(ty: QuantType, grp: *const u8, g: usize, out: &mut WGroup) {
+                let (fd, fm, fqh, fqs) = pack::group_fields(ty, g);
+                let d = load_halves(grp.add(fd), g);
                 let m = match ty {
-                    QuantType::Q4_1 | QuantType::Q5_1 => _mm256_permutevar8x32_ps(
-                        _mm256_cvtph_ps(_mm_loadu_si128(grp.add(fm) as *const __m128i)),
-                        order,
-                    ),
+                    QuantType::Q4_1 | QuantType::Q5_1 => load_halves(grp.add(fm), g),
                     QuantType::Q4_0 => _mm256_mul_ps(d, _mm256_set1_ps(-8.0)),
                     QuantType::Q5_0 => _mm256_mul_ps(d, _mm256_set1_ps(-16.0)),
                     _ if VNNI => _mm256_mul_ps(d, _mm256_set1_ps(-128.0)),
@@ -297,14 +291,14 @@ macro_rules! isa_kernels {
                 let q = out.q.as_mut_ptr() as *mut __m256i;
                 if ty == QuantType::Q8_0 {
                     let flip = _mm256_set1_epi8(if VNNI { -128 } else { 0 });
-                    for v in 0..8 {
+                    for v in 0..g {
                         let s = _mm256_loadu_si256(grp.add(fqs + 32 * v) as *const __m256i);
                         _mm256_store_si256(q.add(v), _mm256_xor_si256(s, flip));
                     }
                     return;
                 }
                 let low = _mm256_set1_epi8(0x0f);
-                for p in 0..4 {
+                for p in 0..g / 2 {
                     let v = _mm256_loadu_si256(grp.add(fqs + 32 * p) as *const __m256i);
                     let mut lo = _mm256_and_si256(v, low);
                     let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
@@ -410,16 +404,9 @@ macro_rules! isa_kernels {
                     _ => {
                         let bb = ty.block_bytes();
                         let nb = row.len() / bb;
-                        let mut tmp = [0u8; GROUP * 34];
                         for (gi, g) in wg.iter_mut().enumerate() {
                             let n = pack::group_len(nb, gi);
-                            let src = &row[gi * GROUP * bb..];
-                            if n == GROUP {
-                                unpack_packed(ty, src.as_ptr(), g);
-                            } else {
-                                expand_group(ty, &src[..n * bb], n, &mut tmp);
-                                unpack_packed(ty, tmp.as_ptr(), g);
-                            }
+                            unpack_packed(ty, row.as_ptr().add(gi * GROUP * bb), n, g);
                         }
                     }
                 }
