@@ -24,6 +24,13 @@ use crate::formats::{q4k_scale_min, rd_f16};
 use crate::pack::{self, GROUP};
 use crate::{Isa, QMatrix, QuantType, SharedMut, Threads};
 
+/// Bytes of unpacked weight rows kept in L1 at once (Zen 4 has 32 KiB of L1 data).
+const BLOCK_BYTES: usize = 12 * 1024;
+
+/// Up to this many activation rows, 32-weight formats are unpacked in registers per row
+/// instead of once into a buffer.
+pub(crate) const FUSED_MAX_M: usize = 2;
+
 /// Position of block b in a reduced group: the reduction yields blocks in the order
 /// [0, 2, 4, 6, 1, 3, 5, 7] (called ORDER in the docs above).
 const POS: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
@@ -261,12 +268,18 @@ macro_rules! isa_kernels {
             #[target_feature(enable = $features)]
             unsafe fn load_halves(p: *const u8, n: usize) -> __m256 {
                 let order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-                let h = if n == GROUP {
-                    _mm_loadu_si128(p as *const __m128i)
-                } else {
-                    let mut tmp = [0u8; 16];
-                    std::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), 2 * n);
-                    _mm_loadu_si128(tmp.as_ptr() as *const __m128i)
+                // Exact-size loads for a short group (no stack copy: a wide load from a
+                // narrow store stalls on store forwarding).
+                let h = match n {
+                    GROUP => _mm_loadu_si128(p as *const __m128i),
+                    6 => _mm_insert_epi32(
+                        _mm_loadl_epi64(p as *const __m128i),
+                        (p.add(8) as *const i32).read_unaligned(),
+                        2,
+                    ),
+                    4 => _mm_loadl_epi64(p as *const __m128i),
+                    2 => _mm_cvtsi32_si128((p as *const i32).read_unaligned()),
+                    _ => unreachable!("groups hold an even number of blocks"),
                 };
                 _mm256_permutevar8x32_ps(_mm256_cvtph_ps(h), order)
             }
@@ -510,6 +523,119 @@ macro_rules! isa_kernels {
                 hsum_ps(acc)
             }
 
+            /// One packed row of a 32-weight format dotted with one activation row, unpacking
+            /// in registers: for decode, where a weight row meets only one or two activation
+            /// rows and staging it through `WGroup` would cost more than it saves.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn dot_packed<const T: u8>(row: *const u8, nb: usize, a: &[AGroup]) -> f32 {
+                let ty = match T {
+                    0 => QuantType::Q4_0,
+                    1 => QuantType::Q4_1,
+                    2 => QuantType::Q5_0,
+                    3 => QuantType::Q5_1,
+                    _ => QuantType::Q8_0,
+                };
+                let signed = T == 4 && !VNNI;
+                let bb = ty.block_bytes();
+                let ones = _mm256_set1_epi16(1);
+                let low = _mm256_set1_epi8(0x0f);
+                let flip = _mm256_set1_epi8(-128);
+                let mut acc = _mm256_setzero_ps();
+                for (gi, ag) in a.iter().enumerate() {
+                    let g = pack::group_len(nb, gi);
+                    let grp = row.add(gi * GROUP * bb);
+                    let (fd, fm, fqh, fqs) = pack::group_fields(ty, g);
+                    let d = load_halves(grp.add(fd), g);
+                    let xq = ag.q.as_ptr() as *const __m256i;
+                    let mut s = [_mm256_setzero_si256(); 4];
+                    for (p, sp) in s.iter_mut().enumerate().take(g / 2) {
+                        let (xl, xh) = (
+                            _mm256_load_si256(xq.add(2 * p)),
+                            _mm256_load_si256(xq.add(2 * p + 1)),
+                        );
+                        let (wl, wh) = if T == 4 {
+                            let wl = _mm256_loadu_si256(grp.add(fqs + 64 * p) as *const __m256i);
+                            let wh =
+                                _mm256_loadu_si256(grp.add(fqs + 64 * p + 32) as *const __m256i);
+                            if signed {
+                                (wl, wh)
+                            } else {
+                                (_mm256_xor_si256(wl, flip), _mm256_xor_si256(wh, flip))
+                            }
+                        } else {
+                            let v = _mm256_loadu_si256(grp.add(fqs + 32 * p) as *const __m256i);
+                            let mut lo = _mm256_and_si256(v, low);
+                            let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                            if T == 2 || T == 3 {
+                                let h = grp.add(fqh + 8 * p) as *const u32;
+                                lo = _mm256_or_si256(lo, fifth_bits(h.read_unaligned()));
+                                hi = _mm256_or_si256(hi, fifth_bits(h.add(1).read_unaligned()));
+                            }
+                            (lo, hi)
+                        };
+                        *sp = if signed {
+                            let pl =
+                                _mm256_maddubs_epi16(_mm256_abs_epi8(wl), _mm256_sign_epi8(xl, wl));
+                            let ph =
+                                _mm256_maddubs_epi16(_mm256_abs_epi8(wh), _mm256_sign_epi8(xh, wh));
+                            _mm256_add_epi32(
+                                _mm256_madd_epi16(pl, ones),
+                                _mm256_madd_epi16(ph, ones),
+                            )
+                        } else if VNNI {
+                            _mm256_dpbusd_epi32(
+                                _mm256_dpbusd_epi32(_mm256_setzero_si256(), wl, xl),
+                                wh,
+                                xh,
+                            )
+                        } else {
+                            let t = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(wl, xl),
+                                _mm256_maddubs_epi16(wh, xh),
+                            );
+                            _mm256_madd_epi16(t, ones)
+                        };
+                    }
+                    let isum = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(s[0], s[1]),
+                        _mm256_hadd_epi32(s[2], s[3]),
+                    );
+                    let scale = _mm256_mul_ps(d, _mm256_load_ps(ag.dx.as_ptr()));
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+                    if !signed {
+                        let m = match T {
+                            1 | 3 => load_halves(grp.add(fm), g),
+                            0 => _mm256_mul_ps(d, _mm256_set1_ps(-8.0)),
+                            2 => _mm256_mul_ps(d, _mm256_set1_ps(-16.0)),
+                            _ => _mm256_mul_ps(d, _mm256_set1_ps(-128.0)),
+                        };
+                        acc = _mm256_fmadd_ps(m, _mm256_load_ps(ag.sx.as_ptr()), acc);
+                    }
+                }
+                hsum_ps(acc)
+            }
+
+            /// `dot_packed` over rows `range` for `m` activation rows.
+            #[target_feature(enable = $features)]
+            unsafe fn rows_packed<const T: u8>(
+                w: &QMatrix,
+                act: &[AGroup],
+                m: usize,
+                ngroups: usize,
+                range: Range<usize>,
+                out: SharedMut<f32>,
+            ) {
+                for j in range {
+                    let row = w.row(j);
+                    let nb = row.len() / w.ty.block_bytes();
+                    for i in 0..m {
+                        let a = &act[i * ngroups..(i + 1) * ngroups];
+                        *out.0.add(i * w.rows + j) = dot_packed::<T>(row.as_ptr(), nb, a);
+                    }
+                }
+            }
+
             /// Output columns `range` for all `m` activation rows.
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn rows_task(
@@ -521,26 +647,55 @@ macro_rules! isa_kernels {
                 out: SharedMut<f32>,
                 buf: &mut (Vec<WGroup>, Vec<WScales>),
             ) {
+                if m <= FUSED_MAX_M {
+                    match w.ty {
+                        QuantType::Q4_0 => return rows_packed::<0>(w, act, m, ngroups, range, out),
+                        QuantType::Q4_1 => return rows_packed::<1>(w, act, m, ngroups, range, out),
+                        QuantType::Q5_0 => return rows_packed::<2>(w, act, m, ngroups, range, out),
+                        QuantType::Q5_1 => return rows_packed::<3>(w, act, m, ngroups, range, out),
+                        QuantType::Q8_0 => return rows_packed::<4>(w, act, m, ngroups, range, out),
+                        _ => {}
+                    }
+                }
                 let kind = dot_kind(w.ty, VNNI);
-                buf.0.resize(ngroups, ZERO_W);
+                // Unpack a block of weight rows that fits in L1 with room for an activation row,
+                // then sweep every activation row over it: each activation row is read once
+                // per block instead of once per weight row.
+                let block = (BLOCK_BYTES / (ngroups * std::mem::size_of::<WGroup>())).clamp(1, 16);
+                buf.0.resize(block * ngroups, ZERO_W);
                 let nscales = if kind == Dot::SignedScaled {
-                    ngroups
+                    block * ngroups
                 } else {
                     0
                 };
                 buf.1.resize(nscales, WScales { s: [0; 128] });
-                let (wg, ws) = (&mut buf.0[..], &mut buf.1[..]);
-                for j in range {
-                    unpack_row(w, j, wg, ws);
+                let mut j0 = range.start;
+                while j0 < range.end {
+                    let n = block.min(range.end - j0);
+                    for r in 0..n {
+                        let wg = &mut buf.0[r * ngroups..(r + 1) * ngroups];
+                        let ws = if nscales > 0 {
+                            &mut buf.1[r * ngroups..(r + 1) * ngroups]
+                        } else {
+                            &mut [][..]
+                        };
+                        unpack_row(w, j0 + r, wg, ws);
+                    }
                     for i in 0..m {
                         let a = &act[i * ngroups..(i + 1) * ngroups];
-                        let v = match kind {
-                            Dot::Unsigned => dot_unsigned(wg, a),
-                            Dot::Signed => dot_signed(wg, None, a),
-                            Dot::SignedScaled => dot_signed(wg, Some(ws), a),
-                        };
-                        *out.0.add(i * w.rows + j) = v;
+                        let o = out.0.add(i * w.rows + j0);
+                        for r in 0..n {
+                            let wg = &buf.0[r * ngroups..(r + 1) * ngroups];
+                            *o.add(r) = match kind {
+                                Dot::Unsigned => dot_unsigned(wg, a),
+                                Dot::Signed => dot_signed(wg, None, a),
+                                Dot::SignedScaled => {
+                                    dot_signed(wg, Some(&buf.1[r * ngroups..(r + 1) * ngroups]), a)
+                                }
+                            };
+                        }
                     }
+                    j0 += n;
                 }
             }
         }
