@@ -54,9 +54,6 @@ fn bench(c: &mut Criterion) {
     for nt in thread_counts {
         let threads = Threads::new(nt);
         let mut g = c.benchmark_group(format!("matmul_t{nt}"));
-        g.sample_size(20);
-        g.warm_up_time(std::time::Duration::from_millis(300));
-        g.measurement_time(std::time::Duration::from_millis(1500));
         for &(name, ty, rows, cols) in SHAPES.iter().filter(|s| shape_wanted(s.0)) {
             let w = random_matrix(ty, rows, cols, 1);
             for m in [1usize, 4, 16, 64] {
@@ -77,5 +74,13 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    // Defaults kept short (104 cases); `--measurement-time` etc. on the command line override.
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_millis(300))
+        .measurement_time(std::time::Duration::from_secs(1));
+    targets = bench
+}
 criterion_main!(benches);

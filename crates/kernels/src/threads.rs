@@ -16,21 +16,22 @@ const SPIN: Duration = Duration::from_micros(300);
 type Job = *const (dyn Fn(usize) + Sync);
 
 struct Shared {
-    /// Bumped once per job; workers wait for it to change.
-    epoch: AtomicU64,
-    /// The current job, valid while `pending` is non-zero (see `Threads::run`).
+    /// `epoch << 1 | open`: a job is published by storing a new epoch with the open bit, and
+    /// closed (no new helpers may join) by clearing it.
+    state: AtomicU64,
+    /// The current job: (tasks, closure). Written only while no worker can read it.
     job: std::cell::UnsafeCell<(usize, Option<Job>)>,
     next_task: AtomicUsize,
-    /// Workers that have not yet finished the current job.
-    pending: AtomicUsize,
+    /// Workers that joined the current job and have not finished.
+    active: AtomicUsize,
     sleepers: AtomicUsize,
     park: Mutex<()>,
     wake: Condvar,
     stop: AtomicBool,
 }
 
-// The raw job pointer is only read between the epoch bump and the `pending` countdown, during
-// which `run` keeps the closure alive and does not write the cell.
+// The raw job pointer is only read by a worker that joined while the job was open; `run` closes
+// the job and waits for those workers before the closure goes away or the cell is rewritten.
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
@@ -47,10 +48,10 @@ impl Threads {
     pub fn new(n: usize) -> Self {
         let n = n.max(1);
         let shared = Arc::new(Shared {
-            epoch: AtomicU64::new(0),
+            state: AtomicU64::new(0),
             job: std::cell::UnsafeCell::new((0, None)),
             next_task: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             park: Mutex::new(()),
             wake: Condvar::new(),
@@ -83,7 +84,9 @@ impl Threads {
     }
 
     /// Runs `f(i)` for every `i` in `0..tasks` across the pool (the caller participates) and
-    /// returns when all are done. Tasks are handed out dynamically, so uneven tasks balance.
+    /// returns when all are done. Tasks are handed out dynamically, and the caller does not
+    /// wait for a worker that has not joined: on a busy machine a descheduled worker costs
+    /// nothing but its share of the speed-up.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if tasks == 0 {
             return;
@@ -94,25 +97,27 @@ impl Threads {
         }
         let _one_job = self.caller.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
-        // SAFETY: no worker reads `job` until the epoch changes below, and all workers have
-        // decremented `pending` for the previous job (we waited for that), so nobody reads it now.
-        // The lifetime is erased; `f` outlives every use because we wait for `pending == 0`.
+        let epoch = (s.state.load(Ordering::Relaxed) >> 1) + 1;
+        // SAFETY: the previous job is closed and its helpers have left (we waited for
+        // `active == 0`), and no worker reads the cell before it joins the open job below.
+        // The lifetime is erased; `f` outlives every use because we close the job and wait for
+        // the workers that joined before returning.
         unsafe {
             let f: Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f);
             *s.job.get() = (tasks, Some(f));
         }
         s.next_task.store(0, Ordering::Relaxed);
-        s.pending.store(self.workers.len(), Ordering::Relaxed);
-        s.epoch.fetch_add(1, Ordering::SeqCst);
+        s.state.store(epoch << 1 | 1, Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _g = s.park.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
         run_tasks(s, tasks, f);
+        s.state.store(epoch << 1, Ordering::SeqCst);
         let mut spins = 0u32;
-        while s.pending.load(Ordering::Acquire) != 0 {
+        while s.active.load(Ordering::SeqCst) != 0 {
             spins += 1;
-            if spins < 1 << 16 {
+            if spins < 1 << 12 {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
@@ -133,41 +138,47 @@ fn run_tasks(s: &Shared, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
 
 fn worker(s: &Shared) {
     let mut seen = 0u64;
+    let fresh = |st: u64, seen: u64| st & 1 == 1 && st >> 1 != seen;
     loop {
         let start = Instant::now();
         let mut spins = 0u32;
-        while s.epoch.load(Ordering::Acquire) == seen {
+        let mut st = s.state.load(Ordering::Acquire);
+        while !fresh(st, seen) && !s.stop.load(Ordering::Relaxed) {
             spins += 1;
             std::hint::spin_loop();
             if spins % 256 == 0 && start.elapsed() > SPIN {
                 let mut g = s.park.lock().unwrap_or_else(|e| e.into_inner());
                 s.sleepers.fetch_add(1, Ordering::SeqCst);
-                while s.epoch.load(Ordering::SeqCst) == seen {
+                while !fresh(s.state.load(Ordering::SeqCst), seen) && !s.stop.load(Ordering::SeqCst)
+                {
                     g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
                 }
                 s.sleepers.fetch_sub(1, Ordering::SeqCst);
-                break;
             }
+            st = s.state.load(Ordering::Acquire);
         }
-        seen = s.epoch.load(Ordering::Acquire);
         if s.stop.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: the epoch changed, so `run` has published a job and waits for our `pending`
-        // decrement before the closure goes away.
-        let (tasks, f) = unsafe { *s.job.get() };
-        if let Some(f) = f {
-            run_tasks(s, tasks, unsafe { &*f });
+        seen = st >> 1;
+        // Join, then check the job is still open: if it closed meanwhile the caller may not
+        // wait for us, so we must not touch it.
+        s.active.fetch_add(1, Ordering::SeqCst);
+        if s.state.load(Ordering::SeqCst) == st {
+            // SAFETY: we joined an open job; `run` waits for us before it returns.
+            let (tasks, f) = unsafe { *s.job.get() };
+            if let Some(f) = f {
+                run_tasks(s, tasks, unsafe { &*f });
+            }
         }
-        s.pending.fetch_sub(1, Ordering::Release);
+        s.active.fetch_sub(1, Ordering::Release);
     }
 }
 
 impl Drop for Threads {
     fn drop(&mut self) {
         let s = &*self.shared;
-        s.stop.store(true, Ordering::Release);
-        s.epoch.fetch_add(1, Ordering::SeqCst);
+        s.stop.store(true, Ordering::SeqCst);
         {
             let _g = s.park.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
