@@ -61,6 +61,27 @@ pub(crate) struct WScales {
     s: [i16; 128],
 }
 
+/// One group of 8 weight rows, interleaved so each 32-byte vector holds the same 4 quants of
+/// all 8 rows: `q[8 v + c]` is bytes `4c..4c+4` of vector `v` of rows 0..8. `dw[b]`/`mw[b]` are
+/// the 8 rows' scale and offset of block `b` (natural block order).
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+pub(crate) struct WTile {
+    q: [[u8; 32]; 64],
+    dw: [[f32; 8]; 8],
+    mw: [[f32; 8]; 8],
+}
+
+const ZERO_T: WTile = WTile {
+    q: [[0; 32]; 64],
+    dw: [[0.0; 8]; 8],
+    mw: [[0.0; 8]; 8],
+};
+
+/// From this many activation rows on, unsigned formats use 8-row interleaved tiles: one
+/// broadcast activation word feeds 8 rows at once and no horizontal sums are needed.
+pub(crate) const TILE_MIN_M: usize = 3;
+
 const ZERO_A: AGroup = AGroup {
     q: [0; 256],
     dx: [0.0; 8],
@@ -77,7 +98,7 @@ const ZERO_W: WGroup = WGroup {
 pub(crate) struct Scratch {
     act: Vec<AGroup>,
     /// One unpacked weight row per task.
-    rows: Vec<(Vec<WGroup>, Vec<WScales>)>,
+    rows: Vec<(Vec<WGroup>, Vec<WScales>, Vec<WTile>)>,
 }
 
 /// How a format's unpacked quants are dotted.
@@ -636,6 +657,148 @@ macro_rules! isa_kernels {
                 }
             }
 
+            /// Interleaves 8 unpacked rows (`rows[r * ngroups + g]`) into tiles, one per group.
+            #[target_feature(enable = $features)]
+            unsafe fn build_tiles(rows: &[WGroup], ngroups: usize, tiles: &mut [WTile]) {
+                for (g, t) in tiles.iter_mut().enumerate() {
+                    for v in 0..8 {
+                        let r: [__m256i; 8] = std::array::from_fn(|r| {
+                            _mm256_load_si256(
+                                rows[r * ngroups + g].q.as_ptr().add(32 * v) as *const __m256i
+                            )
+                        });
+                        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+                        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+                        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+                        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+                        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+                        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+                        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+                        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+                        let u0 = _mm256_unpacklo_epi64(t0, t2);
+                        let u1 = _mm256_unpackhi_epi64(t0, t2);
+                        let u2 = _mm256_unpacklo_epi64(t1, t3);
+                        let u3 = _mm256_unpackhi_epi64(t1, t3);
+                        let u4 = _mm256_unpacklo_epi64(t4, t6);
+                        let u5 = _mm256_unpackhi_epi64(t4, t6);
+                        let u6 = _mm256_unpacklo_epi64(t5, t7);
+                        let u7 = _mm256_unpackhi_epi64(t5, t7);
+                        let q = t.q.as_mut_ptr().add(8 * v) as *mut __m256i;
+                        _mm256_store_si256(q, _mm256_permute2x128_si256(u0, u4, 0x20));
+                        _mm256_store_si256(q.add(1), _mm256_permute2x128_si256(u1, u5, 0x20));
+                        _mm256_store_si256(q.add(2), _mm256_permute2x128_si256(u2, u6, 0x20));
+                        _mm256_store_si256(q.add(3), _mm256_permute2x128_si256(u3, u7, 0x20));
+                        _mm256_store_si256(q.add(4), _mm256_permute2x128_si256(u0, u4, 0x31));
+                        _mm256_store_si256(q.add(5), _mm256_permute2x128_si256(u1, u5, 0x31));
+                        _mm256_store_si256(q.add(6), _mm256_permute2x128_si256(u2, u6, 0x31));
+                        _mm256_store_si256(q.add(7), _mm256_permute2x128_si256(u3, u7, 0x31));
+                    }
+                    for b in 0..8 {
+                        for r in 0..8 {
+                            t.dw[b][r] = rows[r * ngroups + g].dw[POS[b]];
+                            t.mw[b][r] = rows[r * ngroups + g].mw[POS[b]];
+                        }
+                    }
+                }
+            }
+
+            /// 8 weight rows (tiles) dotted with one activation row; returns the 8 sums.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn dot_tile(tiles: &[WTile], a: &[AGroup]) -> __m256 {
+                let ones = _mm256_set1_epi16(1);
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (t, ag) in tiles.iter().zip(a) {
+                    let x = ag.q.as_ptr();
+                    for b in 0..8 {
+                        let (p, second) = (b / 2, b % 2);
+                        let mut isum = _mm256_setzero_si256();
+                        for h in 0..2 {
+                            let v = 2 * p + h;
+                            let c0 = 4 * second;
+                            let w = t.q.as_ptr().add(8 * v + c0) as *const __m256i;
+                            let xw = x.add(32 * v + 4 * c0) as *const i32;
+                            let xb: [__m256i; 4] = std::array::from_fn(|c| {
+                                _mm256_set1_epi32(xw.add(c).read_unaligned())
+                            });
+                            if VNNI {
+                                for c in 0..4 {
+                                    isum = _mm256_dpbusd_epi32(
+                                        isum,
+                                        _mm256_load_si256(w.add(c)),
+                                        xb[c],
+                                    );
+                                }
+                            } else {
+                                for c in (0..4).step_by(2) {
+                                    let s = _mm256_add_epi16(
+                                        _mm256_maddubs_epi16(_mm256_load_si256(w.add(c)), xb[c]),
+                                        _mm256_maddubs_epi16(
+                                            _mm256_load_si256(w.add(c + 1)),
+                                            xb[c + 1],
+                                        ),
+                                    );
+                                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s, ones));
+                                }
+                            }
+                        }
+                        let k = POS[b];
+                        let scale = _mm256_mul_ps(
+                            _mm256_load_ps(t.dw[b].as_ptr()),
+                            _mm256_set1_ps(ag.dx[k]),
+                        );
+                        acc[second] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[second]);
+                        acc[2 + second] = _mm256_fmadd_ps(
+                            _mm256_load_ps(t.mw[b].as_ptr()),
+                            _mm256_set1_ps(ag.sx[k]),
+                            acc[2 + second],
+                        );
+                    }
+                }
+                _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))
+            }
+
+            /// Rows `range` in 8-row interleaved tiles, for `m >= TILE_MIN_M` unsigned formats.
+            #[target_feature(enable = $features)]
+            unsafe fn rows_tiled(
+                w: &QMatrix,
+                act: &[AGroup],
+                m: usize,
+                ngroups: usize,
+                range: Range<usize>,
+                out: SharedMut<f32>,
+                buf: &mut (Vec<WGroup>, Vec<WScales>, Vec<WTile>),
+            ) {
+                buf.0.resize(8 * ngroups, ZERO_W);
+                buf.2.resize(ngroups, ZERO_T);
+                let mut j0 = range.start;
+                while j0 < range.end {
+                    let n = 8.min(range.end - j0);
+                    for r in 0..8 {
+                        let wg = &mut buf.0[r * ngroups..(r + 1) * ngroups];
+                        if r < n {
+                            unpack_row(w, j0 + r, wg, &mut []);
+                        } else {
+                            wg.fill(ZERO_W);
+                        }
+                    }
+                    build_tiles(&buf.0, ngroups, &mut buf.2);
+                    for i in 0..m {
+                        let a = &act[i * ngroups..(i + 1) * ngroups];
+                        let v = dot_tile(&buf.2, a);
+                        let o = out.0.add(i * w.rows + j0);
+                        if n == 8 {
+                            _mm256_storeu_ps(o, v);
+                        } else {
+                            let mut tmp = [0f32; 8];
+                            _mm256_storeu_ps(tmp.as_mut_ptr(), v);
+                            std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, n);
+                        }
+                    }
+                    j0 += n;
+                }
+            }
+
             /// Output columns `range` for all `m` activation rows.
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn rows_task(
@@ -645,7 +808,7 @@ macro_rules! isa_kernels {
                 ngroups: usize,
                 range: Range<usize>,
                 out: SharedMut<f32>,
-                buf: &mut (Vec<WGroup>, Vec<WScales>),
+                buf: &mut (Vec<WGroup>, Vec<WScales>, Vec<WTile>),
             ) {
                 if m <= FUSED_MAX_M {
                     match w.ty {
@@ -658,6 +821,9 @@ macro_rules! isa_kernels {
                     }
                 }
                 let kind = dot_kind(w.ty, VNNI);
+                if kind == Dot::Unsigned && m >= TILE_MIN_M {
+                    return rows_tiled(w, act, m, ngroups, range, out, buf);
+                }
                 // Unpack a block of weight rows that fits in L1 with room for an activation row,
                 // then sweep every activation row over it: each activation row is read once
                 // per block instead of once per weight row.
