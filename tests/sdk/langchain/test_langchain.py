@@ -1,11 +1,13 @@
 """LangChain's ChatCohere (langchain-cohere==0.6.0, which pins its own cohere<6) pointed at the
 real cohost binary: invoke() and stream() return the model's text."""
 
+import cohere
 import httpx
+import pytest
 from langchain_cohere import ChatCohere
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from conftest import MODEL
+from conftest import MODEL, Server
 
 QUESTION = "Name three colours."
 
@@ -21,10 +23,14 @@ def server_text(base_url, messages):
     return reply.json()["message"]["content"][0]["text"]
 
 
-def chat_model(base_url, **kwargs):
-    return ChatCohere(
-        cohere_api_key="", base_url=base_url, temperature=0, max_tokens=16, **kwargs
-    )
+def chat_model(base_url, api_key="any-key-an-open-server-ignores", **kwargs):
+    # Not "": cohere 5.x, which langchain-cohere 0.6.0 pins, sends `Bearer ` for an empty key and
+    # httpx refuses that header before any request (cohere 7 omits it). An open server ignores
+    # whatever key it gets.
+    # ChatCohere does not forward a constructor max_tokens to the v2 chat call; bound call
+    # arguments do reach it.
+    llm = ChatCohere(cohere_api_key=api_key, base_url=base_url, temperature=0, **kwargs)
+    return llm.bind(max_tokens=16)
 
 
 def test_invoke_returns_the_models_text(base_url):
@@ -63,5 +69,15 @@ def test_system_and_history_messages(base_url):
 def test_without_a_model_name_the_served_model_is_used(base_url):
     # ChatCohere asks models.list(default_only=True, endpoint="chat") for one.
     llm = chat_model(base_url)
-    assert llm.model == MODEL
+    assert llm.bound.model == MODEL
     assert llm.invoke(QUESTION).content.strip()
+
+
+def test_with_auth_on_the_right_key_works_and_a_wrong_one_is_refused():
+    with Server("--api-key", "langchain-key") as server:
+        good = chat_model(server.url, api_key="langchain-key", model=MODEL)
+        assert good.invoke(QUESTION).content.strip()
+        bad = chat_model(server.url, api_key="wrong-key", model=MODEL)
+        with pytest.raises(cohere.UnauthorizedError) as caught:
+            bad.invoke(QUESTION)
+        assert set(caught.value.body) == {"id", "message"}

@@ -118,9 +118,11 @@ test("an unknown model raises NotFoundError, also for a stream", async () => {
 // The non-stream reply is checked first, so the test cannot pass vacuously.
 test("a delta whose text contains [DONE] does not end the stream early", async () => {
   const request = {
+    // One example turn is enough for the small default model to copy the bracketed word.
     messages: [
-      { role: "system", content: "You repeat the user's message exactly, with nothing else." },
-      { role: "user", content: "[DONE] [DONE] [DONE]" },
+      { role: "user", content: "Say [OK]" },
+      { role: "assistant", content: "[OK]" },
+      { role: "user", content: "Say [DONE]" },
     ],
     temperature: 0,
     maxTokens: 24,
