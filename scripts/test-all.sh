@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this): fetches the test models into the
-# git-ignored models/cache/ when missing, then runs every crate's tests and the end-to-end tests.
+# git-ignored models/cache/ when missing, then runs every crate's tests and the end-to-end tests,
+# then the client-compatibility suites (real Cohere SDKs, LangChain, OpenAPI) in tests/sdk/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models/fetch-default.sh >/dev/null
 models/fetch-gemma3.sh >/dev/null
 cargo test --workspace --all-targets
+tests/sdk/run.sh
