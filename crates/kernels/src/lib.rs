@@ -154,7 +154,7 @@ impl QMatrix {
         data: Vec<u8>,
     ) -> Result<Self, KernelError> {
         let block = ty.block_len();
-        if cols % block != 0 {
+        if !cols.is_multiple_of(block) {
             return Err(KernelError::ColsNotBlockMultiple { ty, cols, block });
         }
         let expected = rows * ty.row_bytes(cols);
@@ -324,6 +324,12 @@ impl<T> Clone for SharedMut<T> {
     }
 }
 impl<T> Copy for SharedMut<T> {}
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
 unsafe impl<T> Send for SharedMut<T> {}
 unsafe impl<T> Sync for SharedMut<T> {}
 
@@ -421,15 +427,13 @@ fn matmul_portable(
     let bufs = SharedMut(scratch.rows.as_mut_ptr());
     let outp = SharedMut(out.as_mut_ptr());
     threads.run(tasks, &|t| {
-        let bufs = bufs;
-        let outp = outp;
         // SAFETY: task t owns buffer t and output columns [t*per, (t+1)*per) of every row.
-        let buf = unsafe { &mut *bufs.0.add(t) };
+        let buf = unsafe { &mut *bufs.get().add(t) };
         for j in t * per..((t + 1) * per).min(rows) {
             w.dequantize_row(j, buf);
             for i in 0..m {
                 let xi = &x[i * cols..(i + 1) * cols];
-                unsafe { *outp.0.add(i * rows + j) = dot_f32(buf, xi) };
+                unsafe { *outp.get().add(i * rows + j) = dot_f32(buf, xi) };
             }
         }
     });

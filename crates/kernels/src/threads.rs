@@ -146,7 +146,7 @@ fn worker(s: &Shared) {
         while !fresh(st, seen) && !s.stop.load(Ordering::Relaxed) {
             spins += 1;
             std::hint::spin_loop();
-            if spins % 256 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(256) && start.elapsed() > SPIN {
                 let mut g = s.park.lock().unwrap_or_else(|e| e.into_inner());
                 s.sleepers.fetch_add(1, Ordering::SeqCst);
                 while !fresh(s.state.load(Ordering::SeqCst), seen) && !s.stop.load(Ordering::SeqCst)

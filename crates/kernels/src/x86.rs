@@ -80,7 +80,7 @@ const ZERO_T: WTile = WTile {
 
 /// From this many activation rows on, unsigned formats use 8-row interleaved tiles: one
 /// broadcast activation word feeds 8 rows at once and no horizontal sums are needed.
-pub(crate) const TILE_MIN_M: usize = 3;
+pub(crate) const TILE_MIN_M: usize = 8;
 
 const ZERO_A: AGroup = AGroup {
     q: [0; 256],
@@ -143,11 +143,10 @@ pub(crate) fn matmul(
         let act = SharedMut(scratch.act.as_mut_ptr());
         let per = m.div_ceil(threads.len()).max(8);
         threads.run(m.div_ceil(per), &|t| {
-            let act = act;
             for i in t * per..((t + 1) * per).min(m) {
                 // SAFETY: task t owns activation rows [t*per, (t+1)*per).
                 let dst =
-                    unsafe { std::slice::from_raw_parts_mut(act.0.add(i * ngroups), ngroups) };
+                    unsafe { std::slice::from_raw_parts_mut(act.get().add(i * ngroups), ngroups) };
                 let src = &x[i * cols..(i + 1) * cols];
                 unsafe {
                     if vnni {
@@ -166,9 +165,8 @@ pub(crate) fn matmul(
     let outp = SharedMut(out.as_mut_ptr());
     let act = &scratch.act[..];
     threads.run(tasks, &|t| {
-        let (bufs, outp) = (bufs, outp);
         // SAFETY: task t owns buffer t and output columns [t*per, (t+1)*per) of every row.
-        let buf = unsafe { &mut *bufs.0.add(t) };
+        let buf = unsafe { &mut *bufs.get().add(t) };
         let range = t * per..((t + 1) * per).min(rows);
         unsafe {
             if vnni {
@@ -652,7 +650,7 @@ macro_rules! isa_kernels {
                     let nb = row.len() / w.ty.block_bytes();
                     for i in 0..m {
                         let a = &act[i * ngroups..(i + 1) * ngroups];
-                        *out.0.add(i * w.rows + j) = dot_packed::<T>(row.as_ptr(), nb, a);
+                        *out.get().add(i * w.rows + j) = dot_packed::<T>(row.as_ptr(), nb, a);
                     }
                 }
             }
@@ -705,12 +703,15 @@ macro_rules! isa_kernels {
             /// 8 weight rows (tiles) dotted with one activation row; returns the 8 sums.
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn dot_tile(tiles: &[WTile], a: &[AGroup]) -> __m256 {
+            unsafe fn dot_tile(tiles: &[WTile], a: &[AGroup], last_blocks: usize) -> __m256 {
                 let ones = _mm256_set1_epi16(1);
                 let mut acc = [_mm256_setzero_ps(); 4];
-                for (t, ag) in tiles.iter().zip(a) {
+                let n = tiles.len();
+                for (g, (t, ag)) in tiles.iter().zip(a).enumerate() {
                     let x = ag.q.as_ptr();
-                    for b in 0..8 {
+                    // The last group may hold fewer blocks; the rest are zero padding.
+                    let blocks = if g + 1 == n { last_blocks } else { GROUP };
+                    for b in 0..blocks {
                         let (p, second) = (b / 2, b % 2);
                         let mut isum = _mm256_setzero_si256();
                         for h in 0..2 {
@@ -730,16 +731,16 @@ macro_rules! isa_kernels {
                                     );
                                 }
                             } else {
-                                for c in (0..4).step_by(2) {
-                                    let s = _mm256_add_epi16(
-                                        _mm256_maddubs_epi16(_mm256_load_si256(w.add(c)), xb[c]),
-                                        _mm256_maddubs_epi16(
-                                            _mm256_load_si256(w.add(c + 1)),
-                                            xb[c + 1],
-                                        ),
-                                    );
-                                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s, ones));
-                                }
+                                // Four products summed in i16: at most 4 * 2 * 31 * 127 < 2^15
+                                // for the 5-bit formats, the widest unsigned ones on AVX2.
+                                let p: [__m256i; 4] = std::array::from_fn(|c| {
+                                    _mm256_maddubs_epi16(_mm256_load_si256(w.add(c)), xb[c])
+                                });
+                                let s = _mm256_add_epi16(
+                                    _mm256_add_epi16(p[0], p[1]),
+                                    _mm256_add_epi16(p[2], p[3]),
+                                );
+                                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s, ones));
                             }
                         }
                         let k = POS[b];
@@ -783,10 +784,11 @@ macro_rules! isa_kernels {
                         }
                     }
                     build_tiles(&buf.0, ngroups, &mut buf.2);
+                    let last_blocks = ((w.cols / 32).next_multiple_of(2) - 1) % GROUP + 1;
                     for i in 0..m {
                         let a = &act[i * ngroups..(i + 1) * ngroups];
-                        let v = dot_tile(&buf.2, a);
-                        let o = out.0.add(i * w.rows + j0);
+                        let v = dot_tile(&buf.2, a, last_blocks);
+                        let o = out.get().add(i * w.rows + j0);
                         if n == 8 {
                             _mm256_storeu_ps(o, v);
                         } else {
@@ -849,7 +851,7 @@ macro_rules! isa_kernels {
                     }
                     for i in 0..m {
                         let a = &act[i * ngroups..(i + 1) * ngroups];
-                        let o = out.0.add(i * w.rows + j0);
+                        let o = out.get().add(i * w.rows + j0);
                         for r in 0..n {
                             let wg = &buf.0[r * ngroups..(r + 1) * ngroups];
                             *o.add(r) = match kind {
