@@ -10,15 +10,29 @@
 //! The instruction set is chosen once at run time ([`isa`]), so one binary built for plain
 //! x86-64 takes the fast path on the CPU it runs on:
 //!
-//! - [`Isa::Avx512Vnni`]: activations are quantized to int8 once per call; 32-weight formats are
-//!   repacked at load into groups of 8 blocks and dotted with `vpdpbusd` on 256-bit vectors
-//!   (AVX-512 VL + VNNI); K-quants use the AVX2 kernels.
-//! - [`Isa::Avx2`]: the same int8 scheme with `vpmaddubsw`/`vpmaddwd` (AVX2 + FMA + F16C).
-//! - [`Isa::Portable`]: dequantize one weight row to f32, dot it with every activation row; exact
-//!   up to f32 rounding and the reference for the others.
+//! - [`Isa::Avx512Vnni`] (AVX-512 F/BW/VL + VNNI, with AVX2/FMA/F16C): `vpdpbusd` on 256-bit
+//!   vectors for every unsigned format (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, and Q8_0 with its sign
+//!   bit flipped); Q5 fifth bits expand with one masked move. Q6_K uses the AVX2 kernel.
+//! - [`Isa::Avx2`] (AVX2 + FMA + F16C): the same scheme with `vpmaddubsw`/`vpmaddwd`; Q8_0 and
+//!   Q6_K keep signed weights (sign trick, Q6_K's per-16 scales applied by `vpmaddwd`).
+//! - [`Isa::Portable`]: dequantize one weight row to f32 and dot it with every activation row;
+//!   exact up to f32 rounding. Also used for F32/F16 weights on every CPU.
 //!
-//! The int8 paths quantize each activation row per block (absmax / 127), so their error is
-//! bounded by roughly `sum_k |x_k| |w_k| / 127` per output, the same as llama.cpp's.
+//! Both int8 paths quantize each activation row once per call to blocks of 32 int8 (absmax /
+//! 127), then, per weight row range owned by a task:
+//!
+//! - `m <= 2` (decode): 32-weight formats are unpacked in registers and dotted directly;
+//! - `m < 8`: each weight row is unpacked once into an L1-resident buffer (a block of rows at a
+//!   time) and swept by every activation row;
+//! - `m >= 8` (prefill, big batches), unsigned formats: 8 unpacked rows are interleaved so one
+//!   broadcast activation word feeds all 8 rows and no horizontal sums are needed.
+//!
+//! Weight rows of the 32-weight formats are regrouped at load (same bytes, see `pack`), so
+//! memory does not grow; K-quants are used as stored. Rows are split across [`Threads`] in
+//! contiguous ranges, so every weight byte is read from memory once per call whatever `m` is.
+//!
+//! The int8 paths' error per output is bounded by about `sum_k |w_k| * max|x|_block / 254`
+//! (half an activation quantization step), the same scheme as llama.cpp's.
 
 mod formats;
 mod pack;
