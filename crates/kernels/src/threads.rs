@@ -215,6 +215,20 @@ mod tests {
     }
 
     #[test]
+    fn many_short_jobs_back_to_back() {
+        // Exercises the join/close race: workers arriving as a job closes must neither run a
+        // task twice nor miss the next job.
+        let pool = Threads::new(3);
+        let count = AtomicUsize::new(0);
+        for round in 1..=20_000 {
+            pool.run(3, &|_| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(count.load(Ordering::Relaxed), 3 * round);
+        }
+    }
+
+    #[test]
     fn workers_wake_after_parking() {
         let pool = Threads::new(2);
         let sum = AtomicUsize::new(0);
@@ -231,10 +245,14 @@ mod tests {
     fn uses_more_than_one_thread() {
         let pool = Threads::new(2);
         let ids = Mutex::new(std::collections::HashSet::new());
-        // Tasks that take a while so the worker certainly picks some up.
-        pool.run(16, &|_| {
+        // Each task waits until a second thread has shown up (or 10 s pass, on a machine too
+        // busy to schedule the worker), so the caller cannot run every task alone.
+        pool.run(4, &|_| {
             ids.lock().unwrap().insert(std::thread::current().id());
-            std::thread::sleep(Duration::from_millis(2));
+            let start = Instant::now();
+            while ids.lock().unwrap().len() < 2 && start.elapsed() < Duration::from_secs(10) {
+                std::thread::yield_now();
+            }
         });
         assert_eq!(ids.lock().unwrap().len(), 2);
     }
