@@ -13,6 +13,10 @@ use sampler::{Sampler, SamplingParams};
 use tokio::sync::mpsc;
 
 use crate::chat::ChatPrompt;
+use crate::constraint::{
+    compile_with_timeout, Constraint, ConstraintCompiler, ConstraintError, ConstraintSpec,
+    COMPILE_TIMEOUT,
+};
 use crate::detok::Detokenizer;
 use crate::model::{BatchItem, BatchModel, SeqId};
 use crate::stop::StopMatcher;
@@ -29,6 +33,9 @@ pub struct GenerateRequest {
     pub max_tokens: usize,
     /// Generation stops when the text contains one of these; it is cut before the match.
     pub stop_sequences: Vec<String>,
+    /// Restricts every token to what this grammar allows (see [`EngineHandle::compile`]); the
+    /// reply ends when the grammar is complete.
+    pub constraint: Option<Constraint>,
 }
 
 /// Why a sequence ended.
@@ -141,6 +148,9 @@ struct Shared {
     template: ChatTemplate,
     config: EngineConfig,
     load: Load,
+    end_tokens: Vec<u32>,
+    /// Built at the first constrained request: most requests never need it.
+    compiler: std::sync::OnceLock<Result<ConstraintCompiler, ConstraintError>>,
 }
 
 /// A cheap, cloneable handle to the running engine: the server's only way in.
@@ -174,6 +184,8 @@ pub fn start(loaded: LoadedModel, config: EngineConfig) -> EngineHandle {
         template: loaded.template,
         config,
         load: Load::default(),
+        end_tokens: loaded.end_token_ids.clone(),
+        compiler: std::sync::OnceLock::new(),
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let worker = Worker {
@@ -270,6 +282,22 @@ impl EngineHandle {
             .unwrap_or_else(|_| "{}".to_string())
     }
 
+    /// Compiles what a reply must look like into a constraint for one request. Blocks for up to
+    /// [`COMPILE_TIMEOUT`] (plus, the first time, building the tokenizer's trie), so async
+    /// callers run it on a blocking thread. A failure is the client's problem to fix (a schema
+    /// or grammar that cannot compile), never a reason to generate unconstrained.
+    pub fn compile(&self, spec: &ConstraintSpec) -> Result<Constraint, ConstraintError> {
+        let shared = &self.shared;
+        let compiler = shared.compiler.get_or_init(|| {
+            ConstraintCompiler::new(
+                shared.tokenizer.tokenizer.clone(),
+                &shared.end_tokens,
+                shared.info.vocab_size,
+            )
+        });
+        compile_with_timeout(compiler.as_ref().map_err(Clone::clone)?, spec, COMPILE_TIMEOUT)
+    }
+
     /// Admits a request or says at once why not (full queue, prompt too long, bad parameters).
     pub fn submit(&self, mut request: GenerateRequest) -> Result<EventStream, SubmitError> {
         let shared = &self.shared;
@@ -310,6 +338,9 @@ struct Sequence {
     /// How many prompt tokens are already in the cache.
     prefilled: usize,
     sampler: Sampler,
+    constraint: Option<Constraint>,
+    /// The constraint's allowed tokens for this step (reused buffer).
+    mask: Vec<u32>,
     detokenizer: Detokenizer,
     stop: StopMatcher,
     max_tokens: usize,
@@ -427,6 +458,8 @@ impl Worker {
                 prompt: request.prompt,
                 prefilled: 0,
                 sampler,
+                constraint: request.constraint,
+                mask: Vec::new(),
                 detokenizer: Detokenizer::new(self.tokenizer.clone()),
                 stop: StopMatcher::new(request.stop_sequences),
                 max_tokens: request.max_tokens,
@@ -533,18 +566,25 @@ enum Input {
 /// Samples the next token of one sequence from its logits row and pushes the resulting text
 /// through the detokenizer and stop matcher.
 fn advance(seq: &mut Sequence, logits: &mut [f32], end_tokens: &[u32]) -> Outcome {
-    let sampled = match seq.sampler.sample(logits) {
+    let sampled = match &mut seq.constraint {
+        None => seq.sampler.sample(logits),
+        Some(constraint) => match constraint.mask(&mut seq.mask) {
+            Ok(()) => seq.sampler.sample_masked(logits, &seq.mask),
+            Err(error) => return fail(seq, error.to_string()),
+        },
+    };
+    let sampled = match sampled {
         Ok(sampled) => sampled,
-        Err(error) => {
-            let _ = seq.events.send(StreamEvent::Error {
-                message: format!("sampling failed: {error}"),
-            });
-            return Outcome::Finished;
-        }
+        Err(error) => return fail(seq, format!("sampling failed: {error}")),
     };
     if end_tokens.contains(&sampled.token) {
         close(seq, FinishReason::EndOfTurn);
         return Outcome::Finished;
+    }
+    if let Some(constraint) = &mut seq.constraint {
+        if let Err(error) = constraint.accept(sampled.token) {
+            return fail(seq, error.to_string());
+        }
     }
     seq.output_tokens += 1;
     seq.pending_ids.push(sampled.token);
@@ -566,12 +606,23 @@ fn advance(seq: &mut Sequence, logits: &mut [f32], end_tokens: &[u32]) -> Outcom
         seq.finish(FinishReason::StopSequence);
         return Outcome::Finished;
     }
+    // A complete grammar allows only the end of the turn: end now, without another step.
+    if seq.constraint.as_ref().is_some_and(Constraint::is_finished) {
+        close(seq, FinishReason::EndOfTurn);
+        return Outcome::Finished;
+    }
     if seq.output_tokens >= seq.max_tokens {
         close(seq, FinishReason::MaxTokens);
         return Outcome::Finished;
     }
     seq.next_input = Some(sampled.token);
     Outcome::Continue
+}
+
+/// Ends a sequence with an error event.
+fn fail(seq: &mut Sequence, message: String) -> Outcome {
+    let _ = seq.events.send(StreamEvent::Error { message });
+    Outcome::Finished
 }
 
 /// Ends a sequence that stopped for `reason`: text held back by the detokenizer and the stop
@@ -701,6 +752,7 @@ mod tests {
             },
             max_tokens,
             stop_sequences: Vec::new(),
+            constraint: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! parameters and returns a stream of [`engine::StreamEvent`]s.
 
 pub mod chat;
+pub mod constraint;
 pub mod detok;
 pub mod engine;
 mod load;
@@ -17,4 +18,4 @@ pub mod text_error;
 pub mod tokenizer;
 pub mod tools;
 
-pub use load::{load, LoadModelError, LoadedModel};
+pub use load::{load, load_with, LoadModelError, LoadedModel};

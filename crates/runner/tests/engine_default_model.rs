@@ -49,6 +49,7 @@ fn request(
         sampling,
         max_tokens,
         stop_sequences: Vec::new(),
+        constraint: None,
     }
 }
 
