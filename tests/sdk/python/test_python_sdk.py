@@ -238,11 +238,14 @@ def test_assistant_turns_echoed_with_tool_calls_tool_plan_and_citations_are_acce
         ),
         cohere.UserChatMessageV2(content=as_dicts[4]["content"]),
     ]
+    # The point is that the history is accepted: a few tokens of reply are enough.
+    short = {"temperature": 0.0, "max_tokens": 4}
     for messages in (as_dicts, typed):
-        response = co.chat(model=MODEL, messages=messages, tools=tools, **GREEDY)
+        response = co.chat(model=MODEL, messages=messages, tools=tools, **short)
         assert response.finish_reason in ("COMPLETE", "MAX_TOKENS", "TOOL_CALL")
-        events, _ = stream_all(co, messages=messages, tools=tools, **GREEDY)
-        assert events[0].type == "message-start" and events[-1].type == "message-end"
+        assert response.usage.tokens.input_tokens > 0
+    events, _ = stream_all(co, messages=as_dicts, tools=tools, **short)
+    assert events[0].type == "message-start" and events[-1].type == "message-end"
 
 
 def test_a_reply_echoed_back_as_history_is_accepted(co):
@@ -312,7 +315,7 @@ def test_seed_gives_the_same_text_twice_at_temperature_1(co):
         reply = co.chat(
             model=MODEL,
             messages=[{"role": "user", "content": "Write a sentence about the sea."}],
-            temperature=1.0, p=0.99, k=0, seed=seed, max_tokens=16,
+            temperature=1.0, p=0.99, k=0, seed=seed, max_tokens=10,
         )  # fmt: skip
         return text_of(reply)
 
