@@ -32,6 +32,10 @@ pub enum Command {
     /// Serve a model over HTTP: POST /v2/chat (Cohere v2), /v1/models, /v1/tokenize, /v1/detokenize,
     /// /v1/check-api-key, GET /health (liveness) and GET /ready (503 until the model is loaded).
     Serve(ServeArgs),
+    /// Load-test a running server: N concurrent streamed chats per level (sweeping N), reporting
+    /// aggregate and per-stream tokens/s, time to first token and inter-token latency; JSON report
+    /// and SVG chart. Works against any Cohere-compatible URL, or llama-server (--api llama).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -225,6 +229,7 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => crate::bench::main(args),
     }
 }
 
@@ -354,6 +359,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Serve(a) => a,
+            other => panic!("not serve: {other:?}"),
         }
     }
 

@@ -4,6 +4,7 @@
 //! parameters and answers with `StreamEvent`s.
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
