@@ -32,15 +32,29 @@ pub enum LoadModelError {
 
 /// Resolves `reference` (a `.gguf` file, a Hugging Face directory or id) and loads it.
 pub fn load(reference: &str, opts: &ResolveOptions) -> Result<LoadedModel, LoadModelError> {
+    load_with(reference, opts, &model::LoadOptions::default())
+}
+
+/// [`load`] with options for running the model (thread count).
+pub fn load_with(
+    reference: &str,
+    opts: &ResolveOptions,
+    run: &model::LoadOptions,
+) -> Result<LoadedModel, LoadModelError> {
     let resolved = loader::resolve(reference, opts)?;
     match &resolved.files {
-        ModelFiles::Gguf { path } => load_gguf(path, resolved.name),
-        ModelFiles::HfDir { dir } => load_hf_dir(dir, resolved.name),
+        ModelFiles::Gguf { path } => load_gguf(path, resolved.name, run),
+        ModelFiles::HfDir { dir } => load_hf_dir(dir, resolved.name, run),
     }
 }
 
-fn load_gguf(path: &Path, name: String) -> Result<LoadedModel, LoadModelError> {
-    let (model, content) = model::load_gguf(path)?;
+fn load_gguf(
+    path: &Path,
+    name: String,
+    run: &model::LoadOptions,
+) -> Result<LoadedModel, LoadModelError> {
+    let (model, content) = model::load_gguf_model(path, run)?;
+    let model: Box<dyn BatchModel> = Box::new(model);
     let tokenizer = tokenizer::tokenizer_from_gguf(&content)?;
     let architecture = match content.metadata.get("general.architecture") {
         Some(value) => value.to_string().cloned().unwrap_or_default(),
@@ -58,8 +72,12 @@ fn load_gguf(path: &Path, name: String) -> Result<LoadedModel, LoadModelError> {
     ))
 }
 
-fn load_hf_dir(dir: &Path, name: String) -> Result<LoadedModel, LoadModelError> {
-    let model = model::load_safetensors_dir(dir)?;
+fn load_hf_dir(
+    dir: &Path,
+    name: String,
+    run: &model::LoadOptions,
+) -> Result<LoadedModel, LoadModelError> {
+    let model: Box<dyn BatchModel> = Box::new(model::load_safetensors_model(dir, run)?);
     let tokenizer = tokenizer::tokenizer_from_hf_dir(dir)?;
     let architecture = model_type(dir);
     let template = chat_template(&tokenizer, &architecture, TemplateOrigin::TokenizerConfig)?;

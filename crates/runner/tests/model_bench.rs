@@ -1,26 +1,57 @@
-//! Decode throughput of the default model, single sequence and batched. Timing goals live here,
-//! not in timed tests: run with
-//! `cargo test --release -p runner --test model_bench -- --ignored --nocapture`.
+//! Decode and prefill throughput of the default model (and Gemma 3 when its file is present),
+//! single sequence and batched. Timing goals live here, not in timed tests: run with
+//! `cargo test --release -p runner --test model_bench -- --ignored --nocapture --test-threads 1`
+//! (`COHOST_THREADS` sets the forward pass's thread count).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use runner::model::{load_gguf, BatchItem, BatchModel};
+use runner::model::{load_gguf_model, BatchItem, BatchModel, LoadOptions};
 
 const PROMPT_LEN: usize = 30;
 const DECODE_STEPS: usize = 64;
 
-fn model_path() -> PathBuf {
+fn model_path(file: &str) -> PathBuf {
     let dir = std::env::var_os("COHOST_MODEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/cache"));
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    dir.join(file)
+}
+
+fn load(file: &str) -> Box<dyn BatchModel> {
+    let path = model_path(file);
     assert!(
         path.exists(),
-        "{} is missing: run models/fetch-default.sh",
+        "{} is missing: run models/fetch-*.sh",
         path.display()
     );
-    path
+    let threads = std::env::var("COHOST_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok());
+    let opts = LoadOptions { threads };
+    Box::new(load_gguf_model(&path, &opts).unwrap().0)
+}
+
+/// Prefills one `len`-token prompt in chunks of `chunk` (the engine's prefill slices); returns
+/// prompt tok/s.
+fn prefill(model: &mut dyn BatchModel, len: usize, chunk: usize) -> f64 {
+    let prompt: Vec<u32> = (0..len).map(|t| ((t * 131 + 7) % 40_000) as u32).collect();
+    let mut logits = Vec::new();
+    let t0 = Instant::now();
+    for piece in prompt.chunks(chunk) {
+        model
+            .forward(
+                &[BatchItem {
+                    seq: 99,
+                    tokens: piece,
+                }],
+                &mut logits,
+            )
+            .unwrap();
+    }
+    let rate = len as f64 / t0.elapsed().as_secs_f64();
+    model.release(99);
+    rate
 }
 
 fn argmax(row: &[f32]) -> u32 {
@@ -78,13 +109,32 @@ fn run(model: &mut dyn BatchModel, batch: usize) -> (f64, f64) {
 #[test]
 #[ignore = "benchmark: run with --release -- --ignored --nocapture"]
 fn decode_throughput() {
-    let (mut model, _) = load_gguf(&model_path()).unwrap();
+    let mut model = load("SmolLM2-135M-Instruct.Q4_1.gguf");
     run(model.as_mut(), 1); // warm-up
-    for batch in [1, 8] {
+    for batch in [1, 4, 8, 16] {
         let (prefill, decode) = run(model.as_mut(), batch);
         eprintln!(
             "batch {batch}: prefill {prefill:.1} tok/s ({PROMPT_LEN}-token prompts), decode {decode:.1} tok/s aggregate ({:.1} per sequence)",
             decode / batch as f64
         );
     }
+    for (len, chunk) in [(512, 512), (1000, 256)] {
+        let rate = prefill(model.as_mut(), len, chunk);
+        eprintln!("prefill of a {len}-token prompt in chunks of {chunk}: {rate:.1} tok/s");
+    }
+}
+
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn gemma3_throughput() {
+    let mut model = load("gemma-3-270m-q4_k_m.gguf");
+    run(model.as_mut(), 1); // warm-up
+    for batch in [1, 8] {
+        let (prefill, decode) = run(model.as_mut(), batch);
+        eprintln!(
+            "gemma3 batch {batch}: prefill {prefill:.1} tok/s, decode {decode:.1} tok/s aggregate"
+        );
+    }
+    let rate = prefill(model.as_mut(), 512, 512);
+    eprintln!("gemma3 prefill of a 512-token prompt: {rate:.1} tok/s");
 }

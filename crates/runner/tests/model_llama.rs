@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use runner::model::{load_gguf, BatchItem, BatchModel, Llama, ModelError};
+use runner::model::{
+    load_gguf, load_gguf_model, BatchItem, BatchModel, LoadOptions, ModelError, Transformer,
+};
 
 const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -79,8 +81,10 @@ fn golden() -> Vec<Golden> {
         .collect()
 }
 
-fn load() -> Llama {
-    Llama::load_gguf(&model_path(), &Device::Cpu).unwrap()
+fn load() -> Transformer {
+    load_gguf_model(&model_path(), &LoadOptions::default())
+        .unwrap()
+        .0
 }
 
 #[test]
@@ -151,7 +155,7 @@ fn batch_of_three_matches_candle_quantized_llama() {
 /// Greedy continuation of several sequences: `alone` runs each by itself, the other runs them
 /// all in one batch. Returns (tokens, logits of every step) per sequence.
 fn greedy(
-    model: &mut Llama,
+    model: &mut Transformer,
     prompts: &[Vec<u32>],
     steps: usize,
     batched: bool,

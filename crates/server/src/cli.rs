@@ -337,7 +337,14 @@ const PREFILL_CHUNK: usize = 256;
 
 /// Loads the weights and starts the engine loop (blocking; runs off the async runtime).
 pub fn load_engine(config: &Config) -> anyhow::Result<EngineHandle> {
-    let loaded = runner::load(&config.model, &runner::loader::ResolveOptions::from_env())?;
+    let run = runner::model::LoadOptions {
+        threads: config.threads,
+    };
+    let loaded = runner::load_with(
+        &config.model,
+        &runner::loader::ResolveOptions::from_env(),
+        &run,
+    )?;
     // The engine caps this again at the model's own context.
     let context_length = config.context_length.unwrap_or(loaded.info.context_length);
     let engine_config = EngineConfig {

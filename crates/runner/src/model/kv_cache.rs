@@ -1,43 +1,47 @@
 //! Per-sequence KV caches and the bookkeeping of one batched step.
 //!
-//! A cache keeps, for each layer, one preallocated key buffer and one value buffer of shape
-//! `[kv_heads, capacity, head_dim]`. New keys are written in place; attention reads a narrowed
-//! view. Capacity doubles when full, so over a whole generation the cache is copied O(log n)
-//! times instead of once per token (which is what `Tensor::cat` per step would cost).
+//! A cache keeps, for each layer, the keys transposed (`[kv_heads][head_dim][capacity]`, so the
+//! scores of one query against many keys are plain vector FMAs) and the values
+//! (`[kv_heads][capacity][head_dim]`), in f32. Capacity grows by a quarter (at least 64 tokens)
+//! when full, so that the cache stays close to what a sequence holds while copies stay rare.
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor};
-
 use super::{validate_batch, BatchItem, ModelError, SeqId};
 
-/// Smallest capacity allocated, so short chats do not regrow several times.
-const MIN_CAPACITY: usize = 64;
+/// Capacity is a multiple of this (and so of the attention key block).
+const CAPACITY_STEP: usize = 64;
 
 /// The shape every cache of one model shares.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct CacheShape {
     pub n_layers: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
     pub max_context: usize,
-    pub device: Device,
+}
+
+#[derive(Debug, Default)]
+struct LayerKv {
+    kt: Vec<f32>,
+    v: Vec<f32>,
 }
 
 /// The keys and values of one sequence, for every layer.
 #[derive(Debug)]
 pub struct KvCache {
-    /// `(keys, values)` per layer, each `[kv_heads, capacity, head_dim]`.
-    layers: Vec<(Tensor, Tensor)>,
+    seq: SeqId,
+    layers: Vec<LayerKv>,
     /// Tokens committed: positions `0..len` hold valid keys and values.
     len: usize,
     capacity: usize,
 }
 
 impl KvCache {
-    fn new() -> Self {
+    fn new(seq: SeqId, n_layers: usize) -> Self {
         Self {
-            layers: Vec::new(),
+            seq,
+            layers: (0..n_layers).map(|_| LayerKv::default()).collect(),
             len: 0,
             capacity: 0,
         }
@@ -57,56 +61,68 @@ impl KvCache {
         self.capacity
     }
 
-    /// Makes room for `extra` more tokens, doubling the buffers (never past `max_context`).
-    fn reserve(&mut self, extra: usize, shape: &CacheShape) -> candle_core::Result<()> {
+    /// Makes room for `extra` more tokens.
+    fn reserve(&mut self, extra: usize, shape: &CacheShape) {
         let needed = self.len + extra;
         if needed <= self.capacity {
-            return Ok(());
+            return;
         }
         let capacity = needed
-            .max(self.capacity * 2)
-            .max(MIN_CAPACITY)
-            .min(shape.max_context.max(needed));
-        let dims = (shape.kv_heads, capacity, shape.head_dim);
-        let mut layers = Vec::with_capacity(shape.n_layers);
-        for layer in 0..shape.n_layers {
-            let k = Tensor::zeros(dims, DType::F32, &shape.device)?;
-            let v = Tensor::zeros(dims, DType::F32, &shape.device)?;
-            if let Some((old_k, old_v)) = self.layers.get(layer) {
-                // The whole old buffer is contiguous; positions past `len` are garbage but harmless.
-                k.slice_set(old_k, 1, 0)?;
-                v.slice_set(old_v, 1, 0)?;
+            .max(self.capacity + (self.capacity / 4).max(CAPACITY_STEP))
+            .min(shape.max_context.max(needed))
+            .next_multiple_of(CAPACITY_STEP);
+        let (heads, hd, old) = (shape.kv_heads, shape.head_dim, self.capacity);
+        // Fresh buffers are zeroed: attention may read (with weight 0) a few slots past the end.
+        for layer in &mut self.layers {
+            let mut kt = vec![0f32; heads * hd * capacity];
+            let mut v = vec![0f32; heads * capacity * hd];
+            if old > 0 {
+                for h in 0..heads {
+                    for d in 0..hd {
+                        let from = (h * hd + d) * old;
+                        let to = (h * hd + d) * capacity;
+                        kt[to..to + self.len].copy_from_slice(&layer.kt[from..from + self.len]);
+                    }
+                    let from = h * old * hd;
+                    let to = h * capacity * hd;
+                    v[to..to + self.len * hd].copy_from_slice(&layer.v[from..from + self.len * hd]);
+                }
             }
-            layers.push((k, v));
+            layer.kt = kt;
+            layer.v = v;
         }
-        self.layers = layers;
         self.capacity = capacity;
-        Ok(())
     }
 
-    /// Writes a chunk's keys and values (`[kv_heads, n, head_dim]`, contiguous) for one layer at
-    /// positions `len..len + n`, and returns views of all keys and values up to the chunk's end.
-    /// Nothing counts as cached until [`SeqCaches::finish`] commits the step.
-    pub(super) fn write(
-        &mut self,
-        layer: usize,
-        k: &Tensor,
-        v: &Tensor,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
-        let n = k.dim(1)?;
-        let (kb, vb) = &self.layers[layer];
-        kb.slice_set(k, 1, self.len)?;
-        vb.slice_set(v, 1, self.len)?;
-        let total = self.len + n;
-        Ok((kb.narrow(1, 0, total)?, vb.narrow(1, 0, total)?))
+    /// Writes one token's key and value rows (`kv_heads * head_dim` each) of one layer at
+    /// position `pos`. Nothing counts as cached until [`SeqCaches::finish`] commits the step.
+    pub(super) fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32], hd: usize) {
+        let cap = self.capacity;
+        let l = &mut self.layers[layer];
+        for (h, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
+            for (d, &x) in kh.iter().enumerate() {
+                l.kt[(h * hd + d) * cap + pos] = x;
+            }
+            l.v[(h * cap + pos) * hd..][..hd].copy_from_slice(vh);
+        }
+    }
+
+    /// Transposed keys `[head_dim][capacity]` and values `[capacity][head_dim]` of one head.
+    pub(super) fn head(&self, layer: usize, head: usize, hd: usize) -> (&[f32], &[f32]) {
+        let cap = self.capacity;
+        let l = &self.layers[layer];
+        (
+            &l.kt[head * hd * cap..(head + 1) * hd * cap],
+            &l.v[head * cap * hd..(head + 1) * cap * hd],
+        )
     }
 }
 
 /// Where one item's tokens sit in a step: rows `offset..offset + len` of the flattened batch,
-/// at positions `start..start + len` of its sequence.
+/// at positions `start..start + len` of its sequence, whose cache is `slot`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ItemSpan {
-    pub seq: SeqId,
+    pub slot: usize,
     pub offset: usize,
     pub len: usize,
     pub start: usize,
@@ -124,26 +140,34 @@ pub(super) struct StepPlan {
 
 impl StepPlan {
     /// Row of each item's last token in the flattened batch.
-    pub fn last_rows(&self) -> Vec<u32> {
+    pub fn last_rows(&self) -> impl Iterator<Item = usize> + '_ {
+        self.spans.iter().map(|s| s.offset + s.len - 1)
+    }
+
+    /// One past the largest position of the step.
+    pub fn max_position(&self) -> usize {
         self.spans
             .iter()
-            .map(|s| (s.offset + s.len - 1) as u32)
-            .collect()
+            .map(|s| s.start + s.len)
+            .max()
+            .unwrap_or(0)
     }
 }
 
-/// Every live sequence's cache.
+/// Every live sequence's cache, in a slab indexed by slot (slots are stable within a step).
 #[derive(Debug)]
 pub(super) struct SeqCaches {
     shape: CacheShape,
-    caches: HashMap<SeqId, KvCache>,
+    caches: Vec<KvCache>,
+    slots: HashMap<SeqId, usize>,
 }
 
 impl SeqCaches {
     pub fn new(shape: CacheShape) -> Self {
         Self {
             shape,
-            caches: HashMap::new(),
+            caches: Vec::new(),
+            slots: HashMap::new(),
         }
     }
 
@@ -154,7 +178,7 @@ impl SeqCaches {
     /// Validates a batch, creates caches for new sequences and makes room for the new tokens.
     pub fn begin(&mut self, batch: &[BatchItem<'_>], vocab: usize) -> Result<StepPlan, ModelError> {
         validate_batch(batch, vocab, self.shape.max_context, |seq| {
-            self.caches.get(&seq).map_or(0, KvCache::len)
+            self.get(seq).map_or(0, KvCache::len)
         })?;
         let mut plan = StepPlan {
             spans: Vec::with_capacity(batch.len()),
@@ -163,13 +187,21 @@ impl SeqCaches {
             created: Vec::new(),
         };
         for item in batch {
-            let cache = self.caches.entry(item.seq).or_insert_with(|| {
-                plan.created.push(item.seq);
-                KvCache::new()
-            });
+            let slot = match self.slots.get(&item.seq) {
+                Some(&slot) => slot,
+                None => {
+                    plan.created.push(item.seq);
+                    self.caches
+                        .push(KvCache::new(item.seq, self.shape.n_layers));
+                    self.slots.insert(item.seq, self.caches.len() - 1);
+                    self.caches.len() - 1
+                }
+            };
+            let cache = &mut self.caches[slot];
             let start = cache.len();
+            cache.reserve(item.tokens.len(), &self.shape);
             plan.spans.push(ItemSpan {
-                seq: item.seq,
+                slot,
                 offset: plan.ids.len(),
                 len: item.tokens.len(),
                 start,
@@ -177,43 +209,41 @@ impl SeqCaches {
             plan.ids.extend_from_slice(item.tokens);
             plan.positions.extend(start..start + item.tokens.len());
         }
-        for span in &plan.spans {
-            let cache = self.caches.get_mut(&span.seq).expect("created above");
-            if let Err(e) = cache.reserve(span.len, &self.shape) {
-                self.finish(&plan, false);
-                return Err(e.into());
-            }
-        }
         Ok(plan)
     }
 
-    pub fn get_mut(&mut self, seq: SeqId) -> Result<&mut KvCache, ModelError> {
-        self.caches
-            .get_mut(&seq)
-            .ok_or_else(|| ModelError::InvalidBatch(format!("sequence {seq} has no cache")))
+    pub fn slot_mut(&mut self, slot: usize) -> &mut KvCache {
+        &mut self.caches[slot]
+    }
+
+    pub fn slot(&self, slot: usize) -> &KvCache {
+        &self.caches[slot]
     }
 
     /// Commits a step's tokens, or forgets the sequences it created when it failed.
     pub fn finish(&mut self, plan: &StepPlan, ok: bool) {
         if ok {
             for span in &plan.spans {
-                if let Some(cache) = self.caches.get_mut(&span.seq) {
-                    cache.len = span.start + span.len;
-                }
+                self.caches[span.slot].len = span.start + span.len;
             }
         } else {
-            for seq in &plan.created {
-                self.caches.remove(seq);
+            for &seq in &plan.created {
+                self.release(seq);
             }
         }
     }
 
     pub fn release(&mut self, seq: SeqId) {
-        self.caches.remove(&seq);
+        if let Some(slot) = self.slots.remove(&seq) {
+            self.caches.swap_remove(slot);
+            if let Some(moved) = self.caches.get(slot) {
+                self.slots.insert(moved.seq, slot);
+            }
+        }
     }
 
     pub fn get(&self, seq: SeqId) -> Option<&KvCache> {
-        self.caches.get(&seq)
+        self.slots.get(&seq).map(|&slot| &self.caches[slot])
     }
 
     pub fn live(&self) -> usize {

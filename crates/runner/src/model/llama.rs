@@ -1,49 +1,16 @@
-//! The llama family (Llama, SmolLM2, Mistral layouts, and qwen2 = llama + q/k/v biases), run as
-//! one batched forward pass over every sequence of a step.
+//! The llama family (Llama, SmolLM2, Mistral layouts, and qwen2 = llama + q/k/v biases): where
+//! its weights live in GGUF and safetensors files, and the switches it sets on the shared
+//! [`Transformer`].
 
 use std::io::{Read, Seek};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 
-use super::attention::{apply_rope, attend, rms_norm, rope_cos_sin, Embedding, Linear, RopeStyle};
-use super::kv_cache::{CacheShape, SeqCaches, StepPlan};
-use super::{gguf_tensor, BatchItem, BatchModel, GgufMeta, ModelError, SeqId};
-
-#[derive(Debug, Clone)]
-pub(super) struct LlamaConfig {
-    pub hidden: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-    pub vocab: usize,
-    pub max_context: usize,
-    pub rms_eps: f32,
-    pub rope_base: f32,
-    pub rope_style: RopeStyle,
-}
-
-impl LlamaConfig {
-    fn check(&self) -> Result<(), ModelError> {
-        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return Err(ModelError::Config(format!(
-                "{} query heads cannot share {} KV heads evenly",
-                self.n_heads, self.n_kv_heads
-            )));
-        }
-        if !self.head_dim.is_multiple_of(2) || self.max_context == 0 {
-            return Err(ModelError::Config(format!(
-                "head dim {} / context {} unusable",
-                self.head_dim, self.max_context
-            )));
-        }
-        Ok(())
-    }
-}
+use super::ops::{Activation, RopeStyle};
+use super::transformer::{Arch, Layer, Transformer, Weights};
+use super::weights::{GgufReader, Proj, SafetensorsReader};
+use super::{GgufMeta, LoadOptions, ModelError};
 
 /// `config.json` of a Hugging Face llama or qwen2 checkpoint (the fields used).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -70,367 +37,228 @@ fn default_rope_theta() -> f32 {
     10_000.0
 }
 
-#[derive(Debug)]
-struct Layer {
-    attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    mlp_norm: Tensor,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+/// q|k|v biases side by side (qwen2); missing ones are zero. None when there are none.
+fn qkv_bias(
+    q: Option<Vec<f32>>,
+    k: Option<Vec<f32>>,
+    v: Option<Vec<f32>>,
+    q_dim: usize,
+    kv_dim: usize,
+) -> Option<Vec<f32>> {
+    if q.is_none() && k.is_none() && v.is_none() {
+        return None;
+    }
+    let mut all = q.unwrap_or_else(|| vec![0.0; q_dim]);
+    all.extend(k.unwrap_or_else(|| vec![0.0; kv_dim]));
+    all.extend(v.unwrap_or_else(|| vec![0.0; kv_dim]));
+    Some(all)
 }
 
-/// A llama-family model with the KV caches of all its live sequences.
-#[derive(Debug)]
-pub struct Llama {
-    cfg: LlamaConfig,
-    embed: Embedding,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: Linear,
-    caches: SeqCaches,
-    device: Device,
-}
-
-impl Llama {
-    /// Loads a llama or qwen2 GGUF file on a device.
-    pub fn load_gguf(path: &Path, device: &Device) -> Result<Self, ModelError> {
-        let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let content = gguf_file::Content::read(&mut file)?;
-        Self::from_gguf(&content, &mut file, device)
+pub(super) fn from_gguf<R: Read + Seek>(
+    content: &gguf_file::Content,
+    reader: &mut R,
+    opts: &LoadOptions,
+) -> Result<Transformer, ModelError> {
+    let meta = GgufMeta::new(content)?;
+    let rope_style = match meta.arch.as_str() {
+        "llama" => RopeStyle::Interleaved,
+        "qwen2" => RopeStyle::Halves,
+        other => {
+            return Err(ModelError::UnsupportedArchitecture {
+                found: other.to_string(),
+                supported: &["llama", "qwen2"],
+            })
+        }
+    };
+    let mut t = GgufReader::new(content, reader);
+    let (vocab, hidden) = t.dims2("token_embd.weight")?;
+    let n_heads = meta.usize("attention.head_count")?;
+    let head_dim = meta
+        .usize_opt("attention.key_length")
+        .unwrap_or(hidden / n_heads.max(1));
+    let arch = Arch {
+        hidden,
+        n_heads,
+        n_kv_heads: meta.usize_opt("attention.head_count_kv").unwrap_or(n_heads),
+        head_dim,
+        vocab,
+        max_context: meta.usize("context_length")?,
+        rms_eps: meta
+            .f32_opt("attention.layer_norm_rms_epsilon")
+            .unwrap_or(1e-5),
+        rope_style,
+        rope_bases: vec![meta.f32_opt("rope.freq_base").unwrap_or(10_000.0)],
+        embed_scale: None,
+        activation: Activation::Silu,
+        final_softcap: None,
+    };
+    arch.check()?;
+    if let Some(rope_dim) = meta.usize_opt("rope.dimension_count") {
+        if rope_dim != head_dim {
+            return Err(ModelError::Config(format!(
+                "partial RoPE ({rope_dim} of {head_dim} dims) is not supported"
+            )));
+        }
     }
-
-    pub(super) fn from_gguf<R: Read + Seek>(
-        content: &gguf_file::Content,
-        reader: &mut R,
-        device: &Device,
-    ) -> Result<Self, ModelError> {
-        let meta = GgufMeta::new(content)?;
-        let rope_style = match meta.arch.as_str() {
-            "llama" => RopeStyle::Interleaved,
-            "qwen2" => RopeStyle::Halves,
-            other => {
-                return Err(ModelError::UnsupportedArchitecture {
-                    found: other.to_string(),
-                    supported: &["llama", "qwen2"],
-                })
-            }
-        };
-        let mut tensor = |name: &str| gguf_tensor(content, reader, name, device);
-        let embd = Arc::new(tensor("token_embd.weight")?);
-        let (vocab, hidden) = embd.shape().dims2()?;
-        let n_heads = meta.usize("attention.head_count")?;
-        let head_dim = meta
-            .usize_opt("attention.key_length")
-            .unwrap_or(hidden / n_heads);
-        let cfg = LlamaConfig {
-            hidden,
-            n_layers: meta.usize("block_count")?,
-            n_heads,
-            n_kv_heads: meta.usize_opt("attention.head_count_kv").unwrap_or(n_heads),
-            head_dim,
-            vocab,
-            max_context: meta.usize("context_length")?,
-            rms_eps: meta
-                .f32_opt("attention.layer_norm_rms_epsilon")
-                .unwrap_or(1e-5),
-            rope_base: meta.f32_opt("rope.freq_base").unwrap_or(10_000.0),
-            rope_style,
-        };
-        cfg.check()?;
-        if let Some(rope_dim) = meta.usize_opt("rope.dimension_count") {
-            if rope_dim != head_dim {
-                return Err(ModelError::Config(format!(
-                    "partial RoPE ({rope_dim} of {head_dim} dims) is not supported"
-                )));
-            }
-        }
-        // Norms and biases are small f32 vectors: keep them dense.
-        let mut dense =
-            |name: &str| -> Result<Tensor, ModelError> { Ok(tensor(name)?.dequantize(device)?) };
-        let norm = dense("output_norm.weight")?;
-        let mut layers = Vec::with_capacity(cfg.n_layers);
-        for i in 0..cfg.n_layers {
-            let p = format!("blk.{i}");
-            let mut bias = |name: &str| -> Result<Option<Tensor>, ModelError> {
-                let name = format!("{p}.{name}.bias");
-                if content.tensor_infos.contains_key(&name) {
-                    Ok(Some(
-                        gguf_tensor(content, reader, &name, device)?.dequantize(device)?,
-                    ))
-                } else {
-                    Ok(None)
-                }
-            };
-            let (qb, kb, vb) = (bias("attn_q")?, bias("attn_k")?, bias("attn_v")?);
-            let mut linear = |name: &str, b: Option<Tensor>| -> Result<Linear, ModelError> {
-                let w = gguf_tensor(content, reader, &format!("{p}.{name}.weight"), device)?;
-                Ok(Linear::quantized(w, b)?)
-            };
-            let q = linear("attn_q", qb)?;
-            let k = linear("attn_k", kb)?;
-            let v = linear("attn_v", vb)?;
-            let o = linear("attn_output", None)?;
-            let gate = linear("ffn_gate", None)?;
-            let up = linear("ffn_up", None)?;
-            let down = linear("ffn_down", None)?;
-            let mut norm = |name: &str| -> Result<Tensor, ModelError> {
-                Ok(
-                    gguf_tensor(content, reader, &format!("{p}.{name}.weight"), device)?
-                        .dequantize(device)?,
-                )
-            };
-            layers.push(Layer {
-                attn_norm: norm("attn_norm")?,
-                mlp_norm: norm("ffn_norm")?,
-                q,
-                k,
-                v,
-                o,
-                gate,
-                up,
-                down,
-            });
-        }
-        // Tied embeddings share the quantized table with the output projection.
-        let lm_head = if content.tensor_infos.contains_key("output.weight") {
-            Linear::quantized(gguf_tensor(content, reader, "output.weight", device)?, None)?
-        } else {
-            Linear::new(
-                candle_core::quantized::QMatMul::from_arc(embd.clone())?,
-                None,
-            )
-        };
-        Ok(Self::assemble(
-            cfg,
-            Embedding::Quantized(embd),
-            layers,
-            norm,
-            lm_head,
-            device,
-        ))
-    }
-
-    pub(super) fn from_safetensors(
-        hf: &HfConfig,
-        files: &[PathBuf],
-        device: &Device,
-    ) -> Result<Self, ModelError> {
-        if let Some(scaling) = &hf.rope_scaling {
-            if !scaling.is_null() {
-                return Err(ModelError::Config(format!(
-                    "rope_scaling {scaling} is not supported"
-                )));
-            }
-        }
-        let head_dim = hf
-            .head_dim
-            .unwrap_or(hf.hidden_size / hf.num_attention_heads);
-        let cfg = LlamaConfig {
-            hidden: hf.hidden_size,
-            n_layers: hf.num_hidden_layers,
-            n_heads: hf.num_attention_heads,
-            n_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-            head_dim,
-            vocab: hf.vocab_size,
-            max_context: hf.max_position_embeddings,
-            rms_eps: hf.rms_norm_eps as f32,
-            rope_base: hf.rope_theta,
-            rope_style: RopeStyle::Halves,
-        };
-        cfg.check()?;
-        // SAFETY: the files are mapped read-only and must not change while the model lives,
-        // which is how every safetensors loader works.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, DType::F32, device)? };
-        let get =
-            |vb: &VarBuilder, shape: (usize, usize), name: &str| -> Result<Tensor, ModelError> {
-                if !vb.contains_tensor(name) {
-                    return Err(ModelError::MissingTensor(format!("{}.{name}", vb.prefix())));
-                }
-                Ok(vb.get(shape, name)?)
-            };
-        let get1 = |vb: &VarBuilder, n: usize, name: &str| -> Result<Tensor, ModelError> {
-            if !vb.contains_tensor(name) {
-                return Err(ModelError::MissingTensor(format!("{}.{name}", vb.prefix())));
-            }
-            Ok(vb.get(n, name)?)
-        };
-        let m = vb.pp("model");
-        let embed = get(&m, (cfg.vocab, cfg.hidden), "embed_tokens.weight")?;
-        let norm = get1(&m, cfg.hidden, "norm.weight")?;
-        let (q_dim, kv_dim) = (cfg.n_heads * head_dim, cfg.n_kv_heads * head_dim);
-        let ffn = hf.intermediate_size;
-        let mut layers = Vec::with_capacity(cfg.n_layers);
-        for i in 0..cfg.n_layers {
-            let l = m.pp(format!("layers.{i}"));
-            let attn = l.pp("self_attn");
-            let mlp = l.pp("mlp");
-            let proj = |vb: &VarBuilder, name: &str, out: usize, inp: usize| {
-                let w = get(vb, (out, inp), &format!("{name}.weight"))?;
-                let bias_name = format!("{name}.bias");
-                let b = if vb.contains_tensor(&bias_name) {
-                    Some(vb.get(out, &bias_name)?)
-                } else {
-                    None
-                };
-                Ok::<_, ModelError>(Linear::dense(w, b))
-            };
-            layers.push(Layer {
-                attn_norm: get1(&l, cfg.hidden, "input_layernorm.weight")?,
-                q: proj(&attn, "q_proj", q_dim, cfg.hidden)?,
-                k: proj(&attn, "k_proj", kv_dim, cfg.hidden)?,
-                v: proj(&attn, "v_proj", kv_dim, cfg.hidden)?,
-                o: proj(&attn, "o_proj", cfg.hidden, q_dim)?,
-                mlp_norm: get1(&l, cfg.hidden, "post_attention_layernorm.weight")?,
-                gate: proj(&mlp, "gate_proj", ffn, cfg.hidden)?,
-                up: proj(&mlp, "up_proj", ffn, cfg.hidden)?,
-                down: proj(&mlp, "down_proj", cfg.hidden, ffn)?,
-            });
-        }
-        let lm_head = if hf.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
-            Linear::dense(embed.clone(), None)
-        } else {
-            Linear::dense(get(&vb, (cfg.vocab, cfg.hidden), "lm_head.weight")?, None)
-        };
-        Ok(Self::assemble(
-            cfg,
-            Embedding::Dense(embed),
-            layers,
-            norm,
-            lm_head,
-            device,
-        ))
-    }
-
-    fn assemble(
-        cfg: LlamaConfig,
-        embed: Embedding,
-        layers: Vec<Layer>,
-        norm: Tensor,
-        lm_head: Linear,
-        device: &Device,
-    ) -> Self {
-        let caches = SeqCaches::new(CacheShape {
-            n_layers: cfg.n_layers,
-            kv_heads: cfg.n_kv_heads,
-            head_dim: cfg.head_dim,
-            max_context: cfg.max_context,
-            device: device.clone(),
+    let (q_dim, kv_dim) = (n_heads * head_dim, arch.n_kv_heads * head_dim);
+    let n_layers = meta.usize("block_count")?;
+    let mut layers = Vec::with_capacity(n_layers);
+    for i in 0..n_layers {
+        let p = format!("blk.{i}");
+        let bias = qkv_bias(
+            t.vector_opt(&format!("{p}.attn_q.bias"))?,
+            t.vector_opt(&format!("{p}.attn_k.bias"))?,
+            t.vector_opt(&format!("{p}.attn_v.bias"))?,
+            q_dim,
+            kv_dim,
+        );
+        let mut m = |name: &str| t.matrix(&format!("{p}.{name}.weight"));
+        let qkv = vec![m("attn_q")?, m("attn_k")?, m("attn_v")?];
+        let o = m("attn_output")?;
+        let gate_up = vec![m("ffn_gate")?, m("ffn_up")?];
+        let down = m("ffn_down")?;
+        layers.push(Layer {
+            attn_norm: t.vector(&format!("{p}.attn_norm.weight"))?,
+            qkv: Proj::fuse(qkv, bias)?,
+            q_norm: None,
+            k_norm: None,
+            o: Proj::single(o)?,
+            post_attn_norm: None,
+            mlp_norm: t.vector(&format!("{p}.ffn_norm.weight"))?,
+            gate_up: Proj::fuse(gate_up, None)?,
+            down: Proj::single(down)?,
+            post_mlp_norm: None,
+            window: None,
+            rope: 0,
         });
-        Self {
-            cfg,
+    }
+    let norm = t.vector("output_norm.weight")?;
+    // Tied embeddings: the output projection is the embedding table itself.
+    let lm_head = if t.has("output.weight") {
+        Some(t.matrix("output.weight")?.into_qmatrix()?)
+    } else {
+        None
+    };
+    let embed = t.matrix("token_embd.weight")?.into_qmatrix()?;
+    Transformer::new(
+        Weights {
+            arch,
             embed,
             layers,
             norm,
             lm_head,
-            caches,
-            device: device.clone(),
+        },
+        opts,
+    )
+}
+
+pub(super) fn from_safetensors(
+    hf: &HfConfig,
+    files: &[PathBuf],
+    opts: &LoadOptions,
+) -> Result<Transformer, ModelError> {
+    if let Some(scaling) = &hf.rope_scaling {
+        if !scaling.is_null() {
+            return Err(ModelError::Config(format!(
+                "rope_scaling {scaling} is not supported"
+            )));
         }
     }
-
-    /// Tokens a sequence holds in its cache (0 when unknown).
-    pub fn cached_len(&self, seq: SeqId) -> usize {
-        self.caches.get(seq).map_or(0, |c| c.len())
-    }
-
-    /// Sequences holding a cache.
-    pub fn live_sequences(&self) -> usize {
-        self.caches.live()
-    }
-
-    fn run(&mut self, plan: &StepPlan, logits: &mut Vec<f32>) -> Result<(), ModelError> {
-        let cfg = &self.cfg;
-        let n = plan.ids.len();
-        let (cos, sin) = rope_cos_sin(&plan.positions, cfg.head_dim, cfg.rope_base, &self.device)?;
-        let scale = 1.0 / (cfg.head_dim as f64).sqrt();
-        let mut x = self.embed.lookup(&plan.ids, &self.device)?;
-        for (li, layer) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &layer.attn_norm, cfg.rms_eps)?;
-            let q = layer
-                .q
-                .forward(&h)?
-                .reshape((n, cfg.n_heads, cfg.head_dim))?;
-            let k = layer
-                .k
-                .forward(&h)?
-                .reshape((n, cfg.n_kv_heads, cfg.head_dim))?;
-            let v = layer
-                .v
-                .forward(&h)?
-                .reshape((n, cfg.n_kv_heads, cfg.head_dim))?;
-            let q = apply_rope(&q, &cos, &sin, cfg.rope_style)?;
-            let k = apply_rope(&k, &cos, &sin, cfg.rope_style)?;
-            let mut outs = Vec::with_capacity(plan.spans.len());
-            for span in &plan.spans {
-                let cache = self.caches.get_mut(span.seq)?;
-                outs.push(attend(
-                    &q.narrow(0, span.offset, span.len)?,
-                    &k.narrow(0, span.offset, span.len)?,
-                    &v.narrow(0, span.offset, span.len)?,
-                    cache,
-                    li,
-                    span.start,
-                    scale,
-                    None,
-                )?);
+    let n_heads = hf.num_attention_heads;
+    let head_dim = hf.head_dim.unwrap_or(hf.hidden_size / n_heads.max(1));
+    let arch = Arch {
+        hidden: hf.hidden_size,
+        n_heads,
+        n_kv_heads: hf.num_key_value_heads.unwrap_or(n_heads),
+        head_dim,
+        vocab: hf.vocab_size,
+        max_context: hf.max_position_embeddings,
+        rms_eps: hf.rms_norm_eps as f32,
+        rope_style: RopeStyle::Halves,
+        rope_bases: vec![hf.rope_theta],
+        embed_scale: None,
+        activation: Activation::Silu,
+        final_softcap: None,
+    };
+    arch.check()?;
+    let t = SafetensorsReader::open(files)?;
+    let (hidden, ffn) = (arch.hidden, hf.intermediate_size);
+    let (q_dim, kv_dim) = (n_heads * head_dim, arch.n_kv_heads * head_dim);
+    let mut layers = Vec::with_capacity(hf.num_hidden_layers);
+    for i in 0..hf.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let attn = |name: &str, rows: usize, cols: usize| {
+            t.matrix(&format!("{p}.self_attn.{name}.weight"), rows, cols)
+        };
+        let bias = |name: &str, n: usize| t.vector_opt(&format!("{p}.self_attn.{name}.bias"), n);
+        let qkv = vec![
+            attn("q_proj", q_dim, hidden)?,
+            attn("k_proj", kv_dim, hidden)?,
+            attn("v_proj", kv_dim, hidden)?,
+        ];
+        let qkv_b = qkv_bias(
+            bias("q_proj", q_dim)?,
+            bias("k_proj", kv_dim)?,
+            bias("v_proj", kv_dim)?,
+            q_dim,
+            kv_dim,
+        );
+        let mlp = |name: &str, rows: usize, cols: usize| {
+            t.matrix(&format!("{p}.mlp.{name}.weight"), rows, cols)
+        };
+        let mlp_bias = |name: &str, n: usize| t.vector_opt(&format!("{p}.mlp.{name}.bias"), n);
+        let gate_up_b = match (mlp_bias("gate_proj", ffn)?, mlp_bias("up_proj", ffn)?) {
+            (None, None) => None,
+            (g, u) => {
+                let mut b = g.unwrap_or_else(|| vec![0.0; ffn]);
+                b.extend(u.unwrap_or_else(|| vec![0.0; ffn]));
+                Some(b)
             }
-            let attn = if outs.len() == 1 {
-                outs.pop().expect("one output")
-            } else {
-                Tensor::cat(&outs, 0)?
-            };
-            x = (x + layer.o.forward(&attn)?)?;
-            let h = rms_norm(&x, &layer.mlp_norm, cfg.rms_eps)?;
-            let gated = (layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&gated)?)?;
-        }
-        let last = Tensor::new(plan.last_rows(), &self.device)?;
-        let x = x.index_select(&last, 0)?;
-        let x = rms_norm(&x, &self.norm, cfg.rms_eps)?;
-        let out = self.lm_head.forward(&x)?;
-        write_logits(&out, logits)
+        };
+        layers.push(Layer {
+            attn_norm: t.vector(&format!("{p}.input_layernorm.weight"), hidden)?,
+            qkv: Proj::fuse(qkv, qkv_b)?,
+            q_norm: None,
+            k_norm: None,
+            o: Proj::fuse(
+                vec![attn("o_proj", hidden, q_dim)?],
+                bias("o_proj", hidden)?,
+            )?,
+            post_attn_norm: None,
+            mlp_norm: t.vector(&format!("{p}.post_attention_layernorm.weight"), hidden)?,
+            gate_up: Proj::fuse(
+                vec![mlp("gate_proj", ffn, hidden)?, mlp("up_proj", ffn, hidden)?],
+                gate_up_b,
+            )?,
+            down: Proj::fuse(
+                vec![mlp("down_proj", hidden, ffn)?],
+                mlp_bias("down_proj", hidden)?,
+            )?,
+            post_mlp_norm: None,
+            window: None,
+            rope: 0,
+        });
     }
-}
-
-/// Copies `[batch, vocab]` logits into the caller's buffer.
-pub(super) fn write_logits(out: &Tensor, logits: &mut Vec<f32>) -> Result<(), ModelError> {
-    let out = out.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    logits.clear();
-    logits.extend_from_slice(&out);
-    Ok(())
-}
-
-impl BatchModel for Llama {
-    fn vocab_size(&self) -> usize {
-        self.cfg.vocab
-    }
-
-    fn max_context(&self) -> usize {
-        self.caches.max_context()
-    }
-
-    fn forward(
-        &mut self,
-        batch: &[BatchItem<'_>],
-        logits: &mut Vec<f32>,
-    ) -> Result<(), ModelError> {
-        if batch.is_empty() {
-            logits.clear();
-            return Ok(());
-        }
-        let plan = self.caches.begin(batch, self.cfg.vocab)?;
-        let result = self.run(&plan, logits);
-        self.caches.finish(&plan, result.is_ok());
-        result
-    }
-
-    fn release(&mut self, seq: SeqId) {
-        self.caches.release(seq);
-    }
+    let embed = t
+        .matrix("model.embed_tokens.weight", arch.vocab, hidden)?
+        .into_qmatrix()?;
+    let norm = t.vector("model.norm.weight", hidden)?;
+    let lm_head = if hf.tie_word_embeddings || !t.has("lm_head.weight") {
+        None
+    } else {
+        Some(
+            t.matrix("lm_head.weight", arch.vocab, hidden)?
+                .into_qmatrix()?,
+        )
+    };
+    Transformer::new(
+        Weights {
+            arch,
+            embed,
+            layers,
+            norm,
+            lm_head,
+        },
+        opts,
+    )
 }

@@ -3,23 +3,25 @@
 //!
 //! One forward pass takes every running sequence's new tokens together, so that each weight
 //! matrix is read once per step for the whole batch (decode is bound by reading the weights).
+//! Every architecture runs on [`Transformer`], a CPU forward pass over plain f32 buffers with
+//! the `kernels` crate's quantized matmuls; a GPU model would be another [`BatchModel`].
 //!
 //! Invariant: this module knows nothing of tokenizers, chat templates or sampling; it maps token
 //! ids to logits.
 
-mod attention;
 mod gemma3;
 mod kv_cache;
 mod llama;
+mod ops;
+mod transformer;
+mod weights;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
-use candle_core::Device;
 
-pub use gemma3::Gemma3;
 pub use kv_cache::KvCache;
-pub use llama::Llama;
+pub use transformer::Transformer;
 
 pub type SeqId = u64;
 
@@ -89,17 +91,33 @@ pub enum ModelError {
     InvalidBatch(String),
 }
 
+/// How to run a loaded model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Threads of the forward pass; `None` uses every available core.
+    pub threads: Option<usize>,
+}
+
+impl LoadOptions {
+    fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+}
+
 /// Loads a GGUF file and returns the model and the file's metadata (tokenizer and chat
 /// template live there too).
 pub fn load_gguf(path: &Path) -> Result<(Box<dyn BatchModel>, gguf_file::Content), ModelError> {
-    load_gguf_on(path, &Device::Cpu)
+    let (model, content) = load_gguf_model(path, &LoadOptions::default())?;
+    Ok((Box::new(model), content))
 }
 
-/// [`load_gguf`] on a chosen device.
-pub fn load_gguf_on(
+/// [`load_gguf`] with options, returning the concrete model.
+pub fn load_gguf_model(
     path: &Path,
-    device: &Device,
-) -> Result<(Box<dyn BatchModel>, gguf_file::Content), ModelError> {
+    opts: &LoadOptions,
+) -> Result<(Transformer, gguf_file::Content), ModelError> {
     let io_err = |source| ModelError::Io {
         path: path.to_path_buf(),
         source,
@@ -107,9 +125,9 @@ pub fn load_gguf_on(
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let content = gguf_file::Content::read(&mut file)?;
     let arch = gguf_architecture(&content)?;
-    let model: Box<dyn BatchModel> = match arch.as_str() {
-        "llama" | "qwen2" => Box::new(llama::Llama::from_gguf(&content, &mut file, device)?),
-        "gemma3" => Box::new(gemma3::Gemma3::from_gguf(&content, &mut file, device)?),
+    let model = match arch.as_str() {
+        "llama" | "qwen2" => llama::from_gguf(&content, &mut file, opts)?,
+        "gemma3" => gemma3::from_gguf(&content, &mut file, opts)?,
         _ => {
             return Err(ModelError::UnsupportedArchitecture {
                 found: arch,
@@ -122,14 +140,14 @@ pub fn load_gguf_on(
 
 /// Loads a Hugging Face style directory: `config.json` plus `*.safetensors` weights.
 pub fn load_safetensors_dir(dir: &Path) -> Result<Box<dyn BatchModel>, ModelError> {
-    load_safetensors_dir_on(dir, &Device::Cpu)
+    Ok(Box::new(load_safetensors_model(
+        dir,
+        &LoadOptions::default(),
+    )?))
 }
 
-/// [`load_safetensors_dir`] on a chosen device.
-pub fn load_safetensors_dir_on(
-    dir: &Path,
-    device: &Device,
-) -> Result<Box<dyn BatchModel>, ModelError> {
+/// [`load_safetensors_dir`] with options, returning the concrete model.
+pub fn load_safetensors_model(dir: &Path, opts: &LoadOptions) -> Result<Transformer, ModelError> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
         path: config_path.clone(),
@@ -144,9 +162,7 @@ pub fn load_safetensors_dir_on(
         });
     }
     let files = safetensors_files(dir)?;
-    Ok(Box::new(llama::Llama::from_safetensors(
-        &config, &files, device,
-    )?))
+    llama::from_safetensors(&config, &files, opts)
 }
 
 /// The weight files of a directory: those named by `model.safetensors.index.json` when there is
@@ -230,19 +246,6 @@ impl<'a> GgufMeta<'a> {
     fn f32_opt(&self, key: &str) -> Option<f32> {
         self.value(key)?.to_f32().ok()
     }
-}
-
-/// Reads one tensor, naming it when it is absent (candle's own error does not say which).
-fn gguf_tensor<R: std::io::Read + std::io::Seek>(
-    content: &gguf_file::Content,
-    reader: &mut R,
-    name: &str,
-    device: &Device,
-) -> Result<candle_core::quantized::QTensor, ModelError> {
-    if !content.tensor_infos.contains_key(name) {
-        return Err(ModelError::MissingTensor(name.to_string()));
-    }
-    Ok(content.tensor(reader, name, device)?)
 }
 
 /// Checks a batch before anything runs, so that a bad item fails the step without touching any

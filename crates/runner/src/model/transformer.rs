@@ -1,0 +1,487 @@
+//! The decoder-only transformer every supported architecture runs on the CPU: one batched forward
+//! pass per step over plain f32 buffers, quantized matmuls from the `kernels` crate.
+//!
+//! A step flattens the new tokens of every item (decode tokens and prefill chunks alike) into
+//! `n` rows. Each weight matrix runs one matmul over all `n` rows, so it is read from memory once
+//! per step. Attention runs per sequence against its own cache, split over (sequence, KV head,
+//! block of query rows) across the same thread pool. Only each item's last row goes through the
+//! final norm and the output projection. The llama family and Gemma 3 differ only in the
+//! switches of [`Arch`] and the optional norms of [`Layer`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use kernels::{QMatrix, Scratch, Threads};
+
+use super::kv_cache::{CacheShape, SeqCaches, StepPlan};
+use super::ops::{self, Activation, AttnRows, RopeStyle, RopeTable};
+use super::weights::Proj;
+use super::{BatchItem, BatchModel, LoadOptions, ModelError, SeqId};
+
+/// The shape and the switches that tell the architectures apart.
+#[derive(Debug, Clone)]
+pub(super) struct Arch {
+    pub hidden: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub max_context: usize,
+    pub rms_eps: f32,
+    pub rope_style: RopeStyle,
+    /// RoPE bases; each layer names one by index.
+    pub rope_bases: Vec<f32>,
+    /// Gemma multiplies the embedding by sqrt(hidden).
+    pub embed_scale: Option<f32>,
+    pub activation: Activation,
+    /// `cap * tanh(logit / cap)` on the output logits.
+    pub final_softcap: Option<f32>,
+}
+
+impl Arch {
+    pub fn check(&self) -> Result<(), ModelError> {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return Err(ModelError::Config(format!(
+                "{} query heads cannot share {} KV heads evenly",
+                self.n_heads, self.n_kv_heads
+            )));
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.max_context == 0 {
+            return Err(ModelError::Config(format!(
+                "head dim {} / context {} unusable",
+                self.head_dim, self.max_context
+            )));
+        }
+        Ok(())
+    }
+
+    fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}
+
+/// One transformer block's weights.
+pub(super) struct Layer {
+    pub attn_norm: Vec<f32>,
+    /// q | k | v outputs side by side.
+    pub qkv: Proj,
+    /// Gemma: RMS norm of each query / key head before RoPE.
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub o: Proj,
+    /// Gemma: RMS norm of the attention output before the residual add.
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub mlp_norm: Vec<f32>,
+    /// gate | up outputs side by side.
+    pub gate_up: Proj,
+    pub down: Proj,
+    pub post_mlp_norm: Option<Vec<f32>>,
+    /// Some(w) on sliding-window layers: key j is visible from query p when `p - j < w`.
+    pub window: Option<usize>,
+    /// Index into [`Arch::rope_bases`].
+    pub rope: usize,
+}
+
+/// The weights of a whole model.
+pub(super) struct Weights {
+    pub arch: Arch,
+    /// `[vocab, hidden]`; rows are dequantized on lookup, never the whole table.
+    pub embed: QMatrix,
+    pub layers: Vec<Layer>,
+    pub norm: Vec<f32>,
+    /// None when the output projection is the embedding (tied).
+    pub lm_head: Option<QMatrix>,
+}
+
+impl Weights {
+    /// Checks that every matrix has the shape the architecture implies.
+    pub fn check(&self) -> Result<(), ModelError> {
+        let a = &self.arch;
+        a.check()?;
+        let shape = |what: &str, p: &Proj, out: usize, inp: usize| {
+            if p.out_features() == out && p.in_features() == inp {
+                Ok(())
+            } else {
+                Err(ModelError::Config(format!(
+                    "{what} is [{} x {}], expected [{out} x {inp}]",
+                    p.out_features(),
+                    p.in_features()
+                )))
+            }
+        };
+        if self.embed.rows() != a.vocab || self.embed.cols() != a.hidden {
+            return Err(ModelError::Config("token embedding shape".into()));
+        }
+        if let Some(h) = &self.lm_head {
+            if h.rows() != a.vocab || h.cols() != a.hidden {
+                return Err(ModelError::Config("output projection shape".into()));
+            }
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            shape(
+                &format!("layer {i} qkv"),
+                &l.qkv,
+                a.q_dim() + 2 * a.kv_dim(),
+                a.hidden,
+            )?;
+            shape(&format!("layer {i} output"), &l.o, a.hidden, a.q_dim())?;
+            let ffn = l.down.in_features();
+            shape(&format!("layer {i} gate|up"), &l.gate_up, 2 * ffn, a.hidden)?;
+            shape(&format!("layer {i} down"), &l.down, a.hidden, ffn)?;
+        }
+        Ok(())
+    }
+}
+
+/// Step buffers, grown to the largest step seen and reused.
+#[derive(Default)]
+struct Buffers {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    tmp: Vec<f32>,
+    last: Vec<f32>,
+    /// Attention work of the step: (span, kv head, first row, rows).
+    attn_items: Vec<(u32, u32, u32, u32)>,
+}
+
+fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// A model with the KV caches of all its live sequences, run on the CPU.
+pub struct Transformer {
+    w: Weights,
+    caches: SeqCaches,
+    rope: Vec<RopeTable>,
+    threads: Threads,
+    scratch: Scratch,
+    /// Attention scores, one buffer per task.
+    attn_scratch: Vec<Mutex<Vec<f32>>>,
+    bufs: Buffers,
+}
+
+impl std::fmt::Debug for Transformer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transformer")
+            .field("arch", &self.w.arch)
+            .field("layers", &self.w.layers.len())
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rows of attention work handed to a task at once: enough to reuse each loaded key for several
+/// queries, few enough that a decode step still splits across threads.
+const ATTN_ROWS: usize = 4;
+
+impl Transformer {
+    pub(super) fn new(w: Weights, opts: &LoadOptions) -> Result<Self, ModelError> {
+        w.check()?;
+        let a = &w.arch;
+        let caches = SeqCaches::new(CacheShape {
+            n_layers: w.layers.len(),
+            kv_heads: a.n_kv_heads,
+            head_dim: a.head_dim,
+            max_context: a.max_context,
+        });
+        let rope = a
+            .rope_bases
+            .iter()
+            .map(|&base| RopeTable::new(a.head_dim, base))
+            .collect();
+        let threads = Threads::new(opts.threads());
+        let attn_scratch = (0..threads.len()).map(|_| Mutex::new(Vec::new())).collect();
+        Ok(Self {
+            w,
+            caches,
+            rope,
+            threads,
+            scratch: Scratch::default(),
+            attn_scratch,
+            bufs: Buffers::default(),
+        })
+    }
+
+    /// Tokens a sequence holds in its cache (0 when unknown).
+    pub fn cached_len(&self, seq: SeqId) -> usize {
+        self.caches.get(seq).map_or(0, |c| c.len())
+    }
+
+    /// Sequences holding a cache.
+    pub fn live_sequences(&self) -> usize {
+        self.caches.live()
+    }
+
+    /// Threads the forward pass runs on.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    fn run(&mut self, plan: &StepPlan, logits: &mut Vec<f32>) -> Result<(), ModelError> {
+        let Self {
+            w,
+            caches,
+            rope,
+            threads,
+            scratch,
+            attn_scratch,
+            bufs,
+        } = self;
+        let a = &w.arch;
+        let n = plan.ids.len();
+        let (hidden, hd) = (a.hidden, a.head_dim);
+        let (q_dim, kv_dim) = (a.q_dim(), a.kv_dim());
+        let qkv_dim = q_dim + 2 * kv_dim;
+        let group = a.n_heads / a.n_kv_heads;
+        for table in rope.iter_mut() {
+            table.ensure(plan.max_position());
+        }
+        plan_attention(plan, a, threads.len(), &mut bufs.attn_items);
+
+        let x = grow(&mut bufs.x, n * hidden);
+        for (row, &id) in x.chunks_exact_mut(hidden).zip(&plan.ids) {
+            w.embed.dequantize_row(id as usize, row);
+            if let Some(s) = a.embed_scale {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
+        }
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (li, layer) in w.layers.iter().enumerate() {
+            let h = grow(&mut bufs.h, n * hidden);
+            ops::rms_norm(x, &layer.attn_norm, a.rms_eps, h);
+            let qkv = grow(&mut bufs.qkv, n * qkv_dim);
+            layer
+                .qkv
+                .forward(h, n, qkv, &mut bufs.tmp, scratch, threads);
+            let table = &rope[layer.rope];
+            for (row, &pos) in qkv.chunks_exact_mut(qkv_dim).zip(&plan.positions) {
+                let (q, rest) = row.split_at_mut(q_dim);
+                let k = &mut rest[..kv_dim];
+                if let Some(norm) = &layer.q_norm {
+                    ops::rms_norm_inplace(q, norm, a.rms_eps);
+                }
+                if let Some(norm) = &layer.k_norm {
+                    ops::rms_norm_inplace(k, norm, a.rms_eps);
+                }
+                table.apply(q, hd, pos, a.rope_style);
+                table.apply(k, hd, pos, a.rope_style);
+                q.iter_mut().for_each(|v| *v *= scale);
+            }
+            for span in &plan.spans {
+                let cache = caches.slot_mut(span.slot);
+                for t in 0..span.len {
+                    let row = &qkv[(span.offset + t) * qkv_dim..][..qkv_dim];
+                    let (k, v) = row[q_dim..].split_at(kv_dim);
+                    cache.write(li, span.start + t, k, v, hd);
+                }
+            }
+
+            let attn = grow(&mut bufs.attn, n * q_dim);
+            let out = SharedOut(attn.as_mut_ptr());
+            let next = AtomicUsize::new(0);
+            let items = &bufs.attn_items;
+            let caches = &*caches;
+            let qkv = &*qkv;
+            threads.run(attn_scratch.len(), &|task| {
+                let mut scores = attn_scratch[task].lock().unwrap_or_else(|e| e.into_inner());
+                let mut visible = [(0usize, 0usize); ATTN_ROWS];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(s, kvh, r0, rows)) = items.get(i) else {
+                        break;
+                    };
+                    let span = plan.spans[s as usize];
+                    let (kvh, r0, rows) = (kvh as usize, r0 as usize, rows as usize);
+                    // Rows of a (sequence, KV head) run position-major over its query heads:
+                    // row r is query head kvh * group + r % group at chunk position r / group.
+                    let cache = caches.slot(span.slot);
+                    let (kt, v) = cache.head(li, kvh, hd);
+                    let mut q_rows: [&[f32]; ATTN_ROWS] = [&[]; ATTN_ROWS];
+                    let mut out_rows: [&mut [f32]; ATTN_ROWS] = Default::default();
+                    for r in 0..rows {
+                        let (t, g) = ((r0 + r) / group, (r0 + r) % group);
+                        let p = span.start + t;
+                        let lo = layer.window.map_or(0, |w| (p + 1).saturating_sub(w));
+                        visible[r] = (lo, p + 1);
+                        let row = span.offset + t;
+                        let head = kvh * group + g;
+                        q_rows[r] = &qkv[row * qkv_dim + head * hd..][..hd];
+                        // SAFETY: each (row, head) output slot belongs to exactly one item.
+                        out_rows[r] = unsafe { out.slice(row * q_dim + head * hd, hd) };
+                    }
+                    let block = AttnRows {
+                        q: &q_rows[..rows],
+                        visible: &visible[..rows],
+                        kt,
+                        v,
+                        cap: cache.capacity(),
+                        head_dim: hd,
+                    };
+                    ops::attend_rows(&block, &mut scores, &mut out_rows[..rows]);
+                }
+            });
+
+            let proj = grow(&mut bufs.proj, n * hidden);
+            layer
+                .o
+                .forward(attn, n, proj, &mut bufs.tmp, scratch, threads);
+            if let Some(norm) = &layer.post_attn_norm {
+                ops::rms_norm_inplace(proj, norm, a.rms_eps);
+            }
+            add(x, proj);
+            let h = grow(&mut bufs.h, n * hidden);
+            ops::rms_norm(x, &layer.mlp_norm, a.rms_eps, h);
+            let ffn = layer.down.in_features();
+            let gu = grow(&mut bufs.gate_up, n * 2 * ffn);
+            layer
+                .gate_up
+                .forward(h, n, gu, &mut bufs.tmp, scratch, threads);
+            let act = grow(&mut bufs.act, n * ffn);
+            gated_parallel(threads, a.activation, gu, ffn, act);
+            layer
+                .down
+                .forward(act, n, proj, &mut bufs.tmp, scratch, threads);
+            if let Some(norm) = &layer.post_mlp_norm {
+                ops::rms_norm_inplace(proj, norm, a.rms_eps);
+            }
+            add(x, proj);
+        }
+
+        let b = plan.spans.len();
+        let last = grow(&mut bufs.last, b * hidden);
+        for (dst, row) in last.chunks_exact_mut(hidden).zip(plan.last_rows()) {
+            ops::rms_norm(
+                &x[row * hidden..(row + 1) * hidden],
+                &w.norm,
+                a.rms_eps,
+                dst,
+            );
+        }
+        logits.clear();
+        logits.resize(b * a.vocab, 0.0);
+        let head = w.lm_head.as_ref().unwrap_or(&w.embed);
+        kernels::matmul(head, last, b, logits, scratch, threads);
+        if let Some(cap) = a.final_softcap {
+            logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
+        }
+        Ok(())
+    }
+}
+
+/// The output buffer of attention, shared by the tasks (each writes its own rows and heads).
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// `len` values from element `at`.
+    ///
+    /// # Safety
+    /// The range must lie in the buffer and no other live slice may overlap it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(at), len)
+    }
+}
+
+/// Splits the step's attention into items of at most [`ATTN_ROWS`] query rows of one sequence
+/// and one KV head (rows ordered by position, then query head). When that leaves too few items
+/// to keep every thread busy (a small decode batch), items shrink to one row.
+fn plan_attention(
+    plan: &StepPlan,
+    a: &Arch,
+    threads: usize,
+    items: &mut Vec<(u32, u32, u32, u32)>,
+) {
+    let group = a.n_heads / a.n_kv_heads;
+    let blocks: usize = plan
+        .spans
+        .iter()
+        .map(|s| (s.len * group).div_ceil(ATTN_ROWS) * a.n_kv_heads)
+        .sum();
+    let per = if blocks < 2 * threads { 1 } else { ATTN_ROWS };
+    items.clear();
+    // Longest key ranges first, so that the big prefill items do not finish last.
+    let mut order: Vec<usize> = (0..plan.spans.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(plan.spans[i].start + plan.spans[i].len));
+    for i in order {
+        let rows = plan.spans[i].len * group;
+        for kvh in 0..a.n_kv_heads {
+            for r0 in (0..rows).step_by(per) {
+                let n = per.min(rows - r0);
+                items.push((i as u32, kvh as u32, r0 as u32, n as u32));
+            }
+        }
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// The gated activation, split by rows across the pool when the step is big enough to pay for
+/// the hand-off.
+fn gated_parallel(threads: &Threads, act: Activation, gu: &[f32], ffn: usize, out: &mut [f32]) {
+    let n = out.len() / ffn;
+    if n < 8 || threads.len() == 1 {
+        ops::gated(act, gu, ffn, out);
+        return;
+    }
+    let chunks = threads.len() * 2;
+    let per = n.div_ceil(chunks);
+    let dst = SharedOut(out.as_mut_ptr());
+    threads.run(chunks, &|c| {
+        let r0 = (c * per).min(n);
+        let r1 = ((c + 1) * per).min(n);
+        if r0 == r1 {
+            return;
+        }
+        // SAFETY: chunk c owns rows r0..r1 of `out`.
+        let o = unsafe { dst.slice(r0 * ffn, (r1 - r0) * ffn) };
+        ops::gated(act, &gu[r0 * 2 * ffn..r1 * 2 * ffn], ffn, o);
+    });
+}
+
+impl BatchModel for Transformer {
+    fn vocab_size(&self) -> usize {
+        self.w.arch.vocab
+    }
+
+    fn max_context(&self) -> usize {
+        self.caches.max_context()
+    }
+
+    fn forward(
+        &mut self,
+        batch: &[BatchItem<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        if batch.is_empty() {
+            logits.clear();
+            return Ok(());
+        }
+        let plan = self.caches.begin(batch, self.w.arch.vocab)?;
+        let result = self.run(&plan, logits);
+        self.caches.finish(&plan, result.is_ok());
+        result
+    }
+
+    fn release(&mut self, seq: SeqId) {
+        self.caches.release(seq);
+    }
+}
