@@ -29,8 +29,8 @@ fn event(name: &str, data: Value) -> Bytes {
 fn stream_response(frames: Vec<Bytes>) -> Response {
     let body = async_stream::stream! {
         for frame in frames {
-            // Separate writes, so the client sees chunks arrive one by one.
-            tokio::task::yield_now().await;
+            // Separate writes a moment apart, so the client sees chunks arrive one by one.
+            tokio::time::sleep(Duration::from_millis(1)).await;
             yield Ok::<_, Infallible>(frame);
         }
     };

@@ -174,9 +174,9 @@ impl Target {
         let mut outcome = RequestOutcome::default();
         let mut end: Option<StreamEnd> = None;
         let handle = |events: &mut Vec<SseEvent>,
-                          at: Duration,
-                          outcome: &mut RequestOutcome,
-                          end: &mut Option<StreamEnd>| {
+                      at: Duration,
+                      outcome: &mut RequestOutcome,
+                      end: &mut Option<StreamEnd>| {
             for event in events.drain(..) {
                 match read(&event) {
                     Ok(Reading::Content) => outcome.chunk_times.push(at),
