@@ -234,10 +234,14 @@ impl ToolParser {
                 return false;
             }
         }
-        // Not a call: this reply (or its tail) is an answer.
+        // Not a call: this reply (or its tail) is an answer, leading whitespace included.
         self.implicit_open = false;
         if self.calls == 0 {
             self.streaming_content = true;
+            let held = std::mem::take(&mut self.held);
+            if !held.is_empty() {
+                self.out.push(ToolEvent::Content(held));
+            }
         }
         true
     }
