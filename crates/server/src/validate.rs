@@ -113,6 +113,16 @@ pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, Ap
     })
 }
 
+/// The spec's largest seed, 18446744073709552000, is u64::MAX written through a double: it (and
+/// any whole number written as a float) arrives as an f64. Whole values up to 2^64 are accepted,
+/// the top one saturating to u64::MAX.
+fn seed_value(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        let f = n.as_f64()?;
+        (f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f)).then_some(f as u64)
+    })
+}
+
 fn sampling_params(req: &ChatRequest) -> Result<SamplingParams, ApiError> {
     let defaults = SamplingParams::default();
     let in_range = |name: &str,
@@ -152,7 +162,7 @@ fn sampling_params(req: &ChatRequest) -> Result<SamplingParams, ApiError> {
     };
     let seed = match &req.seed {
         None => None,
-        Some(n) => Some(n.as_u64().ok_or_else(|| {
+        Some(n) => Some(seed_value(n).ok_or_else(|| {
             ApiError::invalid(format!(
                 "seed must be an integer between 0 and {} inclusive (received {n}).",
                 u64::MAX
@@ -622,6 +632,11 @@ mod tests {
         assert!(
             reject(json!({"seed": 1.5})).starts_with("invalid request: seed must be an integer")
         );
+        // The spec's own maximum (found by schemathesis) and whole numbers written as floats.
+        let top: Value = serde_json::from_str(r#"{"seed": 18446744073709552000}"#).unwrap();
+        assert_eq!(accept(top).sampling.seed, Some(u64::MAX));
+        assert_eq!(accept(json!({"seed": 7.0})).sampling.seed, Some(7));
+        assert!(reject(json!({"seed": 1.9e19})).starts_with("invalid request: seed"));
         let v = accept(
             json!({"temperature": 0, "p": 0.99, "k": 500, "seed": u64::MAX, "frequency_penalty": 1,
                               "presence_penalty": 0.5, "logprobs": true}),
