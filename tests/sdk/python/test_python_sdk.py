@@ -5,7 +5,9 @@ the wire (the raw stream's `data: [DONE]`, the nulls the SDK sends): those read 
 httpx, the HTTP client the SDK itself uses.
 """
 
+import http.server
 import json
+import threading
 import time
 import uuid
 
@@ -103,6 +105,41 @@ def test_stream_text_equals_non_stream_text_for_the_same_greedy_request(co):
     assert end.delta.finish_reason == response.finish_reason
     assert end.delta.usage.tokens.output_tokens == response.usage.tokens.output_tokens
     assert end.delta.usage.tokens.input_tokens == response.usage.tokens.input_tokens
+
+
+def test_the_skipped_event_guard_sees_the_sdks_warning(no_skipped_stream_events):
+    """The guard every test runs under must be able to fail: a stream event the SDK cannot
+    validate (logprobs without token_ids), served by a stand-in, is caught by it."""
+
+    class BadStream(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            body = (
+                'data: {"type":"message-start","id":"x","delta":{"message":{"role":"assistant"}}}\n\n'
+                'data: {"type":"content-delta","index":0,"delta":{"message":{"content":{"text":"a"}}},'
+                '"logprobs":{"text":"a"}}\n\n'
+                "data: [DONE]\n\n"
+            ).encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    stand_in = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BadStream)
+    threading.Thread(target=stand_in.serve_forever, daemon=True).start()
+    try:
+        co = cohere.ClientV2(api_key="", base_url=f"http://127.0.0.1:{stand_in.server_port}")
+        events = list(co.chat_stream(model=MODEL, messages=HELLO))
+    finally:
+        stand_in.shutdown()
+    assert [e.type for e in events] == ["message-start"]  # the delta was dropped
+    messages = [r.getMessage() for r in no_skipped_stream_events.records]
+    assert any("Skipping SSE event" in m for m in messages), messages
+    no_skipped_stream_events.records.clear()
 
 
 def test_raw_stream_is_sse_and_ends_with_done(base_url):

@@ -81,7 +81,9 @@ def correct_spec(spec: dict) -> dict:
 SPEC = correct_spec(load_spec())
 schema = schemathesis.openapi.from_dict(SPEC)
 schema.config.update(base_url=BASE_URL, request_timeout=120)
-schema.config.phases.update(phases=["examples", "fuzzing"])
+schema.config.phases.update(
+    phases=os.environ.get("COHOST_OPENAPI_PHASES", "examples,coverage,fuzzing").split(",")
+)
 schema.config.generation.update(max_examples=MAX_EXAMPLES)
 schema = schema.include(
     lambda ctx: (ctx.operation.method.upper(), ctx.operation.path) in OPERATIONS
@@ -175,6 +177,8 @@ KNOWN_GOOD = [
     ("POST", "/v2/chat", {"model": MODEL, "messages": HELLO, "stream": True}),
     ("POST", "/v2/chat", {"model": MODEL, "messages": HELLO, "stream": True, "logprobs": True}),
     ("POST", "/v2/chat", {"model": MODEL, "messages": HELLO, "stop_sequences": ["l"], "seed": 3}),
+    # The spec's largest seed: u64::MAX as a double, which arrives as a float.
+    ("POST", "/v2/chat", {"model": MODEL, "messages": HELLO, "seed": 18446744073709552000}),
     ("POST", "/v1/tokenize", {"model": MODEL, "text": "Hello, world!"}),
     ("POST", "/v1/detokenize", {"model": MODEL, "tokens": [1, 2, 3]}),
 ]
