@@ -9,7 +9,8 @@
 //! - JSON is written compactly (`", "` and `": "` separators, no other whitespace);
 //! - strings without their own `maxLength`, `enum`, `const`, `pattern` or `format` get
 //!   [`DEFAULT_MAX_STRING`] characters at most, arrays without `maxItems` get [`DEFAULT_MAX_ITEMS`]
-//!   items, and the schema-less JSON object nests at most [`JSON_OBJECT_DEPTH`] levels (as Cohere
+//!   items, numbers without bounds stay within ±2^53, objects accept only their declared
+//!   properties unless they say otherwise, and the schema-less JSON object nests at most [`JSON_OBJECT_DEPTH`] levels (as Cohere
 //!   states); these only narrow what is allowed, so every output still validates against the
 //!   caller's schema;
 //! - the tool plan before a call block is at most [`MAX_PLAN_CHARS`] characters, and a reply
@@ -39,6 +40,10 @@ use crate::tools::{CallMarkers, CallShape};
 pub const DEFAULT_MAX_STRING: u64 = 256;
 /// Items allowed in a JSON array whose schema sets no `maxItems`.
 pub const DEFAULT_MAX_ITEMS: u64 = 16;
+/// Largest magnitude of a number whose schema sets no bound (exact in f64).
+pub const NUMBER_LIMIT: i64 = 1 << 53;
+/// Nesting levels of free members added to an object schema that declares no properties.
+const FREE_OBJECT_DEPTH: usize = 2;
 /// Nesting levels of the schema-less JSON object (`response_format: json_object`).
 pub const JSON_OBJECT_DEPTH: usize = 5;
 /// Characters of tool plan allowed before a call block.
@@ -159,9 +164,7 @@ impl ConstraintCompiler {
             ConstraintSpec::JsonSchema(schema) => {
                 TopLevelGrammar::from_json_schema(bounded_schema(schema))
             }
-            ConstraintSpec::Tools(tools) => {
-                TopLevelGrammar::from_lark(self.tool_grammar(tools)?)
-            }
+            ConstraintSpec::Tools(tools) => TopLevelGrammar::from_lark(self.tool_grammar(tools)?),
         };
         let parser = self
             .factory
@@ -446,7 +449,12 @@ fn any_object(depth: usize) -> Value {
 }
 
 fn any_value(depth: usize) -> Value {
-    let scalar = json!({"type": ["string", "number", "boolean", "null"], "maxLength": DEFAULT_MAX_STRING});
+    let scalar = json!({
+        "type": ["string", "number", "boolean", "null"],
+        "maxLength": DEFAULT_MAX_STRING,
+        "minimum": -(NUMBER_LIMIT as f64),
+        "maximum": NUMBER_LIMIT as f64,
+    });
     if depth == 0 {
         return scalar;
     }
@@ -486,10 +494,16 @@ fn bounded_node(node: &Value) -> Value {
                     other => other.clone(),
                 }
             }
-            "items" | "additionalProperties" | "additionalItems" | "not" | "if" | "then"
-            | "else" | "contains" | "unevaluatedItems" | "unevaluatedProperties" => {
-                bounded_node(value)
-            }
+            "items"
+            | "additionalProperties"
+            | "additionalItems"
+            | "not"
+            | "if"
+            | "then"
+            | "else"
+            | "contains"
+            | "unevaluatedItems"
+            | "unevaluatedProperties" => bounded_node(value),
             "anyOf" | "oneOf" | "allOf" | "prefixItems" => match value {
                 Value::Array(items) => Value::Array(items.iter().map(bounded_node).collect()),
                 other => bounded_node(other),
@@ -512,6 +526,40 @@ fn bounded_node(node: &Value) -> Value {
     {
         let min = map.get("minLength").and_then(Value::as_u64).unwrap_or(0);
         out.insert("maxLength".into(), json!(DEFAULT_MAX_STRING.max(min)));
+    }
+    if has_type("object") && !fixed && !map.contains_key("additionalProperties") {
+        // Members beyond the declared ones would be unbounded free JSON: declared-only when
+        // properties are declared, else bounded free members.
+        let declared = map.contains_key("properties") || map.contains_key("patternProperties");
+        let extra = if declared {
+            json!(false)
+        } else {
+            any_value(FREE_OBJECT_DEPTH)
+        };
+        out.insert("additionalProperties".into(), extra);
+        if !declared && !map.contains_key("maxProperties") {
+            out.insert("maxProperties".into(), json!(DEFAULT_MAX_ITEMS));
+        }
+    }
+    // Unbounded numbers let a model write digits (or exponents) without end, and serde and
+    // most parsers refuse numbers past f64.
+    if (has_type("integer") || has_type("number")) && !fixed {
+        let limit = if has_type("number") && !has_type("integer") {
+            json!(NUMBER_LIMIT as f64)
+        } else {
+            json!(NUMBER_LIMIT)
+        };
+        let negative = match &limit {
+            Value::Number(n) if n.is_f64() => json!(-(NUMBER_LIMIT as f64)),
+            _ => json!(-NUMBER_LIMIT),
+        };
+        let bounded = |k: &str, k2: &str| map.contains_key(k) || map.contains_key(k2);
+        if !bounded("minimum", "exclusiveMinimum") {
+            out.insert("minimum".into(), negative);
+        }
+        if !bounded("maximum", "exclusiveMaximum") {
+            out.insert("maximum".into(), limit);
+        }
     }
     if has_type("array") && !fixed && !map.contains_key("maxItems") {
         let min = map.get("minItems").and_then(Value::as_u64).unwrap_or(0);

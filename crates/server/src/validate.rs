@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 
 use runner::chat::{ChatMessage, ChatPrompt, TemplateFunction, TemplateToolCall};
+use runner::constraint::{ConstraintSpec, ToolConstraint, ToolMode, ToolSchema};
 use runner::engine::ModelInfo;
+use runner::tools::CallMarkers;
 use sampler::SamplingParams;
 use serde_json::{json, Map, Value};
 
@@ -17,6 +19,8 @@ use crate::wire::{
 };
 
 pub const MAX_STOP_SEQUENCES: usize = 5;
+/// Cohere's limit on fields across all tools with `strict_tools`.
+pub const MAX_STRICT_FIELDS: usize = 200;
 
 /// A chat request that passed every check, in the runner's terms.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,6 +195,7 @@ fn valid_tool_name(name: &str) -> bool {
 fn validate_tools(tools: &[ToolDefinition], strict: bool) -> Result<Vec<Value>, ApiError> {
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(tools.len());
+    let mut fields = 0;
     for tool in tools {
         if tool.kind.as_deref().is_some_and(|k| k != "function") {
             return Err(ApiError::invalid("tool type must be function."));
@@ -226,6 +231,14 @@ fn validate_tools(tools: &[ToolDefinition], strict: bool) -> Result<Vec<Value>, 
             return Err(ApiError::invalid(format!(
                 "with strict_tools, tool '{name}' must have at least one required parameter."
             )));
+        }
+        if strict {
+            fields += count_fields(&parameters);
+            if fields > MAX_STRICT_FIELDS {
+                return Err(ApiError::invalid(format!(
+                    "with strict_tools, tools can declare at most {MAX_STRICT_FIELDS} fields in all."
+                )));
+            }
         }
         let mut def = Map::new();
         def.insert("name".into(), Value::String(name.to_string()));
@@ -314,6 +327,70 @@ fn check_schema_object(schema: &Value) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// What the reply must look like, from `response_format`, `tools`, `tool_choice` and
+/// `strict_tools`; `None` when free text is fine. Call it on a request that passed
+/// [`validate_chat`]; the spec is compiled by the engine, and a spec that fails to compile is a
+/// 400 there. `markers` is the call format of the served model.
+///
+/// - `json_object` gives any JSON object, with `json_schema` one that validates against it;
+/// - with tools, `REQUIRED` forces one or more calls, `NONE` rules the call marker out, and
+///   `strict_tools` (without a choice) leaves the model free to answer in text but makes any
+///   call name a defined tool with arguments that validate against its schema. Without
+///   `strict_tools`, REQUIRED calls still name a defined tool and carry an object of arguments.
+pub fn constraint_spec(req: &ChatRequest, markers: CallMarkers) -> Option<ConstraintSpec> {
+    if let Some(format) = &req.response_format {
+        if format.kind == ResponseFormatType::JsonObject {
+            return Some(match &format.json_schema {
+                Some(schema) => ConstraintSpec::JsonSchema(schema.clone()),
+                None => ConstraintSpec::JsonObject,
+            });
+        }
+    }
+    let tools = req.tools.as_deref().unwrap_or_default();
+    if tools.is_empty() {
+        return None;
+    }
+    let strict = req.strict_tools.unwrap_or(false);
+    let mode = match req.tool_choice {
+        Some(ToolChoice::Required) => ToolMode::Required,
+        Some(ToolChoice::None) => ToolMode::None,
+        None if strict => ToolMode::Auto,
+        None => return None,
+    };
+    let tools = tools
+        .iter()
+        .filter_map(|tool| tool.function.as_ref())
+        .map(|function| ToolSchema {
+            name: function.name.clone().unwrap_or_default(),
+            parameters: function
+                .parameters
+                .clone()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        })
+        .collect();
+    Some(ConstraintSpec::Tools(ToolConstraint {
+        markers,
+        tools,
+        mode,
+        strict,
+    }))
+}
+
+/// Properties declared anywhere in a schema, for the strict-tools field limit.
+fn count_fields(schema: &Value) -> usize {
+    match schema {
+        Value::Object(map) => {
+            let own = map
+                .get("properties")
+                .and_then(Value::as_object)
+                .map_or(0, Map::len);
+            own + map.values().map(count_fields).sum::<usize>()
+        }
+        Value::Array(items) => items.iter().map(count_fields).sum(),
+        _ => 0,
+    }
 }
 
 const EMPTY_TURN: &str = "message must not be empty in a turn";
