@@ -6,12 +6,15 @@
 
 use axum::body::Bytes;
 use runner::engine::StreamEvent;
+use runner::tools::{ToolEvent, ToolParser};
 use serde::Serialize;
 
 use crate::wire::{
-    ChatStreamEvent, ContentDeltaDelta, ContentDeltaMessage, ContentStartDelta,
+    ArgumentsPiece, ChatStreamEvent, ContentDeltaDelta, ContentDeltaMessage, ContentStartDelta,
     ContentStartMessage, FinishReason, LogprobItem, MessageEndDelta, MessageStartBody,
-    MessageStartDelta, ResponseContent, TextPiece, Usage,
+    MessageStartDelta, ResponseContent, TextPiece, ToolCallArgumentsPiece, ToolCallDeltaDelta,
+    ToolCallDeltaMessage, ToolCallOut, ToolCallOutFunction, ToolCallStartDelta,
+    ToolCallStartMessage, ToolPlanDeltaDelta, ToolPlanPiece, Usage,
 };
 
 /// The stream terminator both SDKs look for.
@@ -79,8 +82,13 @@ pub struct StreamOutcome {
 
 /// The state machine from engine events to Cohere events for one streamed chat.
 ///
-/// The text block is opened lazily at the first piece (or at the end, for an empty answer) so
-/// that every stream has exactly one content-start/content-end pair around its deltas.
+/// The text block is opened lazily at the first piece (or at the end, for an answer that is
+/// empty and made no tool call) so that every stream has at most one content-start/content-end
+/// pair around its deltas, and a tool-call turn with no text has none (spec §5.4 b).
+///
+/// With tools, text goes through the model's [`ToolParser`] first: plan pieces become
+/// tool-plan-delta, calls tool-call-start/-delta/-end, the rest content-delta; a turn that made
+/// calls ends with `TOOL_CALL`.
 #[derive(Debug)]
 pub struct SseEncoder {
     logprobs: bool,
@@ -88,6 +96,10 @@ pub struct SseEncoder {
     output_tokens: usize,
     content_open: bool,
     outcome: Option<StreamOutcome>,
+    tools: Option<ToolParser>,
+    /// Tokens (and log-probabilities) whose text the parser still holds: they ride on the next
+    /// content delta, or are dropped when the text turns out to be plan or call.
+    pending: LogprobItem,
 }
 
 impl SseEncoder {
@@ -99,7 +111,19 @@ impl SseEncoder {
             output_tokens: 0,
             content_open: false,
             outcome: None,
+            tools: None,
+            pending: LogprobItem {
+                text: String::new(),
+                token_ids: Vec::new(),
+                logprobs: Vec::new(),
+            },
         }
+    }
+
+    /// Routes the text through a tool-call parser (the request has tools).
+    pub fn with_tool_parser(mut self, parser: ToolParser) -> Self {
+        self.tools = Some(parser);
+        self
     }
 
     pub fn start(&self, id: &str) -> Bytes {
@@ -118,6 +142,17 @@ impl SseEncoder {
             return out;
         }
         match event {
+            StreamEvent::Text {
+                text,
+                token_ids,
+                logprobs,
+            } if self.tools.is_some() => {
+                self.output_tokens += token_ids.len();
+                self.pending.token_ids.extend(token_ids);
+                self.pending.logprobs.extend(logprobs);
+                let events = self.tools.as_mut().map(|p| p.push(&text));
+                self.tool_events(&mut out, events.unwrap_or_default());
+            }
             StreamEvent::Text {
                 text,
                 token_ids,
@@ -145,13 +180,16 @@ impl SseEncoder {
                 prompt_tokens,
                 output_tokens,
             } => {
-                self.finish(
-                    &mut out,
-                    map_finish_reason(reason),
-                    prompt_tokens,
-                    output_tokens,
-                    None,
-                );
+                let mut finish_reason = map_finish_reason(reason);
+                if let Some(parser) = self.tools.as_mut() {
+                    let events = parser.finish();
+                    let calls = parser.calls();
+                    self.tool_events(&mut out, events);
+                    if calls > 0 {
+                        finish_reason = FinishReason::ToolCall;
+                    }
+                }
+                self.finish(&mut out, finish_reason, prompt_tokens, output_tokens, None);
             }
             StreamEvent::Error { message } => {
                 let (input, output) = (self.prompt_tokens, self.output_tokens);
@@ -170,6 +208,77 @@ impl SseEncoder {
 
     pub fn outcome(&self) -> Option<StreamOutcome> {
         self.outcome
+    }
+
+    /// Frames for what the tool parser reported.
+    fn tool_events(&mut self, out: &mut Vec<Bytes>, events: Vec<ToolEvent>) {
+        for event in events {
+            match event {
+                ToolEvent::Content(text) => {
+                    self.open_content(out);
+                    let logprobs = self.logprobs.then(|| LogprobItem {
+                        text: text.clone(),
+                        token_ids: std::mem::take(&mut self.pending.token_ids),
+                        logprobs: std::mem::take(&mut self.pending.logprobs),
+                    });
+                    out.push(frame(&ChatStreamEvent::ContentDelta {
+                        index: 0,
+                        delta: ContentDeltaDelta {
+                            message: ContentDeltaMessage {
+                                content: TextPiece { text },
+                            },
+                        },
+                        logprobs,
+                    }));
+                }
+                ToolEvent::PlanDelta(tool_plan) => {
+                    self.drop_pending();
+                    out.push(frame(&ChatStreamEvent::ToolPlanDelta {
+                        delta: ToolPlanDeltaDelta {
+                            message: ToolPlanPiece { tool_plan },
+                        },
+                    }));
+                }
+                ToolEvent::CallStart { index, id, name } => {
+                    self.drop_pending();
+                    out.push(frame(&ChatStreamEvent::ToolCallStart {
+                        index,
+                        delta: ToolCallStartDelta {
+                            message: ToolCallStartMessage {
+                                tool_calls: ToolCallOut {
+                                    id,
+                                    kind: "function".into(),
+                                    function: ToolCallOutFunction {
+                                        name,
+                                        arguments: String::new(),
+                                    },
+                                },
+                            },
+                        },
+                    }));
+                }
+                ToolEvent::CallArgsDelta { index, text } => {
+                    out.push(frame(&ChatStreamEvent::ToolCallDelta {
+                        index,
+                        delta: ToolCallDeltaDelta {
+                            message: ToolCallDeltaMessage {
+                                tool_calls: ToolCallArgumentsPiece {
+                                    function: ArgumentsPiece { arguments: text },
+                                },
+                            },
+                        },
+                    }));
+                }
+                ToolEvent::CallEnd { index } => {
+                    out.push(frame(&ChatStreamEvent::ToolCallEnd { index }));
+                }
+            }
+        }
+    }
+
+    fn drop_pending(&mut self) {
+        self.pending.token_ids.clear();
+        self.pending.logprobs.clear();
     }
 
     fn open_content(&mut self, out: &mut Vec<Bytes>) {
@@ -196,8 +305,13 @@ impl SseEncoder {
         output_tokens: usize,
         error: Option<String>,
     ) {
-        self.open_content(out);
-        out.push(frame(&ChatStreamEvent::ContentEnd { index: 0 }));
+        let made_calls = self.tools.as_ref().is_some_and(|p| p.calls() > 0);
+        if !made_calls {
+            self.open_content(out);
+        }
+        if self.content_open {
+            out.push(frame(&ChatStreamEvent::ContentEnd { index: 0 }));
+        }
         out.push(frame(&ChatStreamEvent::MessageEnd {
             delta: MessageEndDelta {
                 finish_reason,
@@ -342,6 +456,127 @@ mod tests {
         assert!(all.starts_with("event: content-start\n"), "{all}");
         assert!(all.contains(r#""finish_reason":"ERROR""#));
         assert_eq!(enc.outcome().unwrap().finish_reason, FinishReason::Error);
+    }
+
+    /// (type, data) of every JSON event in the frames.
+    fn events(frames: &[Bytes]) -> Vec<(String, serde_json::Value)> {
+        concat(frames)
+            .split("\n\n")
+            .filter_map(|block| block.lines().nth(1)?.strip_prefix("data: "))
+            .filter(|data| *data != "[DONE]")
+            .map(|data| {
+                let v: serde_json::Value = serde_json::from_str(data).unwrap();
+                (v["type"].as_str().unwrap().to_string(), v)
+            })
+            .collect()
+    }
+
+    fn tool_encoder(hold: usize, logprobs: bool) -> SseEncoder {
+        use runner::tools::{format, ParseOptions, ToolFormatKind};
+        let parser = format(ToolFormatKind::Generic).parser(ParseOptions {
+            plan_hold_bytes: hold,
+            id_seed: Some(1),
+        });
+        SseEncoder::new(logprobs, 9).with_tool_parser(parser)
+    }
+
+    #[test]
+    fn tool_call_stream_is_plan_then_calls_then_tool_call_end() {
+        let mut enc = tool_encoder(256, true);
+        let mut frames = vec![enc.start("r")];
+        for piece in [
+            "I will",
+            " look.<tool",
+            "_calls>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"[Paris]\"}},",
+            " {\"name\": \"now\", \"arguments\": {}}]</tool_calls>",
+        ] {
+            frames.extend(enc.event(text(piece, &[1, 2], &[-0.5, -0.5])));
+        }
+        frames.extend(enc.event(StreamEvent::Done {
+            reason: EngineFinish::EndOfTurn,
+            prompt_tokens: 9,
+            output_tokens: 8,
+        }));
+        assert!(concat(&frames).ends_with("data: [DONE]\n\n"));
+        let events = events(&frames);
+        let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "message-start",
+                "tool-plan-delta",
+                "tool-call-start",
+                "tool-call-delta",
+                "tool-call-end",
+                "tool-call-start",
+                "tool-call-delta",
+                "tool-call-end",
+                "message-end"
+            ]
+        );
+        assert_eq!(events[1].1["delta"]["message"]["tool_plan"], "I will look.");
+        assert!(events[1].1.get("index").is_none());
+        let start = &events[2].1;
+        assert_eq!(start["index"], 0);
+        let call = &start["delta"]["message"]["tool_calls"];
+        assert!(call.is_object(), "one call object, not an array");
+        assert!(runner::tools::is_call_id(
+            call["id"].as_str().unwrap(),
+            "get_weather"
+        ));
+        assert_eq!(call["type"], "function");
+        assert_eq!(call["function"]["name"], "get_weather");
+        assert_eq!(call["function"]["arguments"], "");
+        assert_eq!(
+            events[3].1["delta"]["message"]["tool_calls"]["function"]["arguments"],
+            r#"{"city":"[Paris]"}"#
+        );
+        assert_eq!(
+            events[4].1,
+            serde_json::json!({"type": "tool-call-end", "index": 0})
+        );
+        assert_eq!(events[5].1["index"], 1);
+        assert_eq!(
+            events[5].1["delta"]["message"]["tool_calls"]["function"]["name"],
+            "now"
+        );
+        assert_eq!(events[8].1["delta"]["finish_reason"], "TOOL_CALL");
+        assert_eq!(events[8].1["delta"]["usage"]["tokens"]["output_tokens"], 8);
+        assert_eq!(enc.outcome().unwrap().finish_reason, FinishReason::ToolCall);
+    }
+
+    #[test]
+    fn with_tools_a_plain_answer_streams_as_content_with_its_logprobs() {
+        let mut enc = tool_encoder(4, true);
+        let mut frames = Vec::new();
+        frames.extend(enc.event(text("Hel", &[1], &[-0.1])));
+        frames.extend(enc.event(text("lo there", &[2, 3], &[-0.2, -0.3])));
+        frames.extend(enc.event(text(" <tool", &[4], &[-0.4])));
+        frames.extend(enc.event(StreamEvent::Done {
+            reason: EngineFinish::EndOfTurn,
+            prompt_tokens: 9,
+            output_tokens: 4,
+        }));
+        let events = events(&frames);
+        let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(types[0], "content-start");
+        assert_eq!(types[types.len() - 2..], ["content-end", "message-end"]);
+        let mut text_out = String::new();
+        let mut token_ids = 0;
+        for (kind, v) in &events {
+            if kind == "content-delta" {
+                let piece = v["delta"]["message"]["content"]["text"].as_str().unwrap();
+                assert_eq!(v["logprobs"]["text"], piece);
+                token_ids += v["logprobs"]["token_ids"].as_array().unwrap().len();
+                text_out.push_str(piece);
+            }
+        }
+        assert_eq!(text_out, "Hello there <tool");
+        assert_eq!(token_ids, 4, "every token's logprob rides on some delta");
+        assert_eq!(
+            events.last().unwrap().1["delta"]["finish_reason"],
+            "COMPLETE"
+        );
     }
 
     #[test]

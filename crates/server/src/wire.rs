@@ -267,7 +267,29 @@ pub struct ChatResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponseMessage {
     pub role: String,
+    /// Left out on a tool-call turn with no text, as in the spec's example.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<ResponseContent>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tool_plan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+}
+
+/// A call the model made: `{"id", "type": "function", "function": {"name", "arguments"}}`, with
+/// the arguments as a JSON-encoded string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallOut {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: ToolCallOutFunction,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallOutFunction {
+    pub name: String,
+    pub arguments: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -335,6 +357,22 @@ pub enum ChatStreamEvent {
     ContentEnd {
         index: usize,
     },
+    /// A piece of the tool plan; no index.
+    ToolPlanDelta {
+        delta: ToolPlanDeltaDelta,
+    },
+    /// `delta.message.tool_calls` is ONE call object, not an array.
+    ToolCallStart {
+        index: usize,
+        delta: ToolCallStartDelta,
+    },
+    ToolCallDelta {
+        index: usize,
+        delta: ToolCallDeltaDelta,
+    },
+    ToolCallEnd {
+        index: usize,
+    },
     MessageEnd {
         delta: MessageEndDelta,
     },
@@ -348,6 +386,10 @@ impl ChatStreamEvent {
             Self::ContentStart { .. } => "content-start",
             Self::ContentDelta { .. } => "content-delta",
             Self::ContentEnd { .. } => "content-end",
+            Self::ToolPlanDelta { .. } => "tool-plan-delta",
+            Self::ToolCallStart { .. } => "tool-call-start",
+            Self::ToolCallDelta { .. } => "tool-call-delta",
+            Self::ToolCallEnd { .. } => "tool-call-end",
             Self::MessageEnd { .. } => "message-end",
         }
     }
@@ -403,6 +445,47 @@ pub struct ContentDeltaMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextPiece {
     pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolPlanDeltaDelta {
+    pub message: ToolPlanPiece,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolPlanPiece {
+    pub tool_plan: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallStartDelta {
+    pub message: ToolCallStartMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallStartMessage {
+    /// The call with `arguments: ""`; the arguments follow in tool-call-delta events.
+    pub tool_calls: ToolCallOut,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDeltaDelta {
+    pub message: ToolCallDeltaMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDeltaMessage {
+    pub tool_calls: ToolCallArgumentsPiece,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallArgumentsPiece {
+    pub function: ArgumentsPiece,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArgumentsPiece {
+    pub arguments: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -669,5 +752,79 @@ mod tests {
             r#"{"type":"message-end","delta":{"finish_reason":"MAX_TOKENS","usage":{"billed_units":{"input_tokens":71,"output_tokens":2},"tokens":{"input_tokens":71,"output_tokens":2}}}}"#
         );
         assert_eq!(end.name(), "message-end");
+    }
+
+    #[test]
+    fn tool_events_and_response_serialize_as_the_spec_shows() {
+        let call = |arguments: &str| ToolCallOut {
+            id: "query_daily_sales_report_j3f0adww9pmr".into(),
+            kind: "function".into(),
+            function: ToolCallOutFunction {
+                name: "query_daily_sales_report".into(),
+                arguments: arguments.into(),
+            },
+        };
+        let events = [
+            ChatStreamEvent::ToolPlanDelta {
+                delta: ToolPlanDeltaDelta {
+                    message: ToolPlanPiece {
+                        tool_plan: " will".into(),
+                    },
+                },
+            },
+            ChatStreamEvent::ToolCallStart {
+                index: 0,
+                delta: ToolCallStartDelta {
+                    message: ToolCallStartMessage {
+                        tool_calls: call(""),
+                    },
+                },
+            },
+            ChatStreamEvent::ToolCallDelta {
+                index: 0,
+                delta: ToolCallDeltaDelta {
+                    message: ToolCallDeltaMessage {
+                        tool_calls: ToolCallArgumentsPiece {
+                            function: ArgumentsPiece {
+                                arguments: "{\"".into(),
+                            },
+                        },
+                    },
+                },
+            },
+            ChatStreamEvent::ToolCallEnd { index: 0 },
+        ];
+        let spec = [
+            r#"{"type":"tool-plan-delta","delta":{"message":{"tool_plan":" will"}}}"#,
+            r#"{"type":"tool-call-start","index":0,"delta":{"message":{"tool_calls":{"id":"query_daily_sales_report_j3f0adww9pmr","type":"function","function":{"name":"query_daily_sales_report","arguments":""}}}}}"#,
+            r#"{"type":"tool-call-delta","index":0,"delta":{"message":{"tool_calls":{"function":{"arguments":"{\""}}}}}"#,
+            r#"{"type":"tool-call-end","index":0}"#,
+        ];
+        for (event, want) in events.iter().zip(spec) {
+            assert_eq!(serde_json::to_string(event).unwrap(), want);
+            let name = event.name();
+            assert!(want.contains(&format!("\"type\":\"{name}\"")), "{name}");
+        }
+        let response = ChatResponse {
+            id: "9e5f00aa".into(),
+            finish_reason: FinishReason::ToolCall,
+            message: ResponseMessage {
+                role: "assistant".into(),
+                content: Vec::new(),
+                tool_plan: Some("I will first find the sales summary".into()),
+                tool_calls: Some(vec![call("{\"day\": \"2023-09-29\"}")]),
+            },
+            usage: Usage::real(127, 69),
+            logprobs: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&response).unwrap(),
+            json!({"id": "9e5f00aa", "finish_reason": "TOOL_CALL",
+                   "message": {"role": "assistant", "tool_plan": "I will first find the sales summary",
+                               "tool_calls": [{"id": "query_daily_sales_report_j3f0adww9pmr", "type": "function",
+                                               "function": {"name": "query_daily_sales_report", "arguments": "{\"day\": \"2023-09-29\"}"}}]},
+                   "usage": {"billed_units": {"input_tokens": 127, "output_tokens": 69},
+                             "tokens": {"input_tokens": 127, "output_tokens": 69}}})
+        );
     }
 }
