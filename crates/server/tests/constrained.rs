@@ -319,7 +319,7 @@ async fn json_object_mode_gives_an_object_with_logprobs() {
     body["stream"] = json!(false);
     body["response_format"] = json!({"type": "json_object"});
     body["logprobs"] = json!(true);
-    body["max_tokens"] = json!(400);
+    body["max_tokens"] = json!(120);
     let reply = post_json(&app, "/v2/chat", &body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let v = reply.json();
