@@ -13,9 +13,21 @@ use runner::model::{
 
 const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Largest |ours - candle| allowed, relative to the largest |logit| of the row. Both sides run
-/// the same quantized matmuls; only the attention arithmetic differs in summation order.
-const REL_TOL: f32 = 1e-3;
+/// Our quantized matmuls round activations to int8 per 32-block, as llama.cpp and candle do, but
+/// in our own kernels, so our logits cannot equal candle's quantized model bit for bit. Both are
+/// compared with candle running the same weights dequantized to f32 (no activation rounding).
+/// Rounding errors compound chaotically over 30 layers: on the rows of these tests both land
+/// 2-10% of the logit scale from the exact logits, ours between 0.7x and 2.3x candle's row by row
+/// and 1.1-1.25x on average. So a row may be up to ROW_SLACK times candle's distance (or
+/// ROW_FLOOR), and on average ours must stay within MEAN_SLACK of candle's. A real bug (RoPE, a
+/// dropped block, a wrong scale) moves logits by far more than that.
+const ROW_SLACK: f32 = 3.0;
+const ROW_FLOOR: f32 = 0.05;
+const MEAN_SLACK: f32 = 1.5;
+
+/// candle's reference loads are serialised: `exact` is chosen by an environment variable that
+/// candle reads once per thread, at the thread's first quantized matmul.
+static CANDLE_LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn model_path() -> PathBuf {
     let dir = std::env::var_os("COHOST_MODEL_DIR")
@@ -30,11 +42,47 @@ fn model_path() -> PathBuf {
     path
 }
 
-fn reference_model() -> ModelWeights {
+/// candle's `quantized_llama` on the same file; with `exact`, every weight dequantized to f32
+/// (`CANDLE_DEQUANTIZE_ALL`), so no activation is rounded.
+fn reference_model(exact: bool) -> ModelWeights {
+    let _guard = CANDLE_LOAD.lock().unwrap_or_else(|e| e.into_inner());
     let path = model_path();
-    let mut file = std::fs::File::open(&path).unwrap();
-    let content = gguf_file::Content::read(&mut file).unwrap();
-    ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap()
+    std::thread::spawn(move || {
+        if exact {
+            std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
+        }
+        let mut file = std::fs::File::open(&path).unwrap();
+        let content = gguf_file::Content::read(&mut file).unwrap();
+        let model = ModelWeights::from_gguf(content, &mut file, &Device::Cpu);
+        std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
+        model.unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Distance of our row and of candle's quantized row from candle's exact row; panics if ours is
+/// farther than the rounding of activations explains.
+fn check_against_exact(what: &str, ours: &[f32], candle_q: &[f32], exact: &[f32]) -> (f32, f32) {
+    let d_ours = rel_diff(ours, exact);
+    let d_candle = rel_diff(candle_q, exact);
+    assert!(
+        d_ours <= (ROW_SLACK * d_candle).max(ROW_FLOOR),
+        "{what}: ours is {d_ours} from the exact logits, candle's quantized model {d_candle}"
+    );
+    (d_ours, d_candle)
+}
+
+/// Our mean distance from the exact logits against candle's quantized model's.
+fn check_mean(distances: &[(f32, f32)]) {
+    let n = distances.len() as f32;
+    let ours = distances.iter().map(|d| d.0).sum::<f32>() / n;
+    let candle = distances.iter().map(|d| d.1).sum::<f32>() / n;
+    eprintln!("mean distance from the exact logits: ours {ours:e}, candle quantized {candle:e}");
+    assert!(
+        ours <= MEAN_SLACK * candle,
+        "ours is {ours} from the exact logits on average, candle's quantized model {candle}"
+    );
 }
 
 fn reference_logits(model: &mut ModelWeights, tokens: &[u32], pos: usize) -> Vec<f32> {
@@ -96,8 +144,10 @@ fn batch_of_three_matches_candle_quantized_llama() {
         prompts[2].prompt_ids[..9].to_vec(),
     ];
     let mut ours = load();
-    let reference = reference_model();
+    let reference = reference_model(false);
+    let exact = reference_model(true);
     let mut refs: Vec<ModelWeights> = prompts.iter().map(|_| reference.clone()).collect();
+    let mut exacts: Vec<ModelWeights> = prompts.iter().map(|_| exact.clone()).collect();
     let vocab = ours.vocab_size();
 
     let mut logits = Vec::new();
@@ -114,15 +164,18 @@ fn batch_of_three_matches_candle_quantized_llama() {
 
     let mut pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
     let mut next = [0u32; 3];
-    let mut worst = 0f32;
+    let mut distances = Vec::new();
     for i in 0..3 {
         let want = reference_logits(&mut refs[i], &prompts[i], 0);
+        let truth = reference_logits(&mut exacts[i], &prompts[i], 0);
         let got = &logits[i * vocab..(i + 1) * vocab];
-        let d = rel_diff(got, &want);
-        worst = worst.max(d);
-        assert!(d < REL_TOL, "prefill seq {i}: relative diff {d}");
-        assert_eq!(argmax(got), argmax(&want));
-        next[i] = argmax(&want);
+        distances.push(check_against_exact(
+            &format!("prefill seq {i}"),
+            got,
+            &want,
+            &truth,
+        ));
+        next[i] = argmax(&truth);
     }
     for step in 0..5 {
         let toks: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
@@ -137,16 +190,15 @@ fn batch_of_three_matches_candle_quantized_llama() {
         ours.forward(&batch, &mut logits).unwrap();
         for i in 0..3 {
             let want = reference_logits(&mut refs[i], &toks[i], pos[i]);
+            let truth = reference_logits(&mut exacts[i], &toks[i], pos[i]);
             let got = &logits[i * vocab..(i + 1) * vocab];
-            let d = rel_diff(got, &want);
-            worst = worst.max(d);
-            assert!(d < REL_TOL, "decode step {step} seq {i}: relative diff {d}");
-            assert_eq!(argmax(got), argmax(&want), "decode step {step} seq {i}");
-            next[i] = argmax(&want);
+            let what = format!("decode step {step} seq {i}");
+            distances.push(check_against_exact(&what, got, &want, &truth));
+            next[i] = argmax(&truth);
             pos[i] += 1;
         }
     }
-    eprintln!("worst relative logit difference vs quantized_llama: {worst:e}");
+    check_mean(&distances);
     for (i, p) in pos.iter().enumerate() {
         assert_eq!(ours.cached_len(i as u64 + 10), *p);
     }
@@ -223,9 +275,11 @@ fn chunked_prefill_mixed_with_decode_matches_candle_fed_the_same_chunks() {
     let prompt = &g[3].prompt_ids;
     let other = &g[4].prompt_ids;
     let mut model = load();
-    let mut reference = reference_model();
+    let mut reference = reference_model(false);
+    let mut exact = reference_model(true);
     let vocab = model.vocab_size();
     let mut logits = Vec::new();
+    let mut distances = Vec::new();
 
     // Sequence 2 decodes while sequence 3 prefills its prompt in three chunks.
     model
@@ -254,9 +308,15 @@ fn chunked_prefill_mixed_with_decode_matches_candle_fed_the_same_chunks() {
         model.forward(&batch, &mut logits).unwrap();
         tok = [argmax(&logits[..vocab])];
         let want = reference_logits(&mut reference, chunk, w[0]);
-        let d = rel_diff(&logits[vocab..2 * vocab], &want);
-        assert!(d < REL_TOL, "chunk {w:?}: relative diff {d}");
+        let truth = reference_logits(&mut exact, chunk, w[0]);
+        distances.push(check_against_exact(
+            &format!("chunk {w:?}"),
+            &logits[vocab..2 * vocab],
+            &want,
+            &truth,
+        ));
     }
+    check_mean(&distances);
     assert_eq!(model.cached_len(3), prompt.len());
     assert_eq!(model.cached_len(2), other.len() + 3);
 }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use runner::engine::{EngineHandle, EventStream, GenerateRequest, StreamEvent};
+use runner::tools::{ParseOptions, ToolEvent, ToolParser, DEFAULT_PLAN_HOLD_BYTES};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -23,7 +24,8 @@ use crate::validate::{check_model, validate_chat};
 use crate::wire::{
     ChatRequest, ChatResponse, CheckApiKeyResponse, DetokenizeRequest, DetokenizeResponse,
     FinishReason, ListModelsResponse, LogprobItem, ModelDescription, ResponseContent,
-    ResponseMessage, SamplingDefaults, TokenizeRequest, TokenizeResponse, Usage,
+    ResponseMessage, SamplingDefaults, TokenizeRequest, TokenizeResponse, ToolCallOut,
+    ToolCallOutFunction, ToolChoice, ToolDefinition, Usage,
 };
 
 /// Longest text `/v1/tokenize` takes and most tokens `/v1/detokenize` takes, per the spec.
@@ -200,7 +202,7 @@ async fn chat(State(state): State<AppState>, body: Result<Bytes, BytesRejection>
     let id = uuid::Uuid::new_v4().to_string();
     let mut log = RequestLog::new(id.clone());
     match start_chat(&state, body).await {
-        Ok((valid_stream, logprobs, prompt_tokens, events)) => {
+        Ok((valid_stream, logprobs, prompt_tokens, events, tools)) => {
             log.stream = valid_stream;
             if valid_stream {
                 stream_reply(
@@ -210,9 +212,10 @@ async fn chat(State(state): State<AppState>, body: Result<Bytes, BytesRejection>
                     logprobs,
                     prompt_tokens,
                     state.config().keep_alive,
+                    tools,
                 )
             } else {
-                collect_reply(id, &mut log, events, logprobs)
+                collect_reply(id, &mut log, events, logprobs, tools)
                     .await
                     .unwrap_or_else(|e| {
                         log.status = e.status().as_u16();
@@ -227,16 +230,42 @@ async fn chat(State(state): State<AppState>, body: Result<Bytes, BytesRejection>
     }
 }
 
-/// Everything before the first token: parse, validate, render, tokenize, admit.
+/// Everything before the first token: parse, validate, render, tokenize, admit. With tools,
+/// also the parser that reads the reply's tool calls.
 async fn start_chat(
     state: &AppState,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(bool, bool, usize, EventStream), ApiError> {
+) -> Result<(bool, bool, usize, EventStream, Option<ToolParser>), ApiError> {
     let request: ChatRequest = parse_json(state, body)?;
     let engine = state.engine()?;
     check_model(request.model.as_deref(), &state.served_names(engine))?;
     let info = engine.info();
-    let valid = validate_chat(request, info)?;
+    let tools = request.tools.clone().unwrap_or_default();
+    let tool_choice = request.tool_choice;
+    // Built before validation consumes the request; used only once it has passed.
+    let constraint_spec = crate::validate::constraint_spec(
+        &request,
+        runner::tools::format(engine.tool_format()).markers(),
+    );
+    let mut valid = validate_chat(request, info)?;
+    // The runner describes tools itself when the template cannot (tools::prepare_prompt), so
+    // the definitions go to it in every case.
+    if valid.prompt.tools.is_empty() && !tools.is_empty() {
+        valid.prompt.tools = tool_definitions(&tools);
+    }
+    let parser = (!tools.is_empty()).then(|| {
+        // Text before a call is a plan only if a call follows: hold it (see ParseOptions),
+        // all of it when a call is certain, none when calls are ruled out.
+        let plan_hold_bytes = match tool_choice {
+            Some(ToolChoice::Required) => usize::MAX,
+            Some(ToolChoice::None) => 0,
+            None => DEFAULT_PLAN_HOLD_BYTES,
+        };
+        runner::tools::format(engine.tool_format()).parser(ParseOptions {
+            plan_hold_bytes,
+            id_seed: None,
+        })
+    });
     let text = engine.render_chat(&valid.prompt)?;
     // BOS is added only where the model wants one and the template did not write it already.
     let prompt = engine.tokenize_prompt(&text)?;
@@ -257,13 +286,90 @@ async fn start_chat(
         .unwrap_or(room);
     let prompt_tokens = prompt.len();
     let logprobs = valid.sampling.logprobs;
+    // Compiling may take a while (bounded by the engine): off the async workers. A grammar
+    // that does not compile is the request's fault, never a reason to answer unconstrained.
+    let constraint = match constraint_spec {
+        None => None,
+        Some(spec) => {
+            let engine = engine.clone();
+            let compiled = tokio::task::spawn_blocking(move || engine.compile(&spec))
+                .await
+                .map_err(|e| ApiError::Internal(format!("compiling the grammar failed: {e}")))?;
+            Some(compiled.map_err(ApiError::invalid)?)
+        }
+    };
     let events = engine.submit(GenerateRequest {
         prompt,
         sampling: valid.sampling,
         max_tokens,
         stop_sequences: valid.stop_sequences,
+        constraint,
     })?;
-    Ok((valid.stream, logprobs, prompt_tokens, events))
+    Ok((valid.stream, logprobs, prompt_tokens, events, parser))
+}
+
+/// Validated `tools[]` in the HF function shape the runner takes.
+fn tool_definitions(tools: &[ToolDefinition]) -> Vec<serde_json::Value> {
+    tools
+        .iter()
+        .filter_map(|tool| tool.function.as_ref())
+        .map(|function| {
+            let mut def = serde_json::Map::new();
+            def.insert(
+                "name".into(),
+                function.name.clone().unwrap_or_default().into(),
+            );
+            if let Some(description) = &function.description {
+                def.insert("description".into(), description.clone().into());
+            }
+            def.insert(
+                "parameters".into(),
+                function
+                    .parameters
+                    .clone()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+            );
+            serde_json::json!({"type": "function", "function": def})
+        })
+        .collect()
+}
+
+/// The non-stream message of a reply read by a tool parser: plan, calls, and content when
+/// there is text (or no call).
+fn tool_reply_message(events: Vec<ToolEvent>) -> ResponseMessage {
+    let mut plan = String::new();
+    let mut content = String::new();
+    let mut calls: Vec<ToolCallOut> = Vec::new();
+    for event in events {
+        match event {
+            ToolEvent::PlanDelta(text) => plan.push_str(&text),
+            ToolEvent::Content(text) => content.push_str(&text),
+            ToolEvent::CallStart { id, name, .. } => calls.push(ToolCallOut {
+                id,
+                kind: "function".into(),
+                function: ToolCallOutFunction {
+                    name,
+                    arguments: String::new(),
+                },
+            }),
+            ToolEvent::CallArgsDelta { index, text } => {
+                if let Some(call) = calls.get_mut(index) {
+                    call.function.arguments.push_str(&text);
+                }
+            }
+            ToolEvent::CallEnd { .. } => {}
+        }
+    }
+    ResponseMessage {
+        role: "assistant".into(),
+        content: if content.is_empty() && !calls.is_empty() {
+            Vec::new()
+        } else {
+            vec![ResponseContent::Text { text: content }]
+        },
+        tool_plan: (!plan.is_empty()).then_some(plan),
+        tool_calls: (!calls.is_empty()).then_some(calls),
+    }
 }
 
 async fn collect_reply(
@@ -271,6 +377,7 @@ async fn collect_reply(
     log: &mut RequestLog,
     mut events: EventStream,
     logprobs: bool,
+    tools: Option<ToolParser>,
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
     let mut items = Vec::new();
@@ -296,7 +403,23 @@ async fn collect_reply(
                 prompt_tokens,
                 output_tokens,
             }) => {
-                let finish_reason = map_finish_reason(reason);
+                let mut finish_reason = map_finish_reason(reason);
+                let message = match tools {
+                    Some(mut parser) => {
+                        let mut events = parser.push(&text);
+                        events.extend(parser.finish());
+                        if parser.calls() > 0 {
+                            finish_reason = FinishReason::ToolCall;
+                        }
+                        tool_reply_message(events)
+                    }
+                    None => ResponseMessage {
+                        role: "assistant".into(),
+                        content: vec![ResponseContent::Text { text }],
+                        tool_plan: None,
+                        tool_calls: None,
+                    },
+                };
                 log.finish(StreamOutcome {
                     finish_reason,
                     input_tokens: prompt_tokens,
@@ -305,10 +428,7 @@ async fn collect_reply(
                 let response = ChatResponse {
                     id,
                     finish_reason,
-                    message: ResponseMessage {
-                        role: "assistant".into(),
-                        content: vec![ResponseContent::Text { text }],
-                    },
+                    message,
                     usage: Usage::real(prompt_tokens, output_tokens),
                     logprobs: logprobs.then_some(items),
                 };
@@ -332,9 +452,13 @@ fn stream_reply(
     logprobs: bool,
     prompt_tokens: usize,
     keep_alive: Duration,
+    tools: Option<ToolParser>,
 ) -> Response {
     let body = async_stream::stream! {
         let mut encoder = SseEncoder::new(logprobs, prompt_tokens);
+        if let Some(parser) = tools {
+            encoder = encoder.with_tool_parser(parser);
+        }
         yield Ok::<Bytes, Infallible>(encoder.start(&id));
         loop {
             match tokio::time::timeout(keep_alive, events.recv()).await {
@@ -386,10 +510,8 @@ fn describe(engine: &EngineHandle, name: &str, headers: &HeaderMap) -> ModelDesc
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
     let defaults = sampler::SamplingParams::default();
-    let mut features = vec!["logprobs".to_string()];
-    if info.template_renders_tools {
-        features.push("tools".to_string());
-    }
+    // Every model takes tools: templates that cannot render them get the generic tool section.
+    let features = vec!["logprobs".to_string(), "tools".to_string()];
     ModelDescription {
         name: name.to_string(),
         is_deprecated: false,
