@@ -241,9 +241,9 @@ impl ConstraintCompiler {
         let plan = format!("/(?s:.{{1,{MAX_PLAN_CHARS}}})/");
         match (&open, tools.mode) {
             // No marker: the reply is the call, or (AUTO) text that does not start like one.
-            (Marker::Text(t), mode) if t.is_empty() => {
+            (Marker::Text(""), mode) => {
                 if mode == ToolMode::Auto {
-                    g.push_str(&format!("start: calls | FREE\nFREE: /[^{{ \\n](?s:.*)/\n"));
+                    g.push_str("start: calls | FREE\nFREE: /[^{ \\n](?s:.*)/\n");
                 } else {
                     g.push_str("start: calls\n");
                 }
@@ -313,7 +313,7 @@ impl Marker {
 
     fn lark(&self) -> String {
         match self {
-            Marker::Text(t) if t.is_empty() => String::new(),
+            Marker::Text("") => String::new(),
             Marker::Text(t) => serde_json::to_string(t).unwrap_or_default(),
             Marker::Special(id) => format!("<[{id}]>"),
         }

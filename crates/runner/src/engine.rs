@@ -295,7 +295,11 @@ impl EngineHandle {
                 shared.info.vocab_size,
             )
         });
-        compile_with_timeout(compiler.as_ref().map_err(Clone::clone)?, spec, COMPILE_TIMEOUT)
+        compile_with_timeout(
+            compiler.as_ref().map_err(Clone::clone)?,
+            spec,
+            COMPILE_TIMEOUT,
+        )
     }
 
     /// Admits a request or says at once why not (full queue, prompt too long, bad parameters).

@@ -213,7 +213,7 @@ async fn cohere_sweep_counts_tokens_and_errors_without_stopping() {
             .collect()
     };
     assert_eq!(counts(&back), counts(&report));
-    let svg = bench::svg::chart(&[report.clone()]);
+    let svg = bench::svg::chart(std::slice::from_ref(&report));
     assert_eq!(svg.matches("<circle ").count(), 2 * report.levels.len());
     assert!(report.table().contains("errors at concurrency"));
 }

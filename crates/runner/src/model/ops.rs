@@ -176,7 +176,7 @@ const P1: f32 = 1.398_199_9e-3;
 const P2: f32 = 8.333_452e-3;
 const P3: f32 = 4.166_579_6e-2;
 const P4: f32 = 1.666_666_5e-1;
-const P5: f32 = 5.000_000_1e-1;
+const P5: f32 = 5e-1;
 
 fn exp_scalar(x: f32) -> f32 {
     if x < EXP_LO {
@@ -347,6 +347,8 @@ mod x86 {
     /// Scores of `R` query rows against keys `j0..j1` (multiples of 16): 2 vectors of 8 keys
     /// per row in flight, one chain of FMAs over the head dimension per output lane.
     #[inline(always)]
+    // Register tiles indexed by row and lane group: iterators would hide the unrolled shape.
+    #[allow(clippy::needless_range_loop)]
     unsafe fn scores<const R: usize>(
         a: &AttnRows<'_>,
         r0: usize,
@@ -381,6 +383,8 @@ mod x86 {
 
     /// `out[r] += sum_j p_r[j] V[j]` for `R` rows, `ND` vectors of 8 dims at a time.
     #[inline(always)]
+    // Register tiles indexed by row and lane group: iterators would hide the unrolled shape.
+    #[allow(clippy::needless_range_loop)]
     unsafe fn weighted_values<const R: usize, const ND: usize>(
         a: &AttnRows<'_>,
         r0: usize,
@@ -474,7 +478,7 @@ mod x86 {
         let nd8 = a.head_dim / 8;
         let mut r0 = 0;
         while r0 < rows {
-            match ((rows - r0).min(4), nd8 % 4 == 0, nd8 % 2 == 0) {
+            match ((rows - r0).min(4), nd8.is_multiple_of(4), nd8.is_multiple_of(2)) {
                 (1, true, _) => weighted_values::<1, 4>(a, r0, j0, j1, s, out, inv),
                 (1, false, true) => weighted_values::<1, 2>(a, r0, j0, j1, s, out, inv),
                 (1, false, false) => weighted_values::<1, 1>(a, r0, j0, j1, s, out, inv),

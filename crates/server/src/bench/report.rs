@@ -113,6 +113,9 @@ impl Report {
     }
 }
 
+/// A table column: its name, how to read it from a level, and whether higher is better.
+type Metric = (&'static str, fn(&LevelReport) -> Option<f64>, bool);
+
 /// A markdown table of one or more runs, level by level; with several runs, each one after the
 /// first gets ratio columns against the first (throughput: run / first; TTFT: first / run, so
 /// above 1 always means better than the first).
@@ -126,7 +129,7 @@ pub fn markdown(reports: &[Report]) -> String {
     }
     out.push('\n');
     let mut header = vec!["concurrency".to_string()];
-    let metrics: [(&str, fn(&LevelReport) -> Option<f64>, bool); 4] = [
+    let metrics: [Metric; 4] = [
         ("aggregate tok/s", |l| Some(l.aggregate_tokens_per_s), true),
         ("per-stream tok/s", |l| l.per_stream_tokens_per_s, true),
         ("TTFT p50 ms", |l| l.ttft_ms.map(|s| s.p50), false),
