@@ -61,12 +61,12 @@ bench() { # LABEL API PORT REPORT_NAME [extra bench flags...]
     local label=$1 api=$2 port=$3 name=$4
     shift 4
     "$COHOST_BIN" bench --url "http://127.0.0.1:$port" --api "$api" --label "$label" \
-        --max-tokens "$MAX_TOKENS" --wait-ready 300 --out "$OUT/$name.json" "$@" \
+        --max-tokens "${BENCH_MAX_TOKENS:-$MAX_TOKENS}" --wait-ready 300 --out "$OUT/$name.json" "$@" \
         | tee "$OUT/$name.txt"
 }
 
 sweep_flags=(--concurrency "$CONCURRENCY" --rounds "$ROUNDS")
-long_flags=(--concurrency 1 --rounds "$LONG_ROUNDS" --prompt-tokens "$LONG_PROMPT" --max-tokens 16)
+long_flags=(--concurrency 1 --rounds "$LONG_ROUNDS" --prompt-tokens "$LONG_PROMPT")
 
 echo "== llama-server (-c $CTX -np $SLOTS -t $THREADS)"
 port=$(free_port)
@@ -85,7 +85,7 @@ if [[ $LONG_PROMPT -gt 0 ]]; then
     "$LLAMA_SERVER" -m "$MODEL" -c "$CTX" -np 1 -t "$THREADS" --host 127.0.0.1 --port "$port" \
         >"$OUT/llama-server-long.log" 2>&1 &
     SERVER_PID=$!
-    bench llama-server llama "$port" llama-long "${long_flags[@]}"
+    BENCH_MAX_TOKENS=16 bench llama-server llama "$port" llama-long "${long_flags[@]}"
     LLAMA_LONG_RSS=$(peak_rss_mb)
     stop_server
 fi
@@ -99,7 +99,7 @@ bench cohost cohere "$port" cohost-sweep "${sweep_flags[@]}"
 COHOST_RSS=$(peak_rss_mb)
 COHOST_LONG_RSS=-
 if [[ $LONG_PROMPT -gt 0 ]]; then
-    bench cohost cohere "$port" cohost-long "${long_flags[@]}"
+    BENCH_MAX_TOKENS=16 bench cohost cohere "$port" cohost-long "${long_flags[@]}"
     COHOST_LONG_RSS=$(peak_rss_mb)
 fi
 stop_server

@@ -329,13 +329,16 @@ async fn request_body(
     let message = prompt::user_message(salt, index, config.prompt_tokens);
     let text = match (config.api, config.llama_prompt) {
         (Api::Llama, LlamaPrompt::Template) => {
-            let rendered = target
-                .post_json(
-                    "/apply-template",
-                    &json!({"messages": [{"role": "user", "content": message}]}),
-                )
-                .await
-                .map_err(BenchError::Template)?;
+            let body = json!({"messages": [{"role": "user", "content": message}]});
+            // llama-server may close a pooled keep-alive connection just as it is reused; one
+            // more try on a fresh connection tells that apart from a real refusal.
+            let rendered = match target.post_json("/apply-template", &body).await {
+                Ok(v) => v,
+                Err(_) => target
+                    .post_json("/apply-template", &body)
+                    .await
+                    .map_err(BenchError::Template)?,
+            };
             rendered["prompt"]
                 .as_str()
                 .map(String::from)

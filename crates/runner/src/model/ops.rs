@@ -478,7 +478,11 @@ mod x86 {
         let nd8 = a.head_dim / 8;
         let mut r0 = 0;
         while r0 < rows {
-            match ((rows - r0).min(4), nd8.is_multiple_of(4), nd8.is_multiple_of(2)) {
+            match (
+                (rows - r0).min(4),
+                nd8.is_multiple_of(4),
+                nd8.is_multiple_of(2),
+            ) {
                 (1, true, _) => weighted_values::<1, 4>(a, r0, j0, j1, s, out, inv),
                 (1, false, true) => weighted_values::<1, 2>(a, r0, j0, j1, s, out, inv),
                 (1, false, false) => weighted_values::<1, 1>(a, r0, j0, j1, s, out, inv),
