@@ -701,11 +701,15 @@ macro_rules! isa_kernels {
             }
 
             /// 8 weight rows (tiles) dotted with one activation row; returns the 8 sums.
+            /// Each row's sum is accumulated in exactly the order `dot_unsigned` and
+            /// `dot_packed` use (one accumulator per block position, d term then min term,
+            /// combined like `hsum_ps`), so a row's result does not depend on the batch size
+            /// that chose this path: batching never changes a sequence's tokens.
             #[inline]
             #[target_feature(enable = $features)]
             unsafe fn dot_tile(tiles: &[WTile], a: &[AGroup], last_blocks: usize) -> __m256 {
                 let ones = _mm256_set1_epi16(1);
-                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut acc = [_mm256_setzero_ps(); 8];
                 let n = tiles.len();
                 for (g, (t, ag)) in tiles.iter().zip(a).enumerate() {
                     let x = ag.q.as_ptr();
@@ -748,15 +752,19 @@ macro_rules! isa_kernels {
                             _mm256_load_ps(t.dw[b].as_ptr()),
                             _mm256_set1_ps(ag.dx[k]),
                         );
-                        acc[second] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[second]);
-                        acc[2 + second] = _mm256_fmadd_ps(
+                        acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[k]);
+                        acc[k] = _mm256_fmadd_ps(
                             _mm256_load_ps(t.mw[b].as_ptr()),
                             _mm256_set1_ps(ag.sx[k]),
-                            acc[2 + second],
+                            acc[k],
                         );
                     }
                 }
-                _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))
+                let add = _mm256_add_ps;
+                add(
+                    add(add(acc[0], acc[4]), add(acc[2], acc[6])),
+                    add(add(acc[1], acc[5]), add(acc[3], acc[7])),
+                )
             }
 
             /// Rows `range` in 8-row interleaved tiles, for `m >= TILE_MIN_M` unsigned formats.
