@@ -24,8 +24,8 @@ use crate::validate::{check_model, validate_chat};
 use crate::wire::{
     ChatRequest, ChatResponse, CheckApiKeyResponse, DetokenizeRequest, DetokenizeResponse,
     FinishReason, ListModelsResponse, LogprobItem, ModelDescription, ResponseContent,
-    ResponseMessage, SamplingDefaults, TokenizeRequest, TokenizeResponse, ToolCallOut,
-    ToolCallOutFunction, ToolChoice, ToolDefinition, Usage,
+    ResponseMessage, SamplingDefaults, TokenizeRequest, TokenizeResponse, ToolCallOut, ToolChoice,
+    ToolDefinition, Usage,
 };
 
 /// Longest text `/v1/tokenize` takes and most tokens `/v1/detokenize` takes, per the spec.
@@ -344,14 +344,7 @@ fn tool_reply_message(events: Vec<ToolEvent>) -> ResponseMessage {
         match event {
             ToolEvent::PlanDelta(text) => plan.push_str(&text),
             ToolEvent::Content(text) => content.push_str(&text),
-            ToolEvent::CallStart { id, name, .. } => calls.push(ToolCallOut {
-                id,
-                kind: "function".into(),
-                function: ToolCallOutFunction {
-                    name,
-                    arguments: String::new(),
-                },
-            }),
+            ToolEvent::CallStart { id, name, .. } => calls.push(ToolCallOut::function(id, name)),
             ToolEvent::CallArgsDelta { index, text } => {
                 if let Some(call) = calls.get_mut(index) {
                     call.function.arguments.push_str(&text);

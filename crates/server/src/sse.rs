@@ -13,8 +13,8 @@ use crate::wire::{
     ArgumentsPiece, ChatStreamEvent, ContentDeltaDelta, ContentDeltaMessage, ContentStartDelta,
     ContentStartMessage, FinishReason, LogprobItem, MessageEndDelta, MessageStartBody,
     MessageStartDelta, ResponseContent, TextPiece, ToolCallArgumentsPiece, ToolCallDeltaDelta,
-    ToolCallDeltaMessage, ToolCallOut, ToolCallOutFunction, ToolCallStartDelta,
-    ToolCallStartMessage, ToolPlanDeltaDelta, ToolPlanPiece, Usage,
+    ToolCallDeltaMessage, ToolCallOut, ToolCallStartDelta, ToolCallStartMessage,
+    ToolPlanDeltaDelta, ToolPlanPiece, Usage,
 };
 
 /// The stream terminator both SDKs look for.
@@ -245,14 +245,7 @@ impl SseEncoder {
                         index,
                         delta: ToolCallStartDelta {
                             message: ToolCallStartMessage {
-                                tool_calls: ToolCallOut {
-                                    id,
-                                    kind: "function".into(),
-                                    function: ToolCallOutFunction {
-                                        name,
-                                        arguments: String::new(),
-                                    },
-                                },
+                                tool_calls: ToolCallOut::function(id, name),
                             },
                         },
                     }));

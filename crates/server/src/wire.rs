@@ -286,6 +286,20 @@ pub struct ToolCallOut {
     pub function: ToolCallOutFunction,
 }
 
+impl ToolCallOut {
+    /// A call of `name` whose arguments arrive later (streamed or gathered).
+    pub fn function(id: String, name: String) -> Self {
+        Self {
+            id,
+            kind: "function".into(),
+            function: ToolCallOutFunction {
+                name,
+                arguments: String::new(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCallOutFunction {
     pub name: String,
