@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 models/fetch-default.sh >/dev/null
 models/fetch-gemma3.sh >/dev/null
 cargo test --workspace --all-targets
-tests/sdk/run.sh
+COHOST_BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/cohost tests/sdk/run.sh

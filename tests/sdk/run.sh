@@ -17,8 +17,14 @@ suites=("$@")
 [[ ${#suites[@]} -gt 0 ]] || suites=(python ts langchain schemathesis)
 
 ./install.sh
-(cd "$REPO" && cargo build --quiet --bin cohost)
-export COHOST_BIN=$REPO/target/debug/cohost
+# scripts/test-all.sh passes the binary its `cargo test` just built: a separate `cargo build`
+# resolves features without the dev-dependencies and would compile a second copy of half the
+# dependency tree.
+if [[ -z ${COHOST_BIN:-} ]]; then
+    (cd "$REPO" && cargo build --quiet --bin cohost)
+    COHOST_BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/cohost
+fi
+export COHOST_BIN
 export COHOST_SDK_MODEL=SmolLM2-135M-Instruct.Q4_1
 # The servers' flags come from here only, never from the caller's COHOST_* settings.
 while IFS='=' read -r name _; do
