@@ -126,3 +126,14 @@ def wait_until(predicate, timeout_s: float, what: str):
 
 
 __all__ = ["Server", "DEFAULT_MODEL_NAME", "REPO", "wait_until"]
+
+
+def shared_server_url():
+    """The open server a suite shares, as a generator for a session fixture: the one
+    tests/sdk/run.sh started (COHOST_SDK_URL), or one started here for the session."""
+    url = os.environ.get("COHOST_SDK_URL")
+    if url:
+        yield url
+        return
+    with Server() as server:
+        yield server.url

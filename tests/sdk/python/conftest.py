@@ -3,7 +3,6 @@ tests/sdk/run.sh sets, or started here), clients, and a guard that fails any tes
 SDK logged that it skipped or could not process a stream event."""
 
 import logging
-import os
 import sys
 import pathlib
 
@@ -11,19 +10,14 @@ import cohere
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from cohost_server import DEFAULT_MODEL_NAME, Server  # noqa: E402
+from cohost_server import DEFAULT_MODEL_NAME, Server, shared_server_url  # noqa: E402,F401
 
 MODEL = DEFAULT_MODEL_NAME
 
 
 @pytest.fixture(scope="session")
 def base_url():
-    url = os.environ.get("COHOST_SDK_URL")
-    if url:
-        yield url
-        return
-    with Server() as server:
-        yield server.url
+    yield from shared_server_url()
 
 
 @pytest.fixture(scope="session")
