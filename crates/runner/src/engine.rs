@@ -119,8 +119,6 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// Where the chat template came from, e.g. "gguf", "tokenizer_config.json", "builtin:gemma".
     pub template_origin: String,
-    /// Whether the chat template itself renders `tools` (otherwise the server injects a tool section).
-    pub template_renders_tools: bool,
 }
 
 /// Errors of the text helpers exposed through the handle.
@@ -734,7 +732,6 @@ mod tests {
                 context_length: 128,
                 vocab_size: VOCAB,
                 template_origin: "builtin:chatml".into(),
-                template_renders_tools: false,
             },
             model: Box::new(CountingModel {
                 record: record.clone(),

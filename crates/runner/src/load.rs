@@ -127,7 +127,6 @@ fn assemble(
         context_length: model.max_context(),
         vocab_size: model.vocab_size(),
         template_origin: template.origin().to_string(),
-        template_renders_tools: template.template_renders_tools(),
     };
     tracing::info!(
         model = %info.name,

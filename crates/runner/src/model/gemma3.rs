@@ -12,7 +12,7 @@ use std::io::{Read, Seek};
 use candle_core::quantized::gguf_file;
 
 use super::ops::{Activation, RopeStyle};
-use super::transformer::{Arch, Layer, Transformer, Weights};
+use super::transformer::{Arch, Layer, Transformer};
 use super::weights::{GgufReader, Proj};
 use super::{GgufMeta, LoadOptions, ModelError};
 
@@ -58,43 +58,23 @@ pub(super) fn from_gguf<R: Read + Seek>(
     let mut layers = Vec::with_capacity(n_layers);
     for i in 0..n_layers {
         let p = format!("blk.{i}");
-        let mut m = |name: &str| t.matrix(&format!("{p}.{name}.weight"));
-        let qkv = vec![m("attn_q")?, m("attn_k")?, m("attn_v")?];
-        let o = m("attn_output")?;
-        let gate_up = vec![m("ffn_gate")?, m("ffn_up")?];
-        let down = m("ffn_down")?;
+        let mats = t.block_matrices(i)?;
         let mut norm = |name: &str| t.vector(&format!("{p}.{name}.weight"));
         let sliding = (i + 1) % SLIDING_PATTERN != 0;
         layers.push(Layer {
             attn_norm: norm("attn_norm")?,
-            qkv: Proj::fuse(qkv, None)?,
+            qkv: Proj::fuse(mats.qkv, None)?,
             q_norm: Some(norm("attn_q_norm")?),
             k_norm: Some(norm("attn_k_norm")?),
-            o: Proj::single(o)?,
+            o: Proj::single(mats.o)?,
             post_attn_norm: Some(norm("post_attention_norm")?),
             mlp_norm: norm("ffn_norm")?,
-            gate_up: Proj::fuse(gate_up, None)?,
-            down: Proj::single(down)?,
+            gate_up: Proj::fuse(mats.gate_up, None)?,
+            down: Proj::single(mats.down)?,
             post_mlp_norm: Some(norm("post_ffw_norm")?),
             window: sliding.then_some(window),
             rope: if sliding { ROPE_LOCAL } else { ROPE_GLOBAL },
         });
     }
-    let norm = t.vector("output_norm.weight")?;
-    let lm_head = if t.has("output.weight") {
-        Some(t.matrix("output.weight")?.into_qmatrix()?)
-    } else {
-        None
-    };
-    let embed = t.matrix("token_embd.weight")?.into_qmatrix()?;
-    Transformer::new(
-        Weights {
-            arch,
-            embed,
-            layers,
-            norm,
-            lm_head,
-        },
-        opts,
-    )
+    t.finish(arch, layers, opts)
 }

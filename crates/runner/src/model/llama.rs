@@ -112,44 +112,23 @@ pub(super) fn from_gguf<R: Read + Seek>(
             q_dim,
             kv_dim,
         );
-        let mut m = |name: &str| t.matrix(&format!("{p}.{name}.weight"));
-        let qkv = vec![m("attn_q")?, m("attn_k")?, m("attn_v")?];
-        let o = m("attn_output")?;
-        let gate_up = vec![m("ffn_gate")?, m("ffn_up")?];
-        let down = m("ffn_down")?;
+        let mats = t.block_matrices(i)?;
         layers.push(Layer {
             attn_norm: t.vector(&format!("{p}.attn_norm.weight"))?,
-            qkv: Proj::fuse(qkv, bias)?,
+            qkv: Proj::fuse(mats.qkv, bias)?,
             q_norm: None,
             k_norm: None,
-            o: Proj::single(o)?,
+            o: Proj::single(mats.o)?,
             post_attn_norm: None,
             mlp_norm: t.vector(&format!("{p}.ffn_norm.weight"))?,
-            gate_up: Proj::fuse(gate_up, None)?,
-            down: Proj::single(down)?,
+            gate_up: Proj::fuse(mats.gate_up, None)?,
+            down: Proj::single(mats.down)?,
             post_mlp_norm: None,
             window: None,
             rope: 0,
         });
     }
-    let norm = t.vector("output_norm.weight")?;
-    // Tied embeddings: the output projection is the embedding table itself.
-    let lm_head = if t.has("output.weight") {
-        Some(t.matrix("output.weight")?.into_qmatrix()?)
-    } else {
-        None
-    };
-    let embed = t.matrix("token_embd.weight")?.into_qmatrix()?;
-    Transformer::new(
-        Weights {
-            arch,
-            embed,
-            layers,
-            norm,
-            lm_head,
-        },
-        opts,
-    )
+    t.finish(arch, layers, opts)
 }
 
 pub(super) fn from_safetensors(

@@ -9,7 +9,8 @@ use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{DType, Device};
 use kernels::{QMatrix, QuantType, Scratch, Threads};
 
-use super::ModelError;
+use super::transformer::{Arch, Layer, Transformer, Weights};
+use super::{LoadOptions, ModelError};
 
 /// A matrix as read, before it is fused with its neighbours.
 pub(super) struct RawMatrix {
@@ -226,6 +227,53 @@ impl<'a, R: Read + Seek> GgufReader<'a, R> {
             Ok(None)
         }
     }
+
+    /// The four projections of block `i` under llama.cpp's names: `[q, k, v]`, output,
+    /// `[gate, up]`, down.
+    pub fn block_matrices(&mut self, i: usize) -> Result<BlockMatrices, ModelError> {
+        let mut m = |name: &str| self.matrix(&format!("blk.{i}.{name}.weight"));
+        Ok(BlockMatrices {
+            qkv: vec![m("attn_q")?, m("attn_k")?, m("attn_v")?],
+            o: m("attn_output")?,
+            gate_up: vec![m("ffn_gate")?, m("ffn_up")?],
+            down: m("ffn_down")?,
+        })
+    }
+
+    /// The tensors outside the blocks (final norm, embedding, output projection unless it is
+    /// tied to the embedding), put together with `layers` into the model.
+    pub fn finish(
+        &mut self,
+        arch: Arch,
+        layers: Vec<Layer>,
+        opts: &LoadOptions,
+    ) -> Result<Transformer, ModelError> {
+        let norm = self.vector("output_norm.weight")?;
+        let lm_head = if self.has("output.weight") {
+            Some(self.matrix("output.weight")?.into_qmatrix()?)
+        } else {
+            None
+        };
+        let embed = self.matrix("token_embd.weight")?.into_qmatrix()?;
+        Transformer::new(
+            Weights {
+                arch,
+                embed,
+                layers,
+                norm,
+                lm_head,
+            },
+            opts,
+        )
+    }
+}
+
+/// One block's projections as read, before fusing.
+pub(super) struct BlockMatrices {
+    pub qkv: Vec<RawMatrix>,
+    pub o: RawMatrix,
+    pub gate_up: Vec<RawMatrix>,
+    pub down: RawMatrix,
 }
 
 fn quant_type(t: GgmlDType) -> Option<QuantType> {
