@@ -25,7 +25,7 @@ use crate::wire::{
     ChatRequest, ChatResponse, CheckApiKeyResponse, DetokenizeRequest, DetokenizeResponse,
     FinishReason, ListModelsResponse, LogprobItem, ModelDescription, ResponseContent,
     ResponseMessage, SamplingDefaults, TokenizeRequest, TokenizeResponse, ToolCallOut, ToolChoice,
-    ToolDefinition, Usage,
+    Usage,
 };
 
 /// Longest text `/v1/tokenize` takes and most tokens `/v1/detokenize` takes, per the spec.
@@ -240,20 +240,14 @@ async fn start_chat(
     let engine = state.engine()?;
     check_model(request.model.as_deref(), &state.served_names(engine))?;
     let info = engine.info();
-    let tools = request.tools.clone().unwrap_or_default();
     let tool_choice = request.tool_choice;
     // Built before validation consumes the request; used only once it has passed.
     let constraint_spec = crate::validate::constraint_spec(
         &request,
         runner::tools::format(engine.tool_format()).markers(),
     );
-    let mut valid = validate_chat(request, info)?;
-    // The runner describes tools itself when the template cannot (tools::prepare_prompt), so
-    // the definitions go to it in every case.
-    if valid.prompt.tools.is_empty() && !tools.is_empty() {
-        valid.prompt.tools = tool_definitions(&tools);
-    }
-    let parser = (!tools.is_empty()).then(|| {
+    let valid = validate_chat(request, info)?;
+    let parser = (!valid.prompt.tools.is_empty()).then(|| {
         // Text before a call is a plan only if a call follows: hold it (see ParseOptions),
         // all of it when a call is certain, none when calls are ruled out.
         let plan_hold_bytes = match tool_choice {
@@ -306,32 +300,6 @@ async fn start_chat(
         constraint,
     })?;
     Ok((valid.stream, logprobs, prompt_tokens, events, parser))
-}
-
-/// Validated `tools[]` in the HF function shape the runner takes.
-fn tool_definitions(tools: &[ToolDefinition]) -> Vec<serde_json::Value> {
-    tools
-        .iter()
-        .filter_map(|tool| tool.function.as_ref())
-        .map(|function| {
-            let mut def = serde_json::Map::new();
-            def.insert(
-                "name".into(),
-                function.name.clone().unwrap_or_default().into(),
-            );
-            if let Some(description) = &function.description {
-                def.insert("description".into(), description.clone().into());
-            }
-            def.insert(
-                "parameters".into(),
-                function
-                    .parameters
-                    .clone()
-                    .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
-            );
-            serde_json::json!({"type": "function", "function": def})
-        })
-        .collect()
 }
 
 /// The non-stream message of a reply read by a tool parser: plan, calls, and content when

@@ -100,11 +100,9 @@ pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, Ap
     }
     let prompt = ChatPrompt {
         messages: chat,
-        tools: if info.template_renders_tools {
-            tool_defs
-        } else {
-            Vec::new()
-        },
+        // Every template gets the definitions: the runner renders them through the template
+        // or, when it cannot, as its own tool section (runner::tools::prepare_prompt).
+        tools: tool_defs,
         documents: Vec::new(),
         add_generation_prompt: true,
     };
@@ -634,7 +632,6 @@ mod tests {
             context_length: 8192,
             vocab_size: 49152,
             template_origin: "gguf".into(),
-            template_renders_tools: true,
         }
     }
 
@@ -904,12 +901,6 @@ mod tests {
         );
         assert_eq!(v.prompt.tools.len(), 2);
         assert_eq!(v.prompt.tools[0]["function"]["name"], "_get_weather2");
-        let no_tools_template = ModelInfo {
-            template_renders_tools: false,
-            ..info()
-        };
-        let v = validate_chat(request(json!({"tools": [tool("f")]})), &no_tools_template).unwrap();
-        assert!(v.prompt.tools.is_empty());
     }
 
     #[test]
