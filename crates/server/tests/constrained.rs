@@ -2,7 +2,8 @@
 //! N seeded requests at temperature 1 with `json_schema`, and with `tool_choice: REQUIRED` +
 //! `strict_tools`, half of them streamed, must all produce output that parses and validates.
 //! N is 50 (`COHOST_CONSTRAINED_N` overrides it); the requests run concurrently so that the
-//! engine batches them.
+//! engine batches them. A smaller run on Gemma 3 270M covers the other architecture, its
+//! built-in template and a 262,144-token vocabulary.
 
 mod common;
 
@@ -38,6 +39,22 @@ fn app() -> Router {
         .get_or_init(|| server::cli::load_engine(&config()).expect("default model loads"))
         .clone();
     server::app(AppState::with_engine(config(), engine))
+}
+
+const GEMMA: &str = "gemma-3-270m-q4_k_m";
+
+fn gemma_app() -> Router {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../models/cache/{GEMMA}.gguf"));
+    assert!(
+        path.is_file(),
+        "{} missing: run models/fetch-gemma3.sh",
+        path.display()
+    );
+    let mut config = config();
+    config.model = path.display().to_string();
+    let engine = server::cli::load_engine(&config).expect("Gemma 3 loads");
+    server::app(AppState::with_engine(config, engine))
 }
 
 /// What a reply said, from the JSON body or the SSE stream alike.
@@ -106,9 +123,12 @@ async fn ask(app: &Router, body: Value) -> Outcome {
     out
 }
 
-/// Sends all bodies at once and returns the outcomes in order.
+/// Sends all bodies at once to the default model and returns the outcomes in order.
 async fn ask_all(bodies: Vec<Value>) -> Vec<Outcome> {
-    let app = app();
+    ask_all_on(app(), bodies).await
+}
+
+async fn ask_all_on(app: Router, bodies: Vec<Value>) -> Vec<Outcome> {
     let handles: Vec<_> = bodies
         .into_iter()
         .map(|body| {
@@ -137,15 +157,21 @@ fn validate(schema: &Value, text: &str) -> Result<(), String> {
     }
 }
 
-fn seeded(seed: u64, messages: Value) -> Value {
-    json!({
+/// A sampled request for one user message with a fixed seed (streamed for odd seeds), with the
+/// fields of `extra` set on top.
+fn seeded(seed: u64, user: &str, extra: Value) -> Value {
+    let mut body = json!({
         "model": MODEL,
-        "messages": messages,
+        "messages": [{"role": "user", "content": user}],
         "temperature": 1.0,
         "p": 0.99,
         "seed": seed,
         "stream": seed % 2 == 1,
-    })
+    });
+    for (field, value) in extra.as_object().expect("extra is an object") {
+        body[field] = value.clone();
+    }
+    body
 }
 
 fn person_schema() -> Value {
@@ -165,13 +191,14 @@ async fn json_schema_replies_always_validate() {
     let schema = person_schema();
     let bodies = (0..n())
         .map(|seed| {
-            let mut body = seeded(
+            seeded(
                 seed,
-                json!([{"role": "user", "content": "Invent a person. Answer in JSON."}]),
-            );
-            body["response_format"] = json!({"type": "json_object", "json_schema": schema});
-            body["max_tokens"] = json!(80);
-            body
+                "Invent a person. Answer in JSON.",
+                json!({
+                    "response_format": {"type": "json_object", "json_schema": schema},
+                    "max_tokens": 80
+                }),
+            )
         })
         .collect();
     let outcomes = ask_all(bodies).await;
@@ -230,15 +257,16 @@ async fn required_strict_tool_calls_always_validate() {
     let tools = weather_tools();
     let bodies = (0..n())
         .map(|seed| {
-            let mut body = seeded(
+            seeded(
                 seed,
-                json!([{"role": "user", "content": "What is the weather in Paris, and what is 2 + 3?"}]),
-            );
-            body["tools"] = tools.clone();
-            body["tool_choice"] = json!("REQUIRED");
-            body["strict_tools"] = json!(true);
-            body["max_tokens"] = json!(200);
-            body
+                "What is the weather in Paris, and what is 2 + 3?",
+                json!({
+                    "tools": tools,
+                    "tool_choice": "REQUIRED",
+                    "strict_tools": true,
+                    "max_tokens": 200
+                }),
+            )
         })
         .collect();
     let outcomes = ask_all(bodies).await;
@@ -263,18 +291,12 @@ async fn tool_choice_none_and_auto_strict() {
     let tools = weather_tools();
     let bodies = (0..8)
         .map(|seed| {
-            let mut body = seeded(
-                seed,
-                json!([{"role": "user", "content": "What is the weather in Paris?"}]),
-            );
-            body["tools"] = tools.clone();
-            body["max_tokens"] = json!(60);
-            if seed < 4 {
-                body["tool_choice"] = json!("NONE");
+            let extra = if seed < 4 {
+                json!({"tools": tools, "max_tokens": 60, "tool_choice": "NONE"})
             } else {
-                body["strict_tools"] = json!(true);
-            }
-            body
+                json!({"tools": tools, "max_tokens": 60, "strict_tools": true})
+            };
+            seeded(seed, "What is the weather in Paris?", extra)
         })
         .collect();
     let outcomes = ask_all(bodies).await;
@@ -291,7 +313,7 @@ async fn tool_choice_none_and_auto_strict() {
 #[tokio::test]
 async fn schemas_that_cannot_compile_are_400() {
     let app = app();
-    let mut body = seeded(0, json!([{"role": "user", "content": "hi"}]));
+    let mut body = seeded(0, "hi", json!({}));
     body["response_format"] = json!({"type": "json_object", "json_schema": {
         "type": "object",
         "properties": {"n": {"type": "integer", "minimum": 5, "maximum": 1}},
@@ -312,14 +334,16 @@ async fn schemas_that_cannot_compile_are_400() {
 #[tokio::test]
 async fn json_object_mode_gives_an_object_with_logprobs() {
     let app = app();
-    let mut body = seeded(
+    let body = seeded(
         3,
-        json!([{"role": "user", "content": "Describe a cat in JSON."}]),
+        "Describe a cat in JSON.",
+        json!({
+            "stream": false,
+            "response_format": {"type": "json_object"},
+            "logprobs": true,
+            "max_tokens": 120
+        }),
     );
-    body["stream"] = json!(false);
-    body["response_format"] = json!({"type": "json_object"});
-    body["logprobs"] = json!(true);
-    body["max_tokens"] = json!(120);
     let reply = post_json(&app, "/v2/chat", &body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let v = reply.json();
@@ -337,4 +361,46 @@ async fn json_object_mode_gives_an_object_with_logprobs() {
         .unwrap()
         .iter()
         .all(|l| l.as_f64().unwrap() <= 0.0)));
+}
+
+#[tokio::test]
+async fn gemma_tool_calls_and_json_schema_validate_too() {
+    let (tools, schema) = (weather_tools(), person_schema());
+    let bodies = (0..8)
+        .map(|seed| {
+            if seed < 4 {
+                seeded(
+                    seed,
+                    "What is the weather in Paris, and what is 2 + 3?",
+                    json!({
+                        "model": GEMMA,
+                        "tools": tools,
+                        "tool_choice": "REQUIRED",
+                        "strict_tools": true,
+                        "max_tokens": 200
+                    }),
+                )
+            } else {
+                seeded(
+                    seed,
+                    "Invent a person. Answer in JSON.",
+                    json!({
+                        "model": GEMMA,
+                        "response_format": {"type": "json_object", "json_schema": schema},
+                        "max_tokens": 80
+                    }),
+                )
+            }
+        })
+        .collect();
+    let outcomes = ask_all_on(gemma_app(), bodies).await;
+    for (seed, outcome) in outcomes.iter().enumerate() {
+        if seed < 4 {
+            check_calls(outcome, &tools).unwrap();
+            assert_eq!(outcome.finish_reason, "TOOL_CALL", "{outcome:?}");
+        } else {
+            validate(&schema, &outcome.content).unwrap();
+            assert_eq!(outcome.finish_reason, "COMPLETE", "{outcome:?}");
+        }
+    }
 }
