@@ -158,22 +158,8 @@ impl SseEncoder {
                 token_ids,
                 logprobs,
             } => {
-                self.open_content(&mut out);
                 self.output_tokens += token_ids.len();
-                let logprobs = self.logprobs.then(|| LogprobItem {
-                    text: text.clone(),
-                    token_ids,
-                    logprobs,
-                });
-                out.push(frame(&ChatStreamEvent::ContentDelta {
-                    index: 0,
-                    delta: ContentDeltaDelta {
-                        message: ContentDeltaMessage {
-                            content: TextPiece { text },
-                        },
-                    },
-                    logprobs,
-                }));
+                self.content_delta(&mut out, text, token_ids, logprobs);
             }
             StreamEvent::Done {
                 reason,
@@ -215,21 +201,9 @@ impl SseEncoder {
         for event in events {
             match event {
                 ToolEvent::Content(text) => {
-                    self.open_content(out);
-                    let logprobs = self.logprobs.then(|| LogprobItem {
-                        text: text.clone(),
-                        token_ids: std::mem::take(&mut self.pending.token_ids),
-                        logprobs: std::mem::take(&mut self.pending.logprobs),
-                    });
-                    out.push(frame(&ChatStreamEvent::ContentDelta {
-                        index: 0,
-                        delta: ContentDeltaDelta {
-                            message: ContentDeltaMessage {
-                                content: TextPiece { text },
-                            },
-                        },
-                        logprobs,
-                    }));
+                    let token_ids = std::mem::take(&mut self.pending.token_ids);
+                    let logprobs = std::mem::take(&mut self.pending.logprobs);
+                    self.content_delta(out, text, token_ids, logprobs);
                 }
                 ToolEvent::PlanDelta(tool_plan) => {
                     self.drop_pending();
@@ -272,6 +246,32 @@ impl SseEncoder {
     fn drop_pending(&mut self) {
         self.pending.token_ids.clear();
         self.pending.logprobs.clear();
+    }
+
+    /// A content-delta frame (after content-start if this is the first), with the tokens'
+    /// logprobs when the request asked for them.
+    fn content_delta(
+        &mut self,
+        out: &mut Vec<Bytes>,
+        text: String,
+        token_ids: Vec<u32>,
+        logprobs: Vec<f32>,
+    ) {
+        self.open_content(out);
+        let logprobs = self.logprobs.then(|| LogprobItem {
+            text: text.clone(),
+            token_ids,
+            logprobs,
+        });
+        out.push(frame(&ChatStreamEvent::ContentDelta {
+            index: 0,
+            delta: ContentDeltaDelta {
+                message: ContentDeltaMessage {
+                    content: TextPiece { text },
+                },
+            },
+            logprobs,
+        }));
     }
 
     fn open_content(&mut self, out: &mut Vec<Bytes>) {

@@ -157,6 +157,17 @@ fn validate(schema: &Value, text: &str) -> Result<(), String> {
     }
 }
 
+/// Fails with every rejected reply (and how many of all) unless `check` passes each one.
+fn assert_all_pass(outcomes: &[Outcome], check: impl Fn(&Outcome) -> Result<(), String>) {
+    let failures: Vec<String> = outcomes.iter().filter_map(|o| check(o).err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {}: {failures:#?}",
+        failures.len(),
+        outcomes.len()
+    );
+}
+
 /// A sampled request for one user message with a fixed seed (streamed for odd seeds), with the
 /// fields of `extra` set on top.
 fn seeded(seed: u64, user: &str, extra: Value) -> Value {
@@ -202,16 +213,7 @@ async fn json_schema_replies_always_validate() {
         })
         .collect();
     let outcomes = ask_all(bodies).await;
-    let failures: Vec<String> = outcomes
-        .iter()
-        .filter_map(|o| validate(&schema, &o.content).err())
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {}: {failures:#?}",
-        failures.len(),
-        n()
-    );
+    assert_all_pass(&outcomes, |o| validate(&schema, &o.content));
     assert!(outcomes.iter().all(|o| o.finish_reason == "COMPLETE"));
 }
 
@@ -270,16 +272,7 @@ async fn required_strict_tool_calls_always_validate() {
         })
         .collect();
     let outcomes = ask_all(bodies).await;
-    let failures: Vec<String> = outcomes
-        .iter()
-        .filter_map(|o| check_calls(o, &tools).err())
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {}: {failures:#?}",
-        failures.len(),
-        n()
-    );
+    assert_all_pass(&outcomes, |o| check_calls(o, &tools));
     for outcome in &outcomes {
         assert_eq!(outcome.finish_reason, "TOOL_CALL", "{outcome:?}");
         assert!(outcome.content.is_empty(), "{outcome:?}");
