@@ -27,6 +27,9 @@ use crate::{Isa, QMatrix, QuantType, SharedMut, Threads};
 /// Bytes of unpacked weight rows kept in L1 at once (Zen 4 has 32 KiB of L1 data).
 const BLOCK_BYTES: usize = 12 * 1024;
 
+/// How many rows ahead the decode path prefetches weights.
+const PREFETCH_ROWS: usize = 4;
+
 /// Up to this many activation rows, 32-weight formats are unpacked in registers per row
 /// instead of once into a buffer.
 pub(crate) const FUSED_MAX_M: usize = 2;
@@ -635,6 +638,20 @@ macro_rules! isa_kernels {
                 hsum_ps(acc)
             }
 
+            /// Asks the cache for the weight bytes of rows `rows`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn prefetch_rows(w: &QMatrix, rows: Range<usize>) {
+                let rows = rows.start..rows.end.min(w.rows);
+                if rows.is_empty() {
+                    return;
+                }
+                let first = w.row(rows.start).as_ptr();
+                for line in (0..rows.len() * w.row_bytes).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(first.add(line) as *const i8);
+                }
+            }
+
             /// `dot_packed` over rows `range` for `m` activation rows.
             #[target_feature(enable = $features)]
             unsafe fn rows_packed<const T: u8>(
@@ -645,9 +662,15 @@ macro_rules! isa_kernels {
                 range: Range<usize>,
                 out: SharedMut<f32>,
             ) {
+                let end = range.end;
                 for j in range {
                     let row = w.row(j);
                     let nb = row.len() / w.ty.block_bytes();
+                    // Decode is bound by streaming the weights from memory: ask for a row a
+                    // few ahead while this one is computed.
+                    if j + PREFETCH_ROWS < end {
+                        prefetch_rows(w, j + PREFETCH_ROWS..j + PREFETCH_ROWS + 1);
+                    }
                     for i in 0..m {
                         let a = &act[i * ngroups..(i + 1) * ngroups];
                         *out.get().add(i * w.rows + j) = dot_packed::<T>(row.as_ptr(), nb, a);
@@ -705,59 +728,77 @@ macro_rules! isa_kernels {
             /// `dot_packed` use (one accumulator per block position, d term then min term,
             /// combined like `hsum_ps`), so a row's result does not depend on the batch size
             /// that chose this path: batching never changes a sequence's tokens.
+            /// Block `B` of one tile group dotted with its activation block, added to the
+            /// accumulator of its position in `ORDER`. `B` is a constant so that, inlined, every
+            /// accumulator index is known and the 8 accumulators stay in registers.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn tile_block<const B: usize>(t: &WTile, ag: &AGroup, acc: &mut [__m256; 8]) {
+                let x = ag.q.as_ptr();
+                let (p, second) = (B / 2, B % 2);
+                let mut isum = _mm256_setzero_si256();
+                for h in 0..2 {
+                    let v = 2 * p + h;
+                    let c0 = 4 * second;
+                    let w = t.q.as_ptr().add(8 * v + c0) as *const __m256i;
+                    let xw = x.add(32 * v + 4 * c0) as *const i32;
+                    let xb: [__m256i; 4] =
+                        std::array::from_fn(|c| _mm256_set1_epi32(xw.add(c).read_unaligned()));
+                    if VNNI {
+                        for c in 0..4 {
+                            isum = _mm256_dpbusd_epi32(isum, _mm256_load_si256(w.add(c)), xb[c]);
+                        }
+                    } else {
+                        // Four products summed in i16: at most 4 * 2 * 31 * 127 < 2^15 for the
+                        // 5-bit formats, the widest unsigned ones on AVX2.
+                        let p: [__m256i; 4] = std::array::from_fn(|c| {
+                            _mm256_maddubs_epi16(_mm256_load_si256(w.add(c)), xb[c])
+                        });
+                        let s = _mm256_add_epi16(
+                            _mm256_add_epi16(p[0], p[1]),
+                            _mm256_add_epi16(p[2], p[3]),
+                        );
+                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s, _mm256_set1_epi16(1)));
+                    }
+                }
+                let k = POS[B];
+                let scale =
+                    _mm256_mul_ps(_mm256_load_ps(t.dw[B].as_ptr()), _mm256_set1_ps(ag.dx[k]));
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[k]);
+                acc[k] = _mm256_fmadd_ps(
+                    _mm256_load_ps(t.mw[B].as_ptr()),
+                    _mm256_set1_ps(ag.sx[k]),
+                    acc[k],
+                );
+            }
+
+            /// 8 weight rows (tiles) dotted with one activation row; returns the 8 sums.
+            /// Each row's sum is accumulated in exactly the order `dot_unsigned` and
+            /// `dot_packed` use (one accumulator per block position, d term then min term,
+            /// combined like `hsum_ps`), so a row's result does not depend on the batch size
+            /// that chose this path: batching never changes a sequence's tokens.
             #[inline]
             #[target_feature(enable = $features)]
             unsafe fn dot_tile(tiles: &[WTile], a: &[AGroup], last_blocks: usize) -> __m256 {
-                let ones = _mm256_set1_epi16(1);
                 let mut acc = [_mm256_setzero_ps(); 8];
                 let n = tiles.len();
                 for (g, (t, ag)) in tiles.iter().zip(a).enumerate() {
-                    let x = ag.q.as_ptr();
-                    // The last group may hold fewer blocks; the rest are zero padding.
+                    // The last group may hold fewer blocks (an even count); the rest are zero
+                    // padding. Blocks are spelled out one by one: see `tile_block`.
                     let blocks = if g + 1 == n { last_blocks } else { GROUP };
-                    for b in 0..blocks {
-                        let (p, second) = (b / 2, b % 2);
-                        let mut isum = _mm256_setzero_si256();
-                        for h in 0..2 {
-                            let v = 2 * p + h;
-                            let c0 = 4 * second;
-                            let w = t.q.as_ptr().add(8 * v + c0) as *const __m256i;
-                            let xw = x.add(32 * v + 4 * c0) as *const i32;
-                            let xb: [__m256i; 4] = std::array::from_fn(|c| {
-                                _mm256_set1_epi32(xw.add(c).read_unaligned())
-                            });
-                            if VNNI {
-                                for c in 0..4 {
-                                    isum = _mm256_dpbusd_epi32(
-                                        isum,
-                                        _mm256_load_si256(w.add(c)),
-                                        xb[c],
-                                    );
-                                }
-                            } else {
-                                // Four products summed in i16: at most 4 * 2 * 31 * 127 < 2^15
-                                // for the 5-bit formats, the widest unsigned ones on AVX2.
-                                let p: [__m256i; 4] = std::array::from_fn(|c| {
-                                    _mm256_maddubs_epi16(_mm256_load_si256(w.add(c)), xb[c])
-                                });
-                                let s = _mm256_add_epi16(
-                                    _mm256_add_epi16(p[0], p[1]),
-                                    _mm256_add_epi16(p[2], p[3]),
-                                );
-                                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s, ones));
-                            }
-                        }
-                        let k = POS[b];
-                        let scale = _mm256_mul_ps(
-                            _mm256_load_ps(t.dw[b].as_ptr()),
-                            _mm256_set1_ps(ag.dx[k]),
-                        );
-                        acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[k]);
-                        acc[k] = _mm256_fmadd_ps(
-                            _mm256_load_ps(t.mw[b].as_ptr()),
-                            _mm256_set1_ps(ag.sx[k]),
-                            acc[k],
-                        );
+                    tile_block::<0>(t, ag, &mut acc);
+                    tile_block::<1>(t, ag, &mut acc);
+                    if blocks > 2 {
+                        tile_block::<2>(t, ag, &mut acc);
+                        tile_block::<3>(t, ag, &mut acc);
+                    }
+                    if blocks > 4 {
+                        tile_block::<4>(t, ag, &mut acc);
+                        tile_block::<5>(t, ag, &mut acc);
+                    }
+                    if blocks > 6 {
+                        tile_block::<6>(t, ag, &mut acc);
+                        tile_block::<7>(t, ag, &mut acc);
                     }
                 }
                 let add = _mm256_add_ps;

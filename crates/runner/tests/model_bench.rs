@@ -138,3 +138,56 @@ fn gemma3_throughput() {
     let rate = prefill(model.as_mut(), 512, 512);
     eprintln!("gemma3 prefill of a 512-token prompt: {rate:.1} tok/s");
 }
+
+/// Median time of one decode step of `batch` sequences holding `context` tokens each: runs of
+/// 32 steps from a fresh prefill (prefill not timed), 5 runs.
+fn decode_step_ms(model: &mut dyn BatchModel, batch: usize, context: usize) -> f64 {
+    let vocab = model.vocab_size();
+    let mut logits = Vec::new();
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        for seq in 0..batch {
+            let prompt: Vec<u32> = (0..context)
+                .map(|t| ((t * 131 + seq * 977 + 7) % (vocab - 1)) as u32)
+                .collect();
+            let item = BatchItem {
+                seq: seq as u64,
+                tokens: &prompt,
+            };
+            model.forward(&[item], &mut logits).unwrap();
+        }
+        let next: Vec<[u32; 1]> = (0..batch).map(|s| [(s * 31 + 5) as u32]).collect();
+        let items: Vec<BatchItem> = next
+            .iter()
+            .enumerate()
+            .map(|(i, t)| BatchItem {
+                seq: i as u64,
+                tokens: t,
+            })
+            .collect();
+        let t0 = Instant::now();
+        for _ in 0..32 {
+            model.forward(&items, &mut logits).unwrap();
+        }
+        runs.push(t0.elapsed().as_secs_f64() * 1000.0 / 32.0);
+        for seq in 0..batch {
+            model.release(seq as u64);
+        }
+    }
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
+}
+
+/// How a decode step's time grows with the context held (attention reads the whole cache).
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn decode_step_time_by_context() {
+    let mut model = load("SmolLM2-135M-Instruct.Q4_1.gguf");
+    for (batch, context) in [(1, 64), (1, 1000), (16, 64), (16, 500)] {
+        let ms = decode_step_ms(model.as_mut(), batch, context);
+        eprintln!(
+            "decode step, {batch} sequence(s) at context {context}: {ms:.2} ms ({:.1} tok/s)",
+            batch as f64 * 1000.0 / ms
+        );
+    }
+}

@@ -1,15 +1,19 @@
 //! Per-sequence KV caches and the bookkeeping of one batched step.
 //!
-//! A cache keeps, for each layer, the keys transposed (`[kv_heads][head_dim][capacity]`, so the
-//! scores of one query against many keys are plain vector FMAs) and the values
-//! (`[kv_heads][capacity][head_dim]`), in f32. Capacity grows by a quarter (at least 64 tokens)
-//! when full, so that the cache stays close to what a sequence holds while copies stay rare.
+//! A cache keeps, for each layer, the keys in blocks of [`KEY_BLOCK`] positions, transposed
+//! within the block (`[kv_heads][capacity / KEY_BLOCK][head_dim][KEY_BLOCK]`, so the scores of a
+//! query against a block are vector FMAs over contiguous memory) and the values
+//! (`[kv_heads][capacity][head_dim]`), both in f16 as llama.cpp does: attention streams the whole
+//! cache every step, and half the bytes is half the time once contexts grow. Capacity grows by a
+//! quarter (at least 64 tokens) when full, so that the cache stays close to what a sequence holds
+//! while copies stay rare.
 
 use std::collections::HashMap;
 
+use super::ops::KEY_BLOCK;
 use super::{validate_batch, BatchItem, ModelError, SeqId};
 
-/// Capacity is a multiple of this (and so of the attention key block).
+/// Capacity is a multiple of this (and so of the key block).
 const CAPACITY_STEP: usize = 64;
 
 /// The shape every cache of one model shares.
@@ -23,8 +27,10 @@ pub(super) struct CacheShape {
 
 #[derive(Debug, Default)]
 struct LayerKv {
-    kt: Vec<f32>,
-    v: Vec<f32>,
+    /// f16 bits.
+    k: Vec<u16>,
+    /// f16 bits.
+    v: Vec<u16>,
 }
 
 /// The keys and values of one sequence, for every layer.
@@ -72,23 +78,20 @@ impl KvCache {
             .min(shape.max_context.max(needed))
             .next_multiple_of(CAPACITY_STEP);
         let (heads, hd, old) = (shape.kv_heads, shape.head_dim, self.capacity);
-        // Fresh buffers are zeroed: attention may read (with weight 0) a few slots past the end.
+        // Both layouts keep a head's positions as a prefix of its slab, so growing copies each
+        // head's old slab to the start of its new one. Fresh buffers are zeroed: attention may
+        // read (with weight 0) a few slots past the end.
         for layer in &mut self.layers {
-            let mut kt = vec![0f32; heads * hd * capacity];
-            let mut v = vec![0f32; heads * capacity * hd];
+            let mut k = vec![0u16; heads * hd * capacity];
+            let mut v = vec![0u16; heads * capacity * hd];
             if old > 0 {
                 for h in 0..heads {
-                    for d in 0..hd {
-                        let from = (h * hd + d) * old;
-                        let to = (h * hd + d) * capacity;
-                        kt[to..to + self.len].copy_from_slice(&layer.kt[from..from + self.len]);
-                    }
-                    let from = h * old * hd;
-                    let to = h * capacity * hd;
-                    v[to..to + self.len * hd].copy_from_slice(&layer.v[from..from + self.len * hd]);
+                    let (from, to) = (h * old * hd, h * capacity * hd);
+                    k[to..to + old * hd].copy_from_slice(&layer.k[from..from + old * hd]);
+                    v[to..to + old * hd].copy_from_slice(&layer.v[from..from + old * hd]);
                 }
             }
-            layer.kt = kt;
+            layer.k = k;
             layer.v = v;
         }
         self.capacity = capacity;
@@ -99,21 +102,25 @@ impl KvCache {
     pub(super) fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32], hd: usize) {
         let cap = self.capacity;
         let l = &mut self.layers[layer];
+        let f16 = kernels::f32_to_f16;
         for (h, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
+            let block = h * cap * hd + pos / KEY_BLOCK * hd * KEY_BLOCK + pos % KEY_BLOCK;
             for (d, &x) in kh.iter().enumerate() {
-                l.kt[(h * hd + d) * cap + pos] = x;
+                l.k[block + d * KEY_BLOCK] = f16(x);
             }
-            l.v[(h * cap + pos) * hd..][..hd].copy_from_slice(vh);
+            for (o, &x) in l.v[(h * cap + pos) * hd..][..hd].iter_mut().zip(vh) {
+                *o = f16(x);
+            }
         }
     }
 
-    /// Transposed keys `[head_dim][capacity]` and values `[capacity][head_dim]` of one head.
-    pub(super) fn head(&self, layer: usize, head: usize, hd: usize) -> (&[f32], &[f32]) {
-        let cap = self.capacity;
+    /// Keys (blocked, see the module docs) and values `[capacity][head_dim]` of one head.
+    pub(super) fn head(&self, layer: usize, head: usize, hd: usize) -> (&[u16], &[u16]) {
+        let slab = self.capacity * hd;
         let l = &self.layers[layer];
         (
-            &l.kt[head * hd * cap..(head + 1) * hd * cap],
-            &l.v[head * cap * hd..(head + 1) * cap * hd],
+            &l.k[head * slab..(head + 1) * slab],
+            &l.v[head * slab..(head + 1) * slab],
         )
     }
 }

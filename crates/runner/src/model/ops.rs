@@ -1,6 +1,6 @@
 //! Small f32 kernels of the forward pass that are not matrix products over weights: RMS norm,
-//! RoPE, gated activations and the two inner loops of attention (scores and the weighted sum of
-//! values).
+//! RoPE, gated activations and attention over the f16 KV cache (scores, softmax and the weighted
+//! sum of values, one key chunk at a time, then the merge of the chunks).
 //!
 //! The exp-heavy and attention loops have an AVX2+FMA path chosen once at run time and a portable
 //! path. A machine always takes the same path, and every output element is computed in the same
@@ -8,13 +8,15 @@
 
 use std::sync::OnceLock;
 
-/// Whether the AVX2+FMA paths may run on this CPU (checked once).
+/// Whether the AVX2+FMA+F16C paths may run on this CPU (checked once).
 fn simd() -> bool {
     static SIMD: OnceLock<bool> = OnceLock::new();
     *SIMD.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -23,9 +25,18 @@ fn simd() -> bool {
     })
 }
 
-/// Keys are processed in aligned blocks of this many, so that every key sits in the same SIMD
-/// lane whichever block it falls in (results stay independent of how a sequence is chunked).
-pub(super) const KEY_BLOCK: usize = 32;
+/// Keys are stored in blocks of this many, transposed within the block (`[head_dim][KEY_BLOCK]`
+/// f16), so the scores of one query against a block are two vectors of FMAs over contiguous
+/// memory, and every key sits in the same SIMD lane whichever range it is read in.
+pub(super) const KEY_BLOCK: usize = 16;
+
+/// Attention splits every row's keys at multiples of this many positions; each chunk is a unit
+/// of work, and the chunks are merged in order. The split depends only on key positions, never
+/// on the batch or the thread count, so a sequence's results do not depend on its neighbours.
+pub(super) const KEY_CHUNK: usize = 128;
+
+/// Most query rows one attention call handles (they share every key and value loaded).
+pub(super) const ATTN_ROWS: usize = 4;
 
 /// `out = x / sqrt(mean(x^2) + eps) * w`, for each row of `x` (row length `w.len()`).
 pub(super) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -193,79 +204,122 @@ fn exp_scalar(x: f32) -> f32 {
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// One block of attention rows (query heads and positions) of one sequence against one KV head.
+/// Up to [`ATTN_ROWS`] attention rows (query heads and positions) of one sequence against one
+/// KV head.
 pub(super) struct AttnRows<'a> {
     /// Query vectors, each `head_dim` long, already scaled.
     pub q: &'a [&'a [f32]],
     /// Per row: the first and one past the last visible key.
     pub visible: &'a [(usize, usize)],
-    /// Keys transposed, `[head_dim][cap]`, and values `[cap][head_dim]`.
-    pub kt: &'a [f32],
-    pub v: &'a [f32],
-    pub cap: usize,
+    /// Keys, f16 bits, `[capacity / KEY_BLOCK][head_dim][KEY_BLOCK]`.
+    pub k: &'a [u16],
+    /// Values, f16 bits, `[capacity][head_dim]`.
+    pub v: &'a [u16],
     pub head_dim: usize,
 }
 
-/// Softmax attention for a block of rows: `out[r] = softmax(q_r K^T) V`. `scores` is scratch.
-pub(super) fn attend_rows(a: &AttnRows<'_>, scores: &mut Vec<f32>, out: &mut [&mut [f32]]) {
-    let rows = a.q.len();
-    let lo = a.visible.iter().map(|v| v.0).min().unwrap_or(0);
-    let hi = a.visible.iter().map(|v| v.1).max().unwrap_or(0);
-    let j0 = lo / KEY_BLOCK * KEY_BLOCK;
-    let j1 = hi.next_multiple_of(KEY_BLOCK).min(a.cap);
-    let span = j1 - j0;
-    if scores.len() < rows * span {
-        scores.resize(rows * span, 0.0);
-    }
-    let scores = &mut scores[..rows * span];
-    #[cfg(target_arch = "x86_64")]
-    if simd() && a.head_dim.is_multiple_of(8) && span.is_multiple_of(KEY_BLOCK) {
-        // SAFETY: AVX2 and FMA were detected; shapes checked above.
-        unsafe { x86::attend_rows(a, j0, j1, scores, out) };
-        return;
-    }
-    portable_attend_rows(a, j0, j1, scores, out);
+/// Floats of one row's partial result: the unnormalised output, then the max score and the sum
+/// of exponentials.
+pub(super) fn partial_len(head_dim: usize) -> usize {
+    head_dim + 2
 }
 
-fn portable_attend_rows(
+/// Attention of each row over the keys of chunk `chunk` it may see: per row, into `partial`
+/// (`rows * partial_len`), `sum_j e^(s_j - m) v_j`, `m` and `sum_j e^(s_j - m)`, where `m` is the
+/// row's largest score in the chunk. A row that sees no key of the chunk gets `m = -inf` and
+/// zeros.
+pub(super) fn attend_chunk(a: &AttnRows<'_>, chunk: usize, partial: &mut [f32]) {
+    let rows = a.q.len();
+    debug_assert!(rows <= ATTN_ROWS);
+    let stride = partial_len(a.head_dim);
+    let c0 = chunk * KEY_CHUNK;
+    let lo = a.visible.iter().map(|v| v.0).min().unwrap_or(0);
+    let hi = a.visible.iter().map(|v| v.1).max().unwrap_or(0);
+    let j0 = c0.max(lo / KEY_BLOCK * KEY_BLOCK);
+    let j1 = (c0 + KEY_CHUNK).min(hi.next_multiple_of(KEY_BLOCK));
+    let mut scores = [[0f32; KEY_CHUNK]; ATTN_ROWS];
+    for r in 0..rows {
+        let p = &mut partial[r * stride..(r + 1) * stride];
+        p.fill(0.0);
+        p[a.head_dim] = f32::NEG_INFINITY;
+    }
+    if j0 >= j1 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd() && a.head_dim.is_multiple_of(8) {
+        // SAFETY: AVX2, FMA and F16C were detected; j0 and j1 are multiples of KEY_BLOCK.
+        unsafe { x86::attend_chunk(a, j0, j1, &mut scores, partial) };
+        return;
+    }
+    portable_attend_chunk(a, j0, j1, &mut scores, partial);
+}
+
+fn portable_attend_chunk(
     a: &AttnRows<'_>,
     j0: usize,
     j1: usize,
-    scores: &mut [f32],
-    out: &mut [&mut [f32]],
+    scores: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
+    partial: &mut [f32],
 ) {
-    let span = j1 - j0;
     let hd = a.head_dim;
-    for (r, o) in out.iter_mut().enumerate() {
-        let q = &a.q[r][..hd];
-        let s = &mut scores[r * span..(r + 1) * span];
-        s.fill(0.0);
-        for (d, &qd) in q.iter().enumerate() {
-            let k = &a.kt[d * a.cap + j0..d * a.cap + j1];
-            for (sj, &kj) in s.iter_mut().zip(k) {
-                *sj += qd * kj;
+    let stride = partial_len(hd);
+    let half = kernels::f16_to_f32;
+    for (r, q) in a.q.iter().enumerate() {
+        let s = &mut scores[r][..j1 - j0];
+        let (vlo, vhi) = a.visible[r];
+        for (i, sj) in s.iter_mut().enumerate() {
+            let j = j0 + i;
+            let block = &a.k[(j / KEY_BLOCK) * hd * KEY_BLOCK + j % KEY_BLOCK..];
+            let dot: f32 = (0..hd).map(|d| q[d] * half(block[d * KEY_BLOCK])).sum();
+            *sj = if j >= vlo && j < vhi {
+                dot
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        if max == f32::NEG_INFINITY {
+            continue;
+        }
+        let p = &mut partial[r * stride..(r + 1) * stride];
+        let mut sum = 0f32;
+        for (i, sj) in s.iter_mut().enumerate() {
+            *sj = exp_scalar(*sj - max);
+            sum += *sj;
+            let v = &a.v[(j0 + i) * hd..][..hd];
+            for (o, &x) in p[..hd].iter_mut().zip(v) {
+                *o += *sj * half(x);
             }
         }
-        let (vlo, vhi) = a.visible[r];
-        let max = s[vlo - j0..vhi - j0]
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0f32;
-        for (j, sj) in s.iter_mut().enumerate() {
-            let key = j0 + j;
-            *sj = if key >= vlo && key < vhi {
-                exp_scalar(*sj - max)
-            } else {
-                0.0
-            };
-            sum += *sj;
-        }
-        let o = &mut o[..hd];
+        p[hd] = max;
+        p[hd + 1] = sum;
+    }
+}
+
+/// Merges the partial results of one block of rows over consecutive chunks (`partials` holds
+/// one slot of `slot` floats per chunk, in chunk order, each starting with `rows *
+/// partial_len` values) into the softmax-weighted outputs.
+pub(super) fn merge_chunks(partials: &[f32], slot: usize, out: &mut [&mut [f32]]) {
+    let hd = out.first().map_or(0, |o| o.len());
+    let stride = partial_len(hd);
+    for (r, o) in out.iter_mut().enumerate() {
+        let part = |c: &[f32]| -> (f32, f32) { (c[r * stride + hd], c[r * stride + hd + 1]) };
+        let m = partials
+            .chunks_exact(slot)
+            .map(|c| part(c).0)
+            .fold(f32::NEG_INFINITY, f32::max);
         o.fill(0.0);
-        for (j, &p) in s.iter().enumerate() {
-            let v = &a.v[(j0 + j) * hd..][..hd];
-            for (od, &vd) in o.iter_mut().zip(v) {
-                *od += p * vd;
+        let mut sum = 0f32;
+        for c in partials.chunks_exact(slot) {
+            let (cm, cs) = part(c);
+            if cm == f32::NEG_INFINITY {
+                continue;
+            }
+            let w = exp_scalar(cm - m);
+            sum += w * cs;
+            for (x, &y) in o.iter_mut().zip(&c[r * stride..r * stride + hd]) {
+                *x += w * y;
             }
         }
         let inv = 1.0 / sum;
@@ -344,28 +398,27 @@ mod x86 {
         portable_gated(act, &g[body..], &u[body..], &mut out[body..]);
     }
 
-    /// Scores of `R` query rows against keys `j0..j1` (multiples of 16): 2 vectors of 8 keys
-    /// per row in flight, one chain of FMAs over the head dimension per output lane.
+    /// Scores of `R` query rows against keys `j0..j1` (multiples of `KEY_BLOCK`): per block,
+    /// two vectors of keys per row in flight, one chain of FMAs over the head dimension per lane.
     #[inline(always)]
     // Register tiles indexed by row and lane group: iterators would hide the unrolled shape.
     #[allow(clippy::needless_range_loop)]
     unsafe fn scores<const R: usize>(
         a: &AttnRows<'_>,
-        r0: usize,
         j0: usize,
         j1: usize,
-        s: &mut [f32],
+        s: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
     ) {
-        let span = j1 - j0;
         let hd = a.head_dim;
-        let q: [*const f32; R] = std::array::from_fn(|r| a.q[r0 + r].as_ptr());
-        let kt = a.kt.as_ptr();
+        let q: [*const f32; R] = std::array::from_fn(|r| a.q[r].as_ptr());
         let mut j = j0;
         while j < j1 {
+            let kb = a.k.as_ptr().add(j / KEY_BLOCK * hd * KEY_BLOCK);
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
             for d in 0..hd {
-                let k0 = _mm256_loadu_ps(kt.add(d * a.cap + j));
-                let k1 = _mm256_loadu_ps(kt.add(d * a.cap + j + 8));
+                let raw = _mm256_loadu_si256(kb.add(d * KEY_BLOCK) as *const __m256i);
+                let k0 = _mm256_cvtph_ps(_mm256_castsi256_si128(raw));
+                let k1 = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(raw));
                 for r in 0..R {
                     let qd = _mm256_set1_ps(*q[r].add(d));
                     acc[r][0] = _mm256_fmadd_ps(qd, k0, acc[r][0]);
@@ -373,92 +426,84 @@ mod x86 {
                 }
             }
             for r in 0..R {
-                let o = s.as_mut_ptr().add((r0 + r) * span + (j - j0));
+                let o = s[r].as_mut_ptr().add(j - j0);
                 _mm256_storeu_ps(o, acc[r][0]);
                 _mm256_storeu_ps(o.add(8), acc[r][1]);
             }
-            j += 16;
+            j += KEY_BLOCK;
         }
     }
 
-    /// `out[r] += sum_j p_r[j] V[j]` for `R` rows, `ND` vectors of 8 dims at a time.
+    /// `partial[r][..hd] = sum_j e_r[j] V[j]` for `R` rows, `ND` vectors of 8 dims at a time.
     #[inline(always)]
     // Register tiles indexed by row and lane group: iterators would hide the unrolled shape.
     #[allow(clippy::needless_range_loop)]
     unsafe fn weighted_values<const R: usize, const ND: usize>(
         a: &AttnRows<'_>,
-        r0: usize,
         j0: usize,
         j1: usize,
-        s: &[f32],
-        out: &mut [&mut [f32]],
-        inv: &[f32],
+        s: &[[f32; KEY_CHUNK]; ATTN_ROWS],
+        partial: &mut [f32],
     ) {
-        let span = j1 - j0;
         let hd = a.head_dim;
+        let stride = partial_len(hd);
         let v = a.v.as_ptr();
         let mut d0 = 0;
         while d0 < hd {
             let mut acc = [[_mm256_setzero_ps(); ND]; R];
             for j in j0..j1 {
                 let vj = v.add(j * hd + d0);
-                let vv: [__m256; ND] = std::array::from_fn(|n| _mm256_loadu_ps(vj.add(8 * n)));
+                let vv: [__m256; ND] = std::array::from_fn(|n| {
+                    _mm256_cvtph_ps(_mm_loadu_si128(vj.add(8 * n) as *const __m128i))
+                });
                 for r in 0..R {
-                    let p = _mm256_set1_ps(*s.get_unchecked((r0 + r) * span + (j - j0)));
+                    let p = _mm256_set1_ps(*s[r].get_unchecked(j - j0));
                     for n in 0..ND {
                         acc[r][n] = _mm256_fmadd_ps(p, vv[n], acc[r][n]);
                     }
                 }
             }
             for r in 0..R {
-                let o = out[r0 + r].as_mut_ptr().add(d0);
-                let scale = _mm256_set1_ps(inv[r0 + r]);
+                let o = partial.as_mut_ptr().add(r * stride + d0);
                 for n in 0..ND {
-                    _mm256_storeu_ps(o.add(8 * n), _mm256_mul_ps(acc[r][n], scale));
+                    _mm256_storeu_ps(o.add(8 * n), acc[r][n]);
                 }
             }
             d0 += 8 * ND;
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn attend_rows(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn attend_chunk(
         a: &AttnRows<'_>,
         j0: usize,
         j1: usize,
-        s: &mut [f32],
-        out: &mut [&mut [f32]],
+        s: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
+        partial: &mut [f32],
     ) {
-        let span = j1 - j0;
         let rows = a.q.len();
-        let mut r0 = 0;
-        while r0 < rows {
-            match rows - r0 {
-                1 => scores::<1>(a, r0, j0, j1, s),
-                2 => scores::<2>(a, r0, j0, j1, s),
-                3 => scores::<3>(a, r0, j0, j1, s),
-                _ => scores::<4>(a, r0, j0, j1, s),
-            }
-            r0 += 4;
+        let n = j1 - j0;
+        let hd = a.head_dim;
+        let stride = partial_len(hd);
+        match rows {
+            1 => scores::<1>(a, j0, j1, s),
+            2 => scores::<2>(a, j0, j1, s),
+            3 => scores::<3>(a, j0, j1, s),
+            _ => scores::<4>(a, j0, j1, s),
         }
-        // Softmax per row; lanes follow the absolute key index (j0 is block-aligned).
-        let mut inv = [0f32; 4];
-        let mut inv_all = Vec::new();
-        let inv: &mut [f32] = if rows <= 4 {
-            &mut inv[..rows]
-        } else {
-            inv_all.resize(rows, 0.0);
-            &mut inv_all
-        };
+        // Softmax within the chunk per row; lanes follow the absolute key index (j0 is
+        // block-aligned). A row that sees no key here keeps zero weights.
         for r in 0..rows {
-            let row = &mut s[r * span..(r + 1) * span];
+            let row = &mut s[r][..n];
             let (vlo, vhi) = a.visible[r];
-            for x in &mut row[..vlo - j0] {
-                *x = f32::NEG_INFINITY;
+            let lo = vlo.saturating_sub(j0).min(n);
+            let hi = vhi.saturating_sub(j0).min(n);
+            if lo >= hi {
+                row.fill(0.0);
+                continue;
             }
-            for x in &mut row[vhi - j0..] {
-                *x = f32::NEG_INFINITY;
-            }
+            row[..lo].fill(f32::NEG_INFINITY);
+            row[hi..].fill(f32::NEG_INFINITY);
             let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
             for c in row.chunks_exact(8) {
                 m = _mm256_max_ps(m, _mm256_loadu_ps(c.as_ptr()));
@@ -466,34 +511,28 @@ mod x86 {
             let m128 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
             let m128 = _mm_max_ps(m128, _mm_movehl_ps(m128, m128));
             let m128 = _mm_max_ss(m128, _mm_shuffle_ps::<1>(m128, m128));
-            let max = _mm256_set1_ps(_mm_cvtss_f32(m128));
+            let max = _mm_cvtss_f32(m128);
+            let maxv = _mm256_set1_ps(max);
             let mut sum = _mm256_setzero_ps();
             for c in row.chunks_exact_mut(8) {
-                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), max));
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), maxv));
                 _mm256_storeu_ps(c.as_mut_ptr(), e);
                 sum = _mm256_add_ps(sum, e);
             }
-            inv[r] = 1.0 / hsum(sum);
+            partial[r * stride + hd] = max;
+            partial[r * stride + hd + 1] = hsum(sum);
         }
-        let nd8 = a.head_dim / 8;
-        let mut r0 = 0;
-        while r0 < rows {
-            match (
-                (rows - r0).min(4),
-                nd8.is_multiple_of(4),
-                nd8.is_multiple_of(2),
-            ) {
-                (1, true, _) => weighted_values::<1, 4>(a, r0, j0, j1, s, out, inv),
-                (1, false, true) => weighted_values::<1, 2>(a, r0, j0, j1, s, out, inv),
-                (1, false, false) => weighted_values::<1, 1>(a, r0, j0, j1, s, out, inv),
-                (2, _, true) => weighted_values::<2, 2>(a, r0, j0, j1, s, out, inv),
-                (2, _, false) => weighted_values::<2, 1>(a, r0, j0, j1, s, out, inv),
-                (3, _, true) => weighted_values::<3, 2>(a, r0, j0, j1, s, out, inv),
-                (3, _, false) => weighted_values::<3, 1>(a, r0, j0, j1, s, out, inv),
-                (_, _, true) => weighted_values::<4, 2>(a, r0, j0, j1, s, out, inv),
-                (_, _, false) => weighted_values::<4, 1>(a, r0, j0, j1, s, out, inv),
-            }
-            r0 += 4;
+        let nd8 = hd / 8;
+        match (rows, nd8.is_multiple_of(4), nd8.is_multiple_of(2)) {
+            (1, true, _) => weighted_values::<1, 4>(a, j0, j1, s, partial),
+            (1, false, true) => weighted_values::<1, 2>(a, j0, j1, s, partial),
+            (1, false, false) => weighted_values::<1, 1>(a, j0, j1, s, partial),
+            (2, _, true) => weighted_values::<2, 2>(a, j0, j1, s, partial),
+            (2, _, false) => weighted_values::<2, 1>(a, j0, j1, s, partial),
+            (3, _, true) => weighted_values::<3, 2>(a, j0, j1, s, partial),
+            (3, _, false) => weighted_values::<3, 1>(a, j0, j1, s, partial),
+            (_, _, true) => weighted_values::<4, 2>(a, j0, j1, s, partial),
+            (_, _, false) => weighted_values::<4, 1>(a, j0, j1, s, partial),
         }
     }
 }
@@ -517,20 +556,14 @@ mod tests {
         assert_eq!(exp_scalar(-100.0), 0.0);
     }
 
-    /// Plain attention in f64 over explicit per-row key ranges.
-    fn reference(a: &AttnRows<'_>) -> Vec<f32> {
-        let hd = a.head_dim;
-        let rows = a.q.len();
-        let mut out = vec![0f32; rows * hd];
-        for r in 0..rows {
-            let q = a.q[r];
-            let (lo, hi) = a.visible[r];
+    /// Plain attention in f64 over explicit per-row key ranges; `keys` is `[cap][hd]`.
+    fn reference(q: &[&[f32]], visible: &[(usize, usize)], keys: &[f32], v: &[f32]) -> Vec<f32> {
+        let hd = q[0].len();
+        let mut out = vec![0f32; q.len() * hd];
+        for (r, q) in q.iter().enumerate() {
+            let (lo, hi) = visible[r];
             let s: Vec<f64> = (lo..hi)
-                .map(|j| {
-                    (0..hd)
-                        .map(|d| q[d] as f64 * a.kt[d * a.cap + j] as f64)
-                        .sum()
-                })
+                .map(|j| (0..hd).map(|d| q[d] as f64 * keys[j * hd + d] as f64).sum())
                 .collect();
             let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
@@ -538,12 +571,48 @@ mod tests {
             for d in 0..hd {
                 let v: f64 = (lo..hi)
                     .zip(&e)
-                    .map(|(j, p)| p * a.v[j * hd + d] as f64)
+                    .map(|(j, p)| p * v[j * hd + d] as f64)
                     .sum();
                 out[r * hd + d] = (v / z) as f32;
             }
         }
         out
+    }
+
+    /// Rounds through f16, as the cache stores keys and values.
+    fn halves(x: &[f32]) -> (Vec<u16>, Vec<f32>) {
+        let h: Vec<u16> = x.iter().map(|&v| kernels::f32_to_f16(v)).collect();
+        let back = h.iter().map(|&v| kernels::f16_to_f32(v)).collect();
+        (h, back)
+    }
+
+    /// Keys `[cap][hd]` in the cache's blocked layout.
+    fn blocked(keys: &[u16], hd: usize) -> Vec<u16> {
+        let mut k = vec![0u16; keys.len()];
+        for (j, key) in keys.chunks_exact(hd).enumerate() {
+            for (d, &x) in key.iter().enumerate() {
+                k[(j / KEY_BLOCK * hd + d) * KEY_BLOCK + j % KEY_BLOCK] = x;
+            }
+        }
+        k
+    }
+
+    /// Every chunk a block of rows sees, merged: what the transformer does for one block.
+    fn attend(a: &AttnRows<'_>) -> Vec<f32> {
+        let hd = a.head_dim;
+        let rows = a.q.len();
+        let hi = a.visible.iter().map(|v| v.1).max().unwrap();
+        let lo = a.visible.iter().map(|v| v.0).min().unwrap();
+        let slot = rows * partial_len(hd);
+        let chunks = lo / KEY_CHUNK..hi.div_ceil(KEY_CHUNK);
+        let mut parts = vec![0f32; chunks.len() * slot];
+        for (c, p) in chunks.zip(parts.chunks_exact_mut(slot)) {
+            attend_chunk(a, c, p);
+        }
+        let mut got = vec![0f32; rows * hd];
+        let mut outs: Vec<&mut [f32]> = got.chunks_exact_mut(hd).collect();
+        merge_chunks(&parts, slot, &mut outs);
+        got
     }
 
     fn pseudo(n: usize, seed: u32) -> Vec<f32> {
@@ -559,34 +628,45 @@ mod tests {
     }
 
     #[test]
-    fn attention_rows_match_a_plain_reference_and_each_other() {
-        for (hd, rows, cap) in [(64, 3, 128), (256, 4, 64), (16, 7, 192), (24, 1, 64)] {
+    fn attention_over_chunks_matches_a_plain_reference_and_each_other() {
+        // Head dims of SmolLM2 (64) and Gemma 3 (256), one only the portable path takes (12),
+        // contexts within one chunk and across several, rows that see a window of keys.
+        for (hd, rows, cap) in [
+            (64, 3, 128),
+            (256, 4, 64),
+            (12, 2, 64),
+            (64, 4, 448),
+            (8, 1, 320),
+        ] {
             let q = pseudo(rows * hd, 1);
-            let kt = pseudo(hd * cap, 2);
-            let v = pseudo(cap * hd, 3);
+            let (kh, keys) = halves(&pseudo(cap * hd, 2));
+            let (vh, v) = halves(&pseudo(cap * hd, 3));
+            let k = blocked(&kh, hd);
             let visible: Vec<(usize, usize)> = (0..rows)
                 .map(|r| {
                     let hi = (cap - 5 - r * 3).max(1);
-                    (if r % 2 == 1 { hi.saturating_sub(40) } else { 0 }, hi)
+                    (
+                        if r % 2 == 1 {
+                            hi.saturating_sub(140)
+                        } else {
+                            0
+                        },
+                        hi,
+                    )
                 })
                 .collect();
             let q_rows: Vec<&[f32]> = q.chunks_exact(hd).collect();
             let a = AttnRows {
                 q: &q_rows,
                 visible: &visible,
-                kt: &kt,
-                v: &v,
-                cap,
+                k: &k,
+                v: &vh,
                 head_dim: hd,
             };
-            let want = reference(&a);
-            let mut got = vec![0f32; rows * hd];
-            {
-                let mut outs: Vec<&mut [f32]> = got.chunks_exact_mut(hd).collect();
-                attend_rows(&a, &mut Vec::new(), &mut outs);
-            }
+            let want = reference(&q_rows, &visible, &keys, &v);
+            let got = attend(&a);
             for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() < 1e-5, "hd {hd}: {g} vs {w}");
+                assert!((g - w).abs() < 1e-5, "hd {hd} cap {cap}: {g} vs {w}");
             }
             // One row at a time gives bit-identical results (batch and chunk invariance).
             for r in 0..rows {
@@ -595,9 +675,7 @@ mod tests {
                     visible: &visible[r..r + 1],
                     ..a
                 };
-                let mut alone = vec![0f32; hd];
-                attend_rows(&one, &mut Vec::new(), &mut [&mut alone[..]]);
-                assert_eq!(alone, got[r * hd..(r + 1) * hd], "hd {hd} row {r}");
+                assert_eq!(attend(&one), got[r * hd..(r + 1) * hd], "hd {hd} row {r}");
             }
         }
     }

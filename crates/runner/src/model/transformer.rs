@@ -4,17 +4,17 @@
 //! A step flattens the new tokens of every item (decode tokens and prefill chunks alike) into
 //! `n` rows. Each weight matrix runs one matmul over all `n` rows, so it is read from memory once
 //! per step. Attention runs per sequence against its own cache, split over (sequence, KV head,
-//! block of query rows) across the same thread pool. Only each item's last row goes through the
+//! block of query rows, chunk of keys) across the same thread pool, then the chunks of each
+//! block are merged. Only each item's last row goes through the
 //! final norm and the output projection. The llama family and Gemma 3 differ only in the
 //! switches of [`Arch`] and the optional norms of [`Layer`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use kernels::{QMatrix, Scratch, Threads};
 
 use super::kv_cache::{CacheShape, SeqCaches, StepPlan};
-use super::ops::{self, Activation, AttnRows, RopeStyle, RopeTable};
+use super::ops::{self, Activation, AttnRows, RopeStyle, RopeTable, ATTN_ROWS, KEY_CHUNK};
 use super::weights::Proj;
 use super::{BatchItem, BatchModel, LoadOptions, ModelError, SeqId};
 
@@ -143,14 +143,15 @@ struct Buffers {
     x: Vec<f32>,
     h: Vec<f32>,
     qkv: Vec<f32>,
-    attn: Vec<f32>,
+    attn_out: Vec<f32>,
     proj: Vec<f32>,
     gate_up: Vec<f32>,
     act: Vec<f32>,
     tmp: Vec<f32>,
     last: Vec<f32>,
-    /// Attention work of the step: (span, kv head, first row, rows).
-    attn_items: Vec<(u32, u32, u32, u32)>,
+    /// Attention partial results, one slot of `ATTN_ROWS` rows per item.
+    partials: Vec<f32>,
+    attn: AttnPlan,
 }
 
 fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -167,8 +168,6 @@ pub struct Transformer {
     rope: Vec<RopeTable>,
     threads: Threads,
     scratch: Scratch,
-    /// Attention scores, one buffer per task.
-    attn_scratch: Vec<Mutex<Vec<f32>>>,
     bufs: Buffers,
 }
 
@@ -181,10 +180,6 @@ impl std::fmt::Debug for Transformer {
             .finish_non_exhaustive()
     }
 }
-
-/// Rows of attention work handed to a task at once: enough to reuse each loaded key for several
-/// queries, few enough that a decode step still splits across threads.
-const ATTN_ROWS: usize = 4;
 
 impl Transformer {
     pub(super) fn new(w: Weights, opts: &LoadOptions) -> Result<Self, ModelError> {
@@ -202,14 +197,12 @@ impl Transformer {
             .map(|&base| RopeTable::new(a.head_dim, base))
             .collect();
         let threads = Threads::new(opts.threads());
-        let attn_scratch = (0..threads.len()).map(|_| Mutex::new(Vec::new())).collect();
         Ok(Self {
             w,
             caches,
             rope,
             threads,
             scratch: Scratch::default(),
-            attn_scratch,
             bufs: Buffers::default(),
         })
     }
@@ -236,7 +229,6 @@ impl Transformer {
             rope,
             threads,
             scratch,
-            attn_scratch,
             bufs,
         } = self;
         let a = &w.arch;
@@ -248,7 +240,7 @@ impl Transformer {
         for table in rope.iter_mut() {
             table.ensure(plan.max_position());
         }
-        plan_attention(plan, a, threads.len(), &mut bufs.attn_items);
+        bufs.attn.clear();
 
         let x = grow(&mut bufs.x, n * hidden);
         for (row, &id) in x.chunks_exact_mut(hidden).zip(&plan.ids) {
@@ -288,50 +280,21 @@ impl Transformer {
                 }
             }
 
-            let attn = grow(&mut bufs.attn, n * q_dim);
-            let out = SharedOut(attn.as_mut_ptr());
-            let next = AtomicUsize::new(0);
-            let items = &bufs.attn_items;
-            let caches = &*caches;
-            let qkv = &*qkv;
-            threads.run(attn_scratch.len(), &|task| {
-                let mut scores = attn_scratch[task].lock().unwrap_or_else(|e| e.into_inner());
-                let mut visible = [(0usize, 0usize); ATTN_ROWS];
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(s, kvh, r0, rows)) = items.get(i) else {
-                        break;
-                    };
-                    let span = plan.spans[s as usize];
-                    let (kvh, r0, rows) = (kvh as usize, r0 as usize, rows as usize);
-                    // Rows of a (sequence, KV head) run position-major over its query heads:
-                    // row r is query head kvh * group + r % group at chunk position r / group.
-                    let cache = caches.slot(span.slot);
-                    let (kt, v) = cache.head(li, kvh, hd);
-                    let mut q_rows: [&[f32]; ATTN_ROWS] = [&[]; ATTN_ROWS];
-                    let mut out_rows: [&mut [f32]; ATTN_ROWS] = Default::default();
-                    for r in 0..rows {
-                        let (t, g) = ((r0 + r) / group, (r0 + r) % group);
-                        let p = span.start + t;
-                        let lo = layer.window.map_or(0, |w| (p + 1).saturating_sub(w));
-                        visible[r] = (lo, p + 1);
-                        let row = span.offset + t;
-                        let head = kvh * group + g;
-                        q_rows[r] = &qkv[row * qkv_dim + head * hd..][..hd];
-                        // SAFETY: each (row, head) output slot belongs to exactly one item.
-                        out_rows[r] = unsafe { out.slice(row * q_dim + head * hd, hd) };
-                    }
-                    let block = AttnRows {
-                        q: &q_rows[..rows],
-                        visible: &visible[..rows],
-                        kt,
-                        v,
-                        cap: cache.capacity(),
-                        head_dim: hd,
-                    };
-                    ops::attend_rows(&block, &mut scores, &mut out_rows[..rows]);
-                }
-            });
+            if bufs.attn.window != Some(layer.window) {
+                bufs.attn.build(plan, group, a.n_kv_heads, layer.window);
+            }
+            let attn = grow(&mut bufs.attn_out, n * q_dim);
+            attention(
+                &bufs.attn,
+                &mut bufs.partials,
+                plan,
+                &*caches,
+                li,
+                &*qkv,
+                (qkv_dim, q_dim, hd, group),
+                attn,
+                threads,
+            );
 
             let proj = grow(&mut bufs.proj, n * hidden);
             layer
@@ -397,34 +360,143 @@ impl SharedOut {
     }
 }
 
-/// Splits the step's attention into items of at most [`ATTN_ROWS`] query rows of one sequence
-/// and one KV head (rows ordered by position, then query head). When that leaves too few items
-/// to keep every thread busy (a small decode batch), items shrink to one row.
-fn plan_attention(
-    plan: &StepPlan,
-    a: &Arch,
-    threads: usize,
-    items: &mut Vec<(u32, u32, u32, u32)>,
-) {
-    let group = a.n_heads / a.n_kv_heads;
-    let blocks: usize = plan
-        .spans
-        .iter()
-        .map(|s| (s.len * group).div_ceil(ATTN_ROWS) * a.n_kv_heads)
-        .sum();
-    let per = if blocks < 2 * threads { 1 } else { ATTN_ROWS };
-    items.clear();
-    // Longest key ranges first, so that the big prefill items do not finish last.
-    let mut order: Vec<usize> = (0..plan.spans.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(plan.spans[i].start + plan.spans[i].len));
-    for i in order {
-        let rows = plan.spans[i].len * group;
-        for kvh in 0..a.n_kv_heads {
-            for r0 in (0..rows).step_by(per) {
-                let n = per.min(rows - r0);
-                items.push((i as u32, kvh as u32, r0 as u32, n as u32));
+/// One unit of attention work: rows `r0..r0 + rows` of one item of the step and one KV head,
+/// against the keys of one chunk. Rows of a (sequence, KV head) run position-major over its
+/// query heads: row r is query head `kvh * group + r % group` at chunk position `r / group`.
+#[derive(Debug, Clone, Copy)]
+struct AttnItem {
+    span: u32,
+    kvh: u32,
+    r0: u32,
+    rows: u32,
+    chunk: u32,
+}
+
+/// The attention work of a step for one window setting: the items, and for each block of rows
+/// the range of its items (its chunks, consecutive and in key order).
+#[derive(Debug, Default)]
+struct AttnPlan {
+    /// The sliding window the plan was built for; None before the first layer of a step.
+    window: Option<Option<usize>>,
+    items: Vec<AttnItem>,
+    blocks: Vec<(u32, u32)>,
+}
+
+impl AttnPlan {
+    fn clear(&mut self) {
+        self.window = None;
+        self.items.clear();
+        self.blocks.clear();
+    }
+
+    /// Splits every item's rows into blocks of at most [`ATTN_ROWS`] per KV head, and each block
+    /// into the key chunks its rows can see. Longest sequences first, so that the big prefill
+    /// items do not finish last.
+    fn build(&mut self, plan: &StepPlan, group: usize, kv_heads: usize, window: Option<usize>) {
+        self.clear();
+        self.window = Some(window);
+        let mut order: Vec<usize> = (0..plan.spans.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(plan.spans[i].start + plan.spans[i].len));
+        for i in order {
+            let span = plan.spans[i];
+            let rows = span.len * group;
+            for kvh in 0..kv_heads {
+                for r0 in (0..rows).step_by(ATTN_ROWS) {
+                    let n = ATTN_ROWS.min(rows - r0);
+                    let first = span.start + r0 / group;
+                    let last = span.start + (r0 + n - 1) / group;
+                    let lo = window.map_or(0, |w| (first + 1).saturating_sub(w));
+                    let start = self.items.len();
+                    for chunk in lo / KEY_CHUNK..=last / KEY_CHUNK {
+                        self.items.push(AttnItem {
+                            span: i as u32,
+                            kvh: kvh as u32,
+                            r0: r0 as u32,
+                            rows: n as u32,
+                            chunk: chunk as u32,
+                        });
+                    }
+                    self.blocks
+                        .push((start as u32, (self.items.len() - start) as u32));
+                }
             }
         }
+    }
+}
+
+/// Attention of every row of the step for layer `li`, into `out` (`n * q_dim`): the chunks of
+/// every block across the pool, then the merge of each block's chunks.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    work: &AttnPlan,
+    partials: &mut Vec<f32>,
+    plan: &StepPlan,
+    caches: &SeqCaches,
+    li: usize,
+    qkv: &[f32],
+    (qkv_dim, q_dim, hd, group): (usize, usize, usize, usize),
+    out: &mut [f32],
+    threads: &Threads,
+) {
+    let window = work.window.flatten();
+    let slot = ATTN_ROWS * ops::partial_len(hd);
+    let parts = SharedOut(grow(partials, work.items.len() * slot).as_mut_ptr());
+    // Row r of an item: (row of the step, query head, position).
+    let locate = |it: &AttnItem, r: usize| {
+        let span = plan.spans[it.span as usize];
+        let r = it.r0 as usize + r;
+        let t = r / group;
+        (
+            span.offset + t,
+            it.kvh as usize * group + r % group,
+            span.start + t,
+        )
+    };
+    let next = AtomicUsize::new(0);
+    threads.run(threads.len(), &|_| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(it) = work.items.get(i) else { break };
+        let rows = it.rows as usize;
+        let mut visible = [(0usize, 0usize); ATTN_ROWS];
+        let mut q_rows: [&[f32]; ATTN_ROWS] = [&[]; ATTN_ROWS];
+        for r in 0..rows {
+            let (row, head, p) = locate(it, r);
+            visible[r] = (window.map_or(0, |w| (p + 1).saturating_sub(w)), p + 1);
+            q_rows[r] = &qkv[row * qkv_dim + head * hd..][..hd];
+        }
+        let cache = caches.slot(plan.spans[it.span as usize].slot);
+        let (k, v) = cache.head(li, it.kvh as usize, hd);
+        let block = AttnRows {
+            q: &q_rows[..rows],
+            visible: &visible[..rows],
+            k,
+            v,
+            head_dim: hd,
+        };
+        // SAFETY: slot i belongs to item i alone.
+        let part = unsafe { parts.slice(i * slot, slot) };
+        ops::attend_chunk(&block, it.chunk as usize, part);
+    });
+
+    let dst = SharedOut(out.as_mut_ptr());
+    let parts = &partials[..];
+    let merge = |b: usize| {
+        let (first, count) = work.blocks[b];
+        let first_item = &work.items[first as usize];
+        let chunks = &parts[first as usize * slot..(first + count) as usize * slot];
+        let mut outs: [&mut [f32]; ATTN_ROWS] = Default::default();
+        for (r, o) in outs.iter_mut().enumerate().take(first_item.rows as usize) {
+            let (row, head, _) = locate(first_item, r);
+            // SAFETY: each (row, head) output slot belongs to exactly one block.
+            *o = unsafe { dst.slice(row * q_dim + head * hd, hd) };
+        }
+        ops::merge_chunks(chunks, slot, &mut outs[..first_item.rows as usize]);
+    };
+    // A decode step has a handful of blocks: handing them to the pool costs more than merging.
+    if work.blocks.len() <= 4 * threads.len() {
+        (0..work.blocks.len()).for_each(merge);
+    } else {
+        threads.run(work.blocks.len(), &merge);
     }
 }
 
