@@ -58,6 +58,17 @@ fn argmax(row: &[f32]) -> u32 {
     (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32
 }
 
+/// One decode token for each of sequences `0..next.len()`.
+fn decode_items(next: &[[u32; 1]]) -> Vec<BatchItem<'_>> {
+    next.iter()
+        .enumerate()
+        .map(|(i, t)| BatchItem {
+            seq: i as u64,
+            tokens: t,
+        })
+        .collect()
+}
+
 /// Prefills `batch` distinct prompts together, then decodes greedily; returns
 /// (prefill tok/s, aggregate decode tok/s).
 fn run(model: &mut dyn BatchModel, batch: usize) -> (f64, f64) {
@@ -86,15 +97,7 @@ fn run(model: &mut dyn BatchModel, batch: usize) -> (f64, f64) {
         .collect();
     let t0 = Instant::now();
     for _ in 0..DECODE_STEPS {
-        let items: Vec<BatchItem> = next
-            .iter()
-            .enumerate()
-            .map(|(i, t)| BatchItem {
-                seq: i as u64,
-                tokens: t,
-            })
-            .collect();
-        model.forward(&items, &mut logits).unwrap();
+        model.forward(&decode_items(&next), &mut logits).unwrap();
         for (i, t) in next.iter_mut().enumerate() {
             *t = [argmax(&logits[i * vocab..(i + 1) * vocab])];
         }
@@ -157,14 +160,7 @@ fn decode_step_ms(model: &mut dyn BatchModel, batch: usize, context: usize) -> f
             model.forward(&[item], &mut logits).unwrap();
         }
         let next: Vec<[u32; 1]> = (0..batch).map(|s| [(s * 31 + 5) as u32]).collect();
-        let items: Vec<BatchItem> = next
-            .iter()
-            .enumerate()
-            .map(|(i, t)| BatchItem {
-                seq: i as u64,
-                tokens: t,
-            })
-            .collect();
+        let items = decode_items(&next);
         let t0 = Instant::now();
         for _ in 0..32 {
             model.forward(&items, &mut logits).unwrap();
