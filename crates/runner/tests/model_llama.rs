@@ -519,3 +519,38 @@ fn load_gguf_dispatches_on_architecture() {
         "llama"
     );
 }
+
+/// A long prompt in one step runs its attention in several waves (more chunk items than the
+/// partial-results buffer holds at once); its logits must be exactly those of the same prompt fed
+/// in the engine's 256-token slices, whose steps split differently.
+#[test]
+fn a_long_prompt_in_one_step_matches_it_in_slices() {
+    let mut model = load();
+    let prompt: Vec<u32> = (0..1200).map(|t| ((t * 131 + 7) % 49_000) as u32).collect();
+    let mut whole = Vec::new();
+    model
+        .forward(
+            &[BatchItem {
+                seq: 1,
+                tokens: &prompt,
+            }],
+            &mut whole,
+        )
+        .unwrap();
+    let mut sliced = Vec::new();
+    for piece in prompt.chunks(256) {
+        model
+            .forward(
+                &[BatchItem {
+                    seq: 2,
+                    tokens: piece,
+                }],
+                &mut sliced,
+            )
+            .unwrap();
+    }
+    assert_eq!(model.cached_len(1), prompt.len());
+    assert_eq!(model.cached_len(2), prompt.len());
+    assert!(whole.iter().all(|v| v.is_finite()));
+    assert_eq!(whole, sliced, "one step and slices disagree");
+}
