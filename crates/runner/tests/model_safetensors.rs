@@ -185,8 +185,11 @@ fn compare_with_candle(tied: bool) {
             let got = &logits[i * VOCAB..(i + 1) * VOCAB];
             let d = rel_diff(got, &want);
             worst = worst.max(d);
+            // Keys and values are cached in f16 (as llama.cpp does), candle's in f32: rounding
+            // each to 11 bits moves these logits by a few 1e-4 (3.6e-4 at worst here); a wrong
+            // norm, RoPE or mask moves them by far more.
             assert!(
-                d < 1e-4,
+                d < 1e-3,
                 "tied={tied} step {step} seq {i}: relative diff {d}"
             );
             pos[i] += inputs[i].len();
