@@ -64,6 +64,12 @@ fn cases() -> Vec<Case> {
             vec![Call(0, "a", r#"{"x":[1,{"y":null}]}"#), Call(1, "b", "{}")],
         ),
         case(
+            "generic/cut-inside-the-closing-marker",
+            Generic,
+            "<tool_calls>[{\"name\": \"f\", \"arguments\": {\"a\": 1}}]</tool_calls",
+            vec![Call(0, "f", r#"{"a":1}"#)],
+        ),
+        case(
             "generic/marker-inside-string",
             Generic,
             "<tool_calls>[{\"name\": \"search\", \"arguments\": {\"q\": \"</tool_calls> \\\"]}\\\" [x]\"}}]</tool_calls>",

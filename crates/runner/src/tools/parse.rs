@@ -425,7 +425,13 @@ impl ToolParser {
                 self.state = State::Text;
                 return true;
             }
-            if close.starts_with(rest) && !at_end {
+            if close.starts_with(rest) {
+                if at_end {
+                    // The reply stopped inside the closing marker (max_tokens): it is markup,
+                    // not content.
+                    self.buf.clear();
+                    self.state = State::Text;
+                }
                 return false;
             }
         }
