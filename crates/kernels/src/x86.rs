@@ -638,17 +638,13 @@ macro_rules! isa_kernels {
                 hsum_ps(acc)
             }
 
-            /// Asks the cache for the weight bytes of rows `rows`.
+            /// Asks the cache for the weight bytes of row `j`.
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn prefetch_rows(w: &QMatrix, rows: Range<usize>) {
-                let rows = rows.start..rows.end.min(w.rows);
-                if rows.is_empty() {
-                    return;
-                }
-                let first = w.row(rows.start).as_ptr();
-                for line in (0..rows.len() * w.row_bytes).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(first.add(line) as *const i8);
+            unsafe fn prefetch_row(w: &QMatrix, j: usize) {
+                let row = w.row(j);
+                for line in (0..row.len()).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(line) as *const i8);
                 }
             }
 
@@ -669,7 +665,7 @@ macro_rules! isa_kernels {
                     // Decode is bound by streaming the weights from memory: ask for a row a
                     // few ahead while this one is computed.
                     if j + PREFETCH_ROWS < end {
-                        prefetch_rows(w, j + PREFETCH_ROWS..j + PREFETCH_ROWS + 1);
+                        prefetch_row(w, j + PREFETCH_ROWS);
                     }
                     for i in 0..m {
                         let a = &act[i * ngroups..(i + 1) * ngroups];
