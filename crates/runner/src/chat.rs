@@ -43,3 +43,29 @@ pub struct ChatPrompt {
     pub documents: Vec<serde_json::Value>,
     pub add_generation_prompt: bool,
 }
+
+impl ChatPrompt {
+    /// Bytes of text the chat carries (contents, call arguments, tool definitions, documents):
+    /// a lower bound on the rendered prompt's length, which templates only add to. Cheap, so a
+    /// prompt far too long for the context is refused before any tokenizer work.
+    pub fn text_bytes(&self) -> usize {
+        let json_len = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.len(),
+            other => other.to_string().len(),
+        };
+        let messages: usize = self
+            .messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.function.name.len() + json_len(&c.function.arguments))
+                        .sum::<usize>()
+            })
+            .sum();
+        messages
+            + self.tools.iter().map(json_len).sum::<usize>()
+            + self.documents.iter().map(json_len).sum::<usize>()
+    }
+}

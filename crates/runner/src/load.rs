@@ -127,6 +127,7 @@ fn assemble(
         context_length: model.max_context(),
         vocab_size: model.vocab_size(),
         template_origin: template.origin().to_string(),
+        tool_format: template.tool_format(),
     };
     tracing::info!(
         model = %info.name,

@@ -162,10 +162,16 @@ impl ChatTemplate {
     }
 
     /// Renders a chat for this model: [`ChatTemplate::render`] after
-    /// [`tools::prepare_prompt`], so that tools and tool turns reach the model in the form its
-    /// template expects, or are described in the system turn when it renders none.
+    /// [`tools::prepare_prompt`] and `grounding::prepare_documents`, so that tools, tool turns
+    /// and documents reach the model in the form its template expects, or are described in the
+    /// system turn when it renders none.
     pub fn render_chat(&self, prompt: &ChatPrompt) -> Result<String, TextError> {
-        self.render(&tools::prepare_prompt(prompt, self.tool_format))
+        let prompt = tools::prepare_prompt(prompt, self.tool_format);
+        let renders_documents = crate::grounding::template_renders_documents(&self.source);
+        self.render(&crate::grounding::prepare_documents(
+            &prompt,
+            renders_documents,
+        ))
     }
 
     /// How this model writes tool calls, read from the template text.

@@ -89,6 +89,27 @@ impl TokenizerBundle {
             .map_err(|e| TextError::Tokenizer(e.to_string()))
     }
 
+    /// The most bytes of text one token can stand for, as an upper bound from the vocabulary
+    /// (a byte-level or SentencePiece token's vocabulary string is at least as long as the text
+    /// it decodes to), times 4 when a Unicode normalizer may shrink the text first (a 4-byte
+    /// character can normalize to one byte). Text longer than this times the context cannot fit.
+    pub fn max_token_bytes(&self) -> usize {
+        let longest = self
+            .tokenizer
+            .get_vocab(true)
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let shrink = if self.tokenizer.get_normalizer().is_some() {
+            4
+        } else {
+            1
+        };
+        longest * shrink
+    }
+
     pub fn is_end_of_turn(&self, id: u32) -> bool {
         self.end_of_turn.contains(&id)
     }

@@ -50,6 +50,7 @@ fn request(
         max_tokens,
         stop_sequences: Vec::new(),
         constraint: None,
+        ..GenerateRequest::default()
     }
 }
 

@@ -101,9 +101,24 @@ pub struct ServeArgs {
     #[arg(long, env = "COHOST_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
 
-    /// Largest request body accepted, in bytes (larger ones get 413).
+    /// Largest request body accepted, in bytes (larger ones get 413; a declared Content-Length
+    /// over it is refused before the body is read).
     #[arg(long, env = "COHOST_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
+
+    /// Seconds a client may take to send a request body (408 after that).
+    #[arg(long, env = "COHOST_BODY_READ_TIMEOUT", default_value_t = 30)]
+    pub body_read_timeout: u64,
+
+    /// Seconds a client may take to send a request's headers; also how long an idle kept-alive
+    /// connection stays open. A connection that stalls mid-header is closed.
+    #[arg(long, env = "COHOST_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+
+    /// Most connections open at once (kept under the process's open-file limit); past it a new
+    /// connection is answered 503 and closed.
+    #[arg(long, env = "COHOST_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 /// Why the flags do not make a usable configuration.
@@ -131,6 +146,9 @@ impl ServeArgs {
         for (flag, value) in [
             ("max-concurrent", self.max_concurrent),
             ("max-queue", self.max_queue),
+            ("max-connections", self.max_connections),
+            ("body-read-timeout", self.body_read_timeout as usize),
+            ("header-read-timeout", self.header_read_timeout as usize),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero { flag });
@@ -172,6 +190,9 @@ impl ServeArgs {
             threads: self.threads,
             max_tokens: self.max_tokens,
             max_body_bytes: self.max_body_bytes,
+            body_read_timeout: Duration::from_secs(self.body_read_timeout),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            max_connections: self.max_connections,
             keep_alive: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
         })
@@ -258,37 +279,63 @@ fn init_tracing() {
         .init();
 }
 
-/// Binds, starts loading the model, serves until a signal, then drains within the grace period.
+/// How long, after the grace period, the server waits for the error ends of cut streams to go
+/// out before it exits.
+const CUT_FLUSH: Duration = Duration::from_secs(2);
+
+/// Binds, starts loading the model, serves until a signal, then drains within the grace period:
+/// `/ready` turns 503 at once, no new connections are taken, running streams may finish, and
+/// when the grace runs out the streams still open end with `ERROR` and `[DONE]`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     if !config.api_keys.enabled() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "no API key configured and the server is reachable beyond loopback: anyone can use it");
     }
-    tracing::info!(%addr, model = %config.model, "listening; loading the model");
+    let max_connections = crate::listen::connection_capacity(config.max_connections);
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            wanted = config.max_connections,
+            max_connections,
+            "the open-file limit allows fewer connections than --max-connections"
+        );
+    }
+    tracing::info!(%addr, model = %config.model, max_connections, "listening; loading the model");
     let state = AppState::new(config.clone());
 
     let loader = tokio::task::spawn_blocking({
         let config = config.clone();
         move || load_engine(&config)
     });
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown({
-        let mut stop_rx = stop_rx.clone();
+    // `draining` turns true at the signal (the listener keeps answering, so probes see 503);
+    // `stop` once the streams are over or the grace has run out (the listener closes).
+    let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = crate::listen::ListenLimits {
+        header_read_timeout: config.header_read_timeout,
+        max_connections,
+    };
+    let mut server = tokio::spawn(crate::listen::serve(
+        listener,
+        app(state.clone()),
+        limits,
+        stop_rx,
+    ));
+    tokio::spawn({
+        let state = state.clone();
         async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
+            shutdown_signal().await;
+            tracing::info!(
+                "shutting down: not ready, new chats refused; running streams may finish"
+            );
+            state.start_draining();
+            let _ = drain_tx.send(true);
         }
-    });
-    let server = tokio::spawn(async move { server.await });
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: no new connections; running streams may finish");
-        let _ = stop_tx.send(true);
     });
 
     let loaded = tokio::select! {
         loaded = loader => loaded?,
-        _ = stop_rx.wait_for(|stop| *stop) => return Ok(()),
+        () = crate::listen::stopped(&mut drain_rx) => return Ok(()),
     };
     match loaded {
         Ok(engine) => {
@@ -299,14 +346,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(e) => return Err(e.context(format!("loading the model {}", config.model))),
     }
 
-    let _ = stop_rx.wait_for(|stop| *stop).await;
-    match tokio::time::timeout(config.shutdown_grace, server).await {
-        Ok(joined) => joined??,
-        Err(_) => tracing::warn!(
+    crate::listen::stopped(&mut drain_rx).await;
+    let streams_done = async {
+        while state.active_chats() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(config.shutdown_grace, streams_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
             grace_s = config.shutdown_grace.as_secs(),
-            "grace period over; exiting with streams open"
-        ),
+            open = state.active_chats(),
+            "grace period over; ending the streams still open"
+        );
+        state.cut_open_streams();
+        let cut_done = async {
+            while state.active_chats() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let _ = tokio::time::timeout(CUT_FLUSH, cut_done).await;
     }
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(CUT_FLUSH, &mut server).await {
+        Ok(joined) => joined??,
+        Err(_) => tracing::warn!("connections still open at exit"),
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -22,6 +22,13 @@ pub struct Config {
     /// Server-side ceiling on output tokens per request; `None` means only the context limits it.
     pub max_tokens: Option<usize>,
     pub max_body_bytes: usize,
+    /// Longest a client may take to send a request body.
+    pub body_read_timeout: Duration,
+    /// Longest a client may take to send a request's headers (also how long an idle kept-alive
+    /// connection stays open).
+    pub header_read_timeout: Duration,
+    /// Most connections open at once (also kept under the process's file limit).
+    pub max_connections: usize,
     /// How long a streamed request may sit without an event before a keep-alive comment.
     pub keep_alive: Duration,
     /// How long running streams may continue after SIGINT/SIGTERM.
@@ -42,6 +49,9 @@ impl Config {
             threads: None,
             max_tokens: None,
             max_body_bytes: 8 << 20,
+            body_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
             keep_alive: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
         }

@@ -1,10 +1,13 @@
 //! The one place where every error of the request path becomes an HTTP status and the body
 //! `{"id": "<uuid>", "message": "..."}` that the Cohere SDKs turn into their typed exceptions.
 
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use runner::engine::{SubmitError, TextOpError};
+use runner::engine::{ErrorKind, SubmitError, TextOpError};
+use runner::reply::ReplyError;
 
 use crate::wire::ErrorBody;
 
@@ -27,6 +30,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body too large: the limit is {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive within {seconds} s")]
+    BodyTimeout { seconds: u64 },
     #[error("the server is overloaded ({waiting} requests waiting), please retry later")]
     Overloaded { waiting: usize },
     #[error("the model is still loading, please retry shortly")]
@@ -46,6 +51,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotReady | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,9 +81,10 @@ impl From<SubmitError> for ApiError {
         match err {
             SubmitError::QueueFull(waiting) => Self::Overloaded { waiting },
             SubmitError::PromptTooLong { prompt, context } => Self::BadRequest(format!(
-                "too many tokens: the prompt has {prompt} tokens, more than the {context} tokens of context this model serves."
+                "too many tokens: the prompt has {prompt} tokens, at least as many as the {context} tokens of context this model serves, so no room is left for the reply."
             )),
             SubmitError::Sampling(e) => Self::invalid(e),
+            SubmitError::Invalid(m) => Self::invalid(m),
             SubmitError::Stopped => Self::ShuttingDown,
         }
     }
@@ -95,6 +102,62 @@ impl From<TextOpError> for ApiError {
     }
 }
 
+impl From<ReplyError> for ApiError {
+    /// A reply that failed before anything was sent: a failure the request caused (its grammar
+    /// cannot be continued) is the client's 400, never a 5xx that SDKs retry.
+    fn from(err: ReplyError) -> Self {
+        match err.kind {
+            ErrorKind::Request => Self::invalid(err.message),
+            ErrorKind::Server => Self::Internal(err.message),
+        }
+    }
+}
+
+/// The JSON error body for a message, as every error response carries it.
+pub fn error_body_json(message: &str) -> String {
+    serde_json::to_string(&ErrorBody {
+        id: uuid::Uuid::new_v4().to_string(),
+        message: message.to_string(),
+    })
+    .expect("an error body serializes")
+}
+
+/// Largest non-JSON error body read back to become the message of its JSON replacement.
+const FOREIGN_ERROR_BYTES: usize = 4096;
+
+/// Middleware over the whole router: an error response that is not our JSON (axum's own
+/// rejections, such as a path that is not UTF-8, answer in plain text) is rewritten to the
+/// `{"id", "message"}` shape, keeping its status and headers and its text as the message.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, FOREIGN_ERROR_BYTES)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    let message = if status == StatusCode::BAD_REQUEST {
+        format!("invalid request: {text}")
+    } else {
+        text
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(error_body_json(&message)))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -103,10 +166,19 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
         };
         let mut response = (status, Json(body)).into_response();
-        if let Self::Overloaded { .. } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        match self {
+            Self::Overloaded { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            // The body was not read (or not all of it): the connection cannot be reused.
+            Self::PayloadTooLarge { .. } | Self::BodyTimeout { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }
@@ -164,6 +236,70 @@ mod tests {
         let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
         assert!(uuid::Uuid::parse_str(&body.id).is_ok());
         assert!(body.message.contains("7 requests waiting"));
+    }
+
+    #[test]
+    fn a_reply_that_failed_by_the_requests_fault_is_a_400_never_a_5xx() {
+        let request = ApiError::from(ReplyError {
+            kind: ErrorKind::Request,
+            message: "the response grammar failed during generation: x".into(),
+        });
+        assert_eq!(request.status(), StatusCode::BAD_REQUEST);
+        let server = ApiError::from(ReplyError {
+            kind: ErrorKind::Server,
+            message: "forward pass failed".into(),
+        });
+        assert_eq!(server.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let long = ApiError::from(SubmitError::PromptTooLong {
+            prompt: 64,
+            context: 64,
+        });
+        assert!(
+            long.to_string()
+                .contains("64 tokens, at least as many as the 64 tokens"),
+            "{long}"
+        );
+    }
+
+    #[tokio::test]
+    async fn foreign_error_responses_become_the_json_shape() {
+        use axum::routing::get;
+        let app = axum::Router::new()
+            .route(
+                "/plain",
+                get(|| async { (StatusCode::BAD_REQUEST, "Invalid URL: bad bytes") }),
+            )
+            .route("/empty", get(|| async { StatusCode::URI_TOO_LONG }))
+            .route("/ok", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(json_errors));
+        let call = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                use tower::ServiceExt;
+                let request = axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let kind = response.headers().get(header::CONTENT_TYPE).cloned();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                    .await
+                    .unwrap();
+                (status, kind, bytes)
+            }
+        };
+        let (status, kind, bytes) = call("/plain").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(kind.unwrap(), "application/json");
+        let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body.message, "invalid request: Invalid URL: bad bytes");
+        let (status, _, bytes) = call("/empty").await;
+        assert_eq!(status, StatusCode::URI_TOO_LONG);
+        let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body.message, "URI Too Long");
+        let (status, _, bytes) = call("/ok").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&bytes[..], b"fine");
     }
 
     #[test]

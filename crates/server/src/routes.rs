@@ -1,38 +1,35 @@
 //! The HTTP routes: `app(state)` builds the whole router, so tests drive it without a socket.
 
-use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use runner::engine::{EngineHandle, EventStream, GenerateRequest, StreamEvent};
-use runner::tools::{ParseOptions, ToolEvent, ToolParser, DEFAULT_PLAN_HOLD_BYTES};
+use runner::engine::EngineHandle;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::sse::{map_finish_reason, SseEncoder, StreamOutcome, KEEP_ALIVE};
-use crate::validate::{check_model, validate_chat};
+use crate::validate::check_model;
 use crate::wire::{
-    ChatRequest, ChatResponse, CheckApiKeyResponse, DetokenizeRequest, DetokenizeResponse,
-    FinishReason, ListModelsResponse, LogprobItem, ModelDescription, ResponseContent,
-    ResponseMessage, SamplingDefaults, TokenizeRequest, TokenizeResponse, ToolCallOut, ToolChoice,
-    Usage,
+    CheckApiKeyResponse, DetokenizeRequest, DetokenizeResponse, ListModelsResponse,
+    ModelDescription, SamplingDefaults, TokenizeRequest, TokenizeResponse,
 };
 
 /// Longest text `/v1/tokenize` takes and most tokens `/v1/detokenize` takes, per the spec.
 const MAX_TOKENIZE_CHARS: usize = 65_536;
 const MAX_DETOKENIZE_TOKENS: usize = 65_536;
 
-/// What every handler shares: the settings and, once loaded, the engine.
+/// What every handler shares: the settings, once loaded the engine, and the server's state of
+/// life (draining, streams being cut at the end of a shutdown).
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Shared>,
@@ -41,15 +38,42 @@ pub struct AppState {
 struct Shared {
     config: Config,
     engine: OnceLock<EngineHandle>,
+    /// Template rendering, tokenizing and grammar compiling run here, at most this many at once,
+    /// never on the async workers (a 5 MB message must not stall every stream).
+    text_pool: Arc<Semaphore>,
+    /// `/tokenizer.json`, built once.
+    tokenizer_file: OnceLock<(Bytes, HeaderValue)>,
+    /// Set at SIGTERM/SIGINT: `/ready` answers 503 and new chats are refused while running
+    /// streams finish.
+    draining: AtomicBool,
+    /// Set when the shutdown grace runs out: open streams end with `ERROR` and `[DONE]`.
+    cut_streams: watch::Sender<bool>,
+    /// Chat requests in progress (a stream counts until its body is dropped).
+    active_chats: Arc<AtomicUsize>,
+}
+
+/// One chat request in progress, counted in [`AppState::active_chats`] until dropped.
+pub(crate) struct ActiveChat(Arc<AtomicUsize>);
+
+impl Drop for ActiveChat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl AppState {
     /// A state with no model yet: chat routes answer 503 until [`AppState::set_engine`].
     pub fn new(config: Config) -> Self {
+        let text_workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         Self {
             inner: Arc::new(Shared {
                 config,
                 engine: OnceLock::new(),
+                text_pool: Arc::new(Semaphore::new(text_workers)),
+                tokenizer_file: OnceLock::new(),
+                draining: AtomicBool::new(false),
+                cut_streams: watch::channel(false).0,
+                active_chats: Arc::new(AtomicUsize::new(0)),
             }),
         }
     }
@@ -69,12 +93,12 @@ impl AppState {
         &self.inner.config
     }
 
-    fn engine(&self) -> Result<&EngineHandle, ApiError> {
+    pub(crate) fn engine(&self) -> Result<&EngineHandle, ApiError> {
         self.inner.engine.get().ok_or(ApiError::NotReady)
     }
 
     /// The names a request's `model` may use: the configured ones, else the model's own.
-    fn served_names(&self, engine: &EngineHandle) -> Vec<String> {
+    pub(crate) fn served_names(&self, engine: &EngineHandle) -> Vec<String> {
         let configured = &self.inner.config.served_model_names;
         if configured.is_empty() {
             vec![engine.info().name.clone()]
@@ -82,13 +106,74 @@ impl AppState {
             configured.clone()
         }
     }
+
+    /// Starts draining: `/ready` turns 503 at once and new chats are refused (503, which the
+    /// SDKs retry, on another replica behind a load balancer).
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Ends every open stream now, each with `message-end` (`ERROR`) and `[DONE]`.
+    pub fn cut_streams(&self) -> watch::Receiver<bool> {
+        self.inner.cut_streams.subscribe()
+    }
+
+    pub fn cut_open_streams(&self) {
+        self.inner.cut_streams.send_replace(true);
+    }
+
+    /// Chat requests in progress, streams included.
+    pub fn active_chats(&self) -> usize {
+        self.inner.active_chats.load(Ordering::SeqCst)
+    }
+
+    /// Counts a chat request until the returned guard is dropped.
+    pub(crate) fn chat_started(&self) -> ActiveChat {
+        self.inner.active_chats.fetch_add(1, Ordering::SeqCst);
+        ActiveChat(self.inner.active_chats.clone())
+    }
+
+    /// Refuses new work while draining.
+    pub(crate) fn check_serving(&self) -> Result<(), ApiError> {
+        if self.is_draining() {
+            Err(ApiError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs blocking text work (render, tokenize, compile) on the blocking pool, at most a few
+    /// at once. The permit travels with the work, so a client that goes away cannot make the
+    /// pool run more than its bound.
+    pub(crate) async fn text_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = self
+            .inner
+            .text_pool
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::ShuttingDown)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("text work failed: {e}")))
+    }
 }
 
 pub fn app(state: AppState) -> Router {
     let keys = Arc::new(state.config().api_keys.clone());
     let body_limit = state.config().max_body_bytes;
     let api = Router::new()
-        .route("/v2/chat", post(chat))
+        .route("/v2/chat", post(crate::chat::chat))
         .route("/v1/models", get(list_models))
         // A wildcard so that Hugging Face ids (`org/name`) work as model names.
         .route("/v1/models/{*model}", get(get_model))
@@ -108,6 +193,8 @@ pub fn app(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Outermost: whatever answers in another shape (axum's rejections) becomes our JSON.
+        .layer(middleware::from_fn(crate::error::json_errors))
         .with_state(state)
 }
 
@@ -122,337 +209,46 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Reads a JSON body ourselves so that every failure (too large, bad syntax, wrong shape) comes
-/// out in the one error shape; the `Content-Type` is not required, as the SDKs always send JSON.
-fn parse_json<T: DeserializeOwned>(
+/// Reads a request body within the configured time and size and parses it as JSON, so that
+/// every failure (too large, too slow, bad syntax, wrong shape) comes out in the one error
+/// shape. A declared `Content-Length` over the limit is refused before a byte is read. The
+/// `Content-Type` is not required, as the SDKs always send JSON.
+pub(crate) async fn read_json<T: DeserializeOwned>(
     state: &AppState,
-    body: Result<Bytes, BytesRejection>,
+    headers: &HeaderMap,
+    body: Body,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit: state.config().max_body_bytes,
-            }
-        } else {
-            ApiError::invalid(rejection.body_text())
+    let config = state.config();
+    let limit = config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let timeout = config.body_read_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => {
+            return Err(ApiError::BodyTimeout {
+                seconds: timeout.as_secs(),
+            })
         }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::from_json(&e))
-}
-
-// ---------------------------------------------------------------------------------------------
-// POST /v2/chat
-// ---------------------------------------------------------------------------------------------
-
-/// One log line per chat request, written when the request is over (including when the
-/// client went away mid-stream, which is when this is dropped early).
-struct RequestLog {
-    id: String,
-    started: Instant,
-    status: u16,
-    stream: bool,
-    first_token: Option<Duration>,
-    outcome: Option<StreamOutcome>,
-}
-
-impl RequestLog {
-    fn new(id: String) -> Self {
-        Self {
-            id,
-            started: Instant::now(),
-            status: 200,
-            stream: false,
-            first_token: None,
-            outcome: None,
-        }
-    }
-
-    fn finish(&mut self, outcome: StreamOutcome) {
-        self.outcome = Some(outcome);
-    }
-
-    fn saw_token(&mut self) {
-        self.first_token
-            .get_or_insert_with(|| self.started.elapsed());
-    }
-}
-
-impl Drop for RequestLog {
-    fn drop(&mut self) {
-        let finish = match (self.status, self.outcome) {
-            (200, None) => "CANCELLED".to_string(),
-            (_, None) => "-".to_string(),
-            (_, Some(o)) => format!("{:?}", o.finish_reason),
-        };
-        tracing::info!(
-            id = %self.id,
-            status = self.status,
-            stream = self.stream,
-            tokens_in = self.outcome.map_or(0, |o| o.input_tokens),
-            tokens_out = self.outcome.map_or(0, |o| o.output_tokens),
-            ttft_ms = self.first_token.map(|d| d.as_millis() as u64),
-            total_ms = self.started.elapsed().as_millis() as u64,
-            finish = %finish,
-            "chat"
-        );
-    }
-}
-
-async fn chat(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let id = uuid::Uuid::new_v4().to_string();
-    let mut log = RequestLog::new(id.clone());
-    match start_chat(&state, body).await {
-        Ok((valid_stream, logprobs, prompt_tokens, events, tools)) => {
-            log.stream = valid_stream;
-            if valid_stream {
-                stream_reply(
-                    id,
-                    log,
-                    events,
-                    logprobs,
-                    prompt_tokens,
-                    state.config().keep_alive,
-                    tools,
-                )
+        Ok(Err(error)) => {
+            // `to_bytes` fails on the limit (a body without a length, or a lying one) or on
+            // a connection that broke mid-body.
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
+                || error.to_string().contains("length limit");
+            return Err(if too_large {
+                ApiError::PayloadTooLarge { limit }
             } else {
-                collect_reply(id, &mut log, events, logprobs, tools)
-                    .await
-                    .unwrap_or_else(|e| {
-                        log.status = e.status().as_u16();
-                        e.into_response()
-                    })
-            }
+                ApiError::invalid(format!("the request body could not be read: {error}"))
+            });
         }
-        Err(e) => {
-            log.status = e.status().as_u16();
-            e.into_response()
-        }
-    }
-}
-
-/// Everything before the first token: parse, validate, render, tokenize, admit. With tools,
-/// also the parser that reads the reply's tool calls.
-async fn start_chat(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(bool, bool, usize, EventStream, Option<ToolParser>), ApiError> {
-    let request: ChatRequest = parse_json(state, body)?;
-    let engine = state.engine()?;
-    check_model(request.model.as_deref(), &state.served_names(engine))?;
-    let info = engine.info();
-    let tool_choice = request.tool_choice;
-    // Built before validation consumes the request; used only once it has passed.
-    let constraint_spec = crate::validate::constraint_spec(
-        &request,
-        runner::tools::format(engine.tool_format()).markers(),
-    );
-    let valid = validate_chat(request, info)?;
-    let parser = (!valid.prompt.tools.is_empty()).then(|| {
-        // Text before a call is a plan only if a call follows: hold it (see ParseOptions),
-        // all of it when a call is certain, none when calls are ruled out.
-        let plan_hold_bytes = match tool_choice {
-            Some(ToolChoice::Required) => usize::MAX,
-            Some(ToolChoice::None) => 0,
-            None => DEFAULT_PLAN_HOLD_BYTES,
-        };
-        runner::tools::format(engine.tool_format()).parser(ParseOptions {
-            plan_hold_bytes,
-            id_seed: None,
-        })
-    });
-    let text = engine.render_chat(&valid.prompt)?;
-    // BOS is added only where the model wants one and the template did not write it already.
-    let prompt = engine.tokenize_prompt(&text)?;
-    let context = info.context_length;
-    if prompt.len() >= context {
-        return Err(runner::engine::SubmitError::PromptTooLong {
-            prompt: prompt.len(),
-            context,
-        }
-        .into());
-    }
-    // Above-limit max_tokens are capped, never rejected: by the server ceiling and the context.
-    let room = context - prompt.len();
-    let max_tokens = [valid.max_tokens, state.config().max_tokens, Some(room)]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(room);
-    let prompt_tokens = prompt.len();
-    let logprobs = valid.sampling.logprobs;
-    // Compiling may take a while (bounded by the engine): off the async workers. A grammar
-    // that does not compile is the request's fault, never a reason to answer unconstrained.
-    let constraint = match constraint_spec {
-        None => None,
-        Some(spec) => {
-            let engine = engine.clone();
-            let compiled = tokio::task::spawn_blocking(move || engine.compile(&spec))
-                .await
-                .map_err(|e| ApiError::Internal(format!("compiling the grammar failed: {e}")))?;
-            Some(compiled.map_err(ApiError::invalid)?)
-        }
+        Ok(Ok(bytes)) => bytes,
     };
-    let events = engine.submit(GenerateRequest {
-        prompt,
-        sampling: valid.sampling,
-        max_tokens,
-        stop_sequences: valid.stop_sequences,
-        constraint,
-    })?;
-    Ok((valid.stream, logprobs, prompt_tokens, events, parser))
-}
-
-/// The non-stream message of a reply read by a tool parser: plan, calls, and content when
-/// there is text (or no call).
-fn tool_reply_message(events: Vec<ToolEvent>) -> ResponseMessage {
-    let mut plan = String::new();
-    let mut content = String::new();
-    let mut calls: Vec<ToolCallOut> = Vec::new();
-    for event in events {
-        match event {
-            ToolEvent::PlanDelta(text) => plan.push_str(&text),
-            ToolEvent::Content(text) => content.push_str(&text),
-            ToolEvent::CallStart { id, name, .. } => calls.push(ToolCallOut::function(id, name)),
-            ToolEvent::CallArgsDelta { index, text } => {
-                if let Some(call) = calls.get_mut(index) {
-                    call.function.arguments.push_str(&text);
-                }
-            }
-            ToolEvent::CallEnd { .. } => {}
-        }
-    }
-    ResponseMessage {
-        role: "assistant".into(),
-        content: if content.is_empty() && !calls.is_empty() {
-            Vec::new()
-        } else {
-            vec![ResponseContent::Text { text: content }]
-        },
-        tool_plan: (!plan.is_empty()).then_some(plan),
-        tool_calls: (!calls.is_empty()).then_some(calls),
-    }
-}
-
-async fn collect_reply(
-    id: String,
-    log: &mut RequestLog,
-    mut events: EventStream,
-    logprobs: bool,
-    tools: Option<ToolParser>,
-) -> Result<Response, ApiError> {
-    let mut text = String::new();
-    let mut items = Vec::new();
-    loop {
-        match events.recv().await {
-            Some(StreamEvent::Text {
-                text: piece,
-                token_ids,
-                logprobs: lps,
-            }) => {
-                log.saw_token();
-                text.push_str(&piece);
-                if logprobs {
-                    items.push(LogprobItem {
-                        text: piece,
-                        token_ids,
-                        logprobs: lps,
-                    });
-                }
-            }
-            Some(StreamEvent::Done {
-                reason,
-                prompt_tokens,
-                output_tokens,
-            }) => {
-                let mut finish_reason = map_finish_reason(reason);
-                let message = match tools {
-                    Some(mut parser) => {
-                        let mut events = parser.push(&text);
-                        events.extend(parser.finish());
-                        if parser.calls() > 0 {
-                            finish_reason = FinishReason::ToolCall;
-                        }
-                        tool_reply_message(events)
-                    }
-                    None => ResponseMessage {
-                        role: "assistant".into(),
-                        content: vec![ResponseContent::Text { text }],
-                        tool_plan: None,
-                        tool_calls: None,
-                    },
-                };
-                log.finish(StreamOutcome {
-                    finish_reason,
-                    input_tokens: prompt_tokens,
-                    output_tokens,
-                });
-                let response = ChatResponse {
-                    id,
-                    finish_reason,
-                    message,
-                    usage: Usage::real(prompt_tokens, output_tokens),
-                    logprobs: logprobs.then_some(items),
-                };
-                return Ok(Json(response).into_response());
-            }
-            Some(StreamEvent::Error { message }) => return Err(ApiError::Internal(message)),
-            None => {
-                return Err(ApiError::Internal(
-                    "the engine stopped before the reply was complete".into(),
-                ))
-            }
-        }
-    }
-}
-
-/// The SSE body. Dropping it (client gone) drops `events`, which cancels the generation.
-fn stream_reply(
-    id: String,
-    mut log: RequestLog,
-    mut events: EventStream,
-    logprobs: bool,
-    prompt_tokens: usize,
-    keep_alive: Duration,
-    tools: Option<ToolParser>,
-) -> Response {
-    let body = async_stream::stream! {
-        let mut encoder = SseEncoder::new(logprobs, prompt_tokens);
-        if let Some(parser) = tools {
-            encoder = encoder.with_tool_parser(parser);
-        }
-        yield Ok::<Bytes, Infallible>(encoder.start(&id));
-        loop {
-            match tokio::time::timeout(keep_alive, events.recv()).await {
-                Err(_) => yield Ok(Bytes::from_static(KEEP_ALIVE)),
-                Ok(Some(event)) => {
-                    if matches!(event, StreamEvent::Text { .. }) {
-                        log.saw_token();
-                    }
-                    for frame in encoder.event(event) {
-                        yield Ok(frame);
-                    }
-                }
-                Ok(None) => {
-                    for frame in encoder.closed() {
-                        yield Ok(frame);
-                    }
-                }
-            }
-            if let Some(outcome) = encoder.outcome() {
-                log.finish(outcome);
-                if outcome.finish_reason == FinishReason::Error {
-                    tracing::warn!(id = %id, "stream ended with an engine error");
-                }
-                break;
-            }
-        }
-    };
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(body))
-        .expect("static headers are valid")
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::from_json(&e))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -520,22 +316,60 @@ async fn get_model(
     Ok(Json(describe(engine, &model, &headers)))
 }
 
-async fn tokenizer_file(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let engine = state.engine()?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        engine.tokenizer_json(),
-    )
-        .into_response())
+/// The tokenizer as `tokenizer.json` (the SDKs fetch it to tokenize offline): serialized once,
+/// served from memory with an ETag, and `304 Not Modified` to a client that has it.
+async fn tokenizer_file(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let engine = state.engine()?.clone();
+    let (bytes, etag) = match state.inner.tokenizer_file.get() {
+        Some(file) => file.clone(),
+        None => {
+            let built = state
+                .text_work(move || {
+                    let json = Bytes::from(engine.tokenizer_json());
+                    let etag = format!("\"{:016x}\"", fnv1a(&json));
+                    let etag = HeaderValue::from_str(&etag).expect("hex is a valid header value");
+                    (json, etag)
+                })
+                .await?;
+            state.inner.tokenizer_file.get_or_init(|| built).clone()
+        }
+    };
+    let cached = headers.get(header::IF_NONE_MATCH).is_some_and(|tags| {
+        tags.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii() == etag.as_bytes() || t.trim_ascii() == b"*")
+    });
+    let mut response = if cached {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+    };
+    response.headers_mut().insert(header::ETAG, etag);
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    Ok(response)
+}
+
+/// 64-bit FNV-1a: a stable fingerprint of the tokenizer file for its ETag.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 async fn tokenize(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
-    let request: TokenizeRequest = parse_json(&state, body)?;
-    let engine = state.engine()?;
-    check_model(request.model.as_deref(), &state.served_names(engine))?;
+    let request: TokenizeRequest = read_json(&state, &headers, body).await?;
+    let engine = state.engine()?.clone();
+    check_model(request.model.as_deref(), &state.served_names(&engine))?;
     let text = request.text.unwrap_or_default();
     let chars = text.chars().count();
     if chars == 0 || chars > MAX_TOKENIZE_CHARS {
@@ -543,11 +377,16 @@ async fn tokenize(
             "text must be between 1 and {MAX_TOKENIZE_CHARS} characters long (received {chars})."
         )));
     }
-    let tokens = engine.tokenize(&text, false)?;
-    let token_strings = tokens
-        .iter()
-        .map(|t| engine.detokenize(&[*t]))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (tokens, token_strings) = state
+        .text_work(move || {
+            let tokens = engine.tokenize(&text, false)?;
+            let strings = tokens
+                .iter()
+                .map(|t| engine.detokenize(&[*t]))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, runner::engine::TextOpError>((tokens, strings))
+        })
+        .await??;
     Ok(Json(TokenizeResponse {
         tokens,
         token_strings,
@@ -556,11 +395,12 @@ async fn tokenize(
 
 async fn detokenize(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<DetokenizeResponse>, ApiError> {
-    let request: DetokenizeRequest = parse_json(&state, body)?;
-    let engine = state.engine()?;
-    check_model(request.model.as_deref(), &state.served_names(engine))?;
+    let request: DetokenizeRequest = read_json(&state, &headers, body).await?;
+    let engine = state.engine()?.clone();
+    check_model(request.model.as_deref(), &state.served_names(&engine))?;
     let tokens = request.tokens.unwrap_or_default();
     if tokens.is_empty() || tokens.len() > MAX_DETOKENIZE_TOKENS {
         return Err(ApiError::invalid(format!(
@@ -579,9 +419,8 @@ async fn detokenize(
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(DetokenizeResponse {
-        text: engine.detokenize(&ids)?,
-    }))
+    let text = state.text_work(move || engine.detokenize(&ids)).await??;
+    Ok(Json(DetokenizeResponse { text }))
 }
 
 /// Reaching the handler means the key passed (or auth is off).
@@ -593,9 +432,50 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// 200 once the model is loaded, 503 while loading and from the moment a shutdown starts (so a
+/// load balancer stops sending work while running streams finish).
 async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
     let engine = state.engine()?;
     Ok(Json(
         serde_json::json!({"status": "ready", "model": engine.info().name}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Text work runs off the async worker: on a one-thread runtime, a timer task keeps
+    /// ticking while a blocking render is in progress.
+    #[test]
+    fn text_work_leaves_the_async_worker_free() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let state = AppState::new(Config::for_model("unused"));
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let work = tokio::spawn({
+                let state = state.clone();
+                async move {
+                    state
+                        .text_work(move || rx.recv_timeout(std::time::Duration::from_secs(10)))
+                        .await
+                }
+            });
+            // The only async thread is free: it runs this task while the work blocks.
+            let mut ticks = 0;
+            while ticks < 5 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                ticks += 1;
+            }
+            assert!(!work.is_finished(), "the work ended before it was released");
+            tx.send(()).unwrap();
+            assert!(work.await.unwrap().unwrap().is_ok());
+        });
+    }
 }

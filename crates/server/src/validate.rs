@@ -7,15 +7,15 @@ use std::collections::HashSet;
 use runner::chat::{ChatMessage, ChatPrompt, TemplateFunction, TemplateToolCall};
 use runner::constraint::{ConstraintSpec, ToolConstraint, ToolMode, ToolSchema};
 use runner::engine::ModelInfo;
-use runner::tools::CallMarkers;
+use runner::grounding::{CitationMode, Source, SourceKind};
+use runner::tools::{CallMarkers, ParseOptions, DEFAULT_PLAN_HOLD_BYTES};
 use sampler::SamplingParams;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
 use crate::wire::{
-    AssistantBlock, ChatRequest, Content, Document, DocumentData, DocumentInput, Message,
-    ResponseFormat, ResponseFormatType, TextBlock, ToolBlock, ToolCall, ToolChoice, ToolDefinition,
-    UserBlock,
+    AssistantBlock, ChatRequest, Content, Document, DocumentData, Message, ResponseFormat,
+    ResponseFormatType, TextBlock, ToolBlock, ToolCall, ToolChoice, ToolDefinition, UserBlock,
 };
 
 pub const MAX_STOP_SEQUENCES: usize = 5;
@@ -31,6 +31,16 @@ pub struct ValidChat {
     /// What the client asked for; the route caps it by the server ceiling and the context.
     pub max_tokens: Option<usize>,
     pub stop_sequences: Vec<String>,
+    /// What the reply must look like (`response_format`, strict or forced tools); `None` for
+    /// free text.
+    pub constraint: Option<ConstraintSpec>,
+    /// How to read tool calls out of the reply; `None` when the request has no tools.
+    pub tool_parse: Option<ParseOptions>,
+    /// Queue order, 0 first.
+    pub priority: u32,
+    /// What the reply may cite: the documents, then the tool results, in request order.
+    pub sources: Vec<Source>,
+    pub citation_mode: CitationMode,
 }
 
 /// The `model` field against the names this server answers to (404 naming it otherwise).
@@ -66,13 +76,15 @@ pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, Ap
             "stop_sequences must not contain empty strings.",
         ));
     }
-    if let Some(priority) = req.priority {
-        if !(0..=999).contains(&priority) {
+    let priority = match req.priority {
+        None => 0,
+        Some(p) if (0..=999).contains(&p) => p as u32,
+        Some(_) => {
             return Err(ApiError::invalid(
                 "priority must be between 0 and 999 inclusive.",
-            ));
+            ))
         }
-    }
+    };
     if let Some(budget) = req.thinking.as_ref().and_then(|t| t.token_budget) {
         if budget < 1 {
             return Err(ApiError::invalid(
@@ -88,22 +100,46 @@ pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, Ap
             "tool_choice REQUIRED can only be used when tools are specified.",
         ));
     }
-    let documents = req.documents.as_deref().unwrap_or_default();
+    let documents = validate_documents(req.documents.as_deref().unwrap_or_default())?;
+    if req.response_format.is_some() && !documents.is_empty() {
+        return Err(ApiError::invalid(
+            "response_format is not supported with RAG.",
+        ));
+    }
     if let Some(format) = &req.response_format {
         validate_response_format(format, !documents.is_empty(), !tools.is_empty())?;
     }
+    let citation_mode = citation_mode(req.citation_options.as_ref())?;
+    let constraint = constraint_spec(&req, runner::tools::format(info.tool_format).markers());
+    // Text before a call is a plan only if a call follows: hold it (see ParseOptions), all of it
+    // when a call is certain, none when calls are ruled out.
+    let tool_parse = (!tools.is_empty()).then_some(ParseOptions {
+        plan_hold_bytes: match req.tool_choice {
+            Some(ToolChoice::Required) => usize::MAX,
+            Some(ToolChoice::None) => 0,
+            None => DEFAULT_PLAN_HOLD_BYTES,
+        },
+        id_seed: None,
+    });
 
     let messages = req.messages.unwrap_or_default();
-    let mut chat = map_messages(messages, info)?;
-    if !documents.is_empty() {
-        inject_documents(&mut chat, documents);
-    }
+    let (chat, tool_sources) = map_messages(messages, info)?;
+    let mut sources: Vec<Source> = documents
+        .iter()
+        .map(|doc| {
+            let id = doc["id"].as_str().unwrap_or_default().to_string();
+            Source::new(id, SourceKind::Document, doc.clone())
+        })
+        .collect();
+    sources.extend(tool_sources);
     let prompt = ChatPrompt {
         messages: chat,
         // Every template gets the definitions: the runner renders them through the template
         // or, when it cannot, as its own tool section (runner::tools::prepare_prompt).
         tools: tool_defs,
-        documents: Vec::new(),
+        // Through the template's `documents` when it renders them, else our grounding section
+        // (runner::grounding::prepare_documents).
+        documents: documents.into_iter().map(Value::Object).collect(),
         add_generation_prompt: true,
     };
     Ok(ValidChat {
@@ -112,6 +148,11 @@ pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, Ap
         sampling,
         max_tokens,
         stop_sequences,
+        constraint,
+        tool_parse,
+        priority,
+        sources,
+        citation_mode,
     })
 }
 
@@ -328,16 +369,16 @@ fn check_schema_object(schema: &Value) -> Result<(), ApiError> {
 }
 
 /// What the reply must look like, from `response_format`, `tools`, `tool_choice` and
-/// `strict_tools`; `None` when free text is fine. Call it on a request that passed
-/// [`validate_chat`]; the spec is compiled by the engine, and a spec that fails to compile is a
-/// 400 there. `markers` is the call format of the served model.
+/// `strict_tools`; `None` when free text is fine. Part of [`validate_chat`], on a request whose
+/// fields passed their checks; the spec is compiled by the engine, and a spec that fails to
+/// compile is a 400 there. `markers` is the call format of the served model.
 ///
 /// - `json_object` gives any JSON object, with `json_schema` one that validates against it;
 /// - with tools, `REQUIRED` forces one or more calls, `NONE` rules the call marker out, and
 ///   `strict_tools` (without a choice) leaves the model free to answer in text but makes any
 ///   call name a defined tool with arguments that validate against its schema. Without
 ///   `strict_tools`, REQUIRED calls still name a defined tool and carry an object of arguments.
-pub fn constraint_spec(req: &ChatRequest, markers: CallMarkers) -> Option<ConstraintSpec> {
+fn constraint_spec(req: &ChatRequest, markers: CallMarkers) -> Option<ConstraintSpec> {
     if let Some(format) = &req.response_format {
         if format.kind == ResponseFormatType::JsonObject {
             return Some(match &format.json_schema {
@@ -393,11 +434,16 @@ fn count_fields(schema: &Value) -> usize {
 
 const EMPTY_TURN: &str = "message must not be empty in a turn";
 
-fn map_messages(messages: Vec<Message>, info: &ModelInfo) -> Result<Vec<ChatMessage>, ApiError> {
+/// The template's turns, and the tool results as citation sources (`<tool_call_id>:<block>`).
+fn map_messages(
+    messages: Vec<Message>,
+    info: &ModelInfo,
+) -> Result<(Vec<ChatMessage>, Vec<Source>), ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid("messages must not be empty."));
     }
     let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len());
+    let mut sources: Vec<Source> = Vec::new();
     let mut call_ids: HashSet<String> = HashSet::new();
     let mut seen_other = false;
     for message in messages {
@@ -506,15 +552,27 @@ fn map_messages(messages: Vec<Message>, info: &ModelInfo) -> Result<Vec<ChatMess
                     ));
                 }
                 let text = match m.content {
-                    Some(Content::Text(t)) => t,
-                    Some(Content::Blocks(blocks)) => blocks
-                        .into_iter()
-                        .map(|b| match b {
-                            ToolBlock::Text { text } => text,
-                            ToolBlock::Document { document } => document_text(&document),
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n"),
+                    Some(Content::Text(t)) => {
+                        sources.push(tool_source(&id, 0, tool_output_of_text(&t)));
+                        t
+                    }
+                    Some(Content::Blocks(blocks)) => {
+                        let mut parts = Vec::with_capacity(blocks.len());
+                        for (i, block) in blocks.into_iter().enumerate() {
+                            let (text, output) = match block {
+                                ToolBlock::Text { text } => {
+                                    let output = tool_output_of_text(&text);
+                                    (text, output)
+                                }
+                                ToolBlock::Document { document } => {
+                                    (document_text(&document), document_fields(&document))
+                                }
+                            };
+                            sources.push(tool_source(&id, i, output));
+                            parts.push(text);
+                        }
+                        parts.join("\n")
+                    }
                     None => {
                         return Err(ApiError::invalid("tool message content must be provided."))
                     }
@@ -526,7 +584,7 @@ fn map_messages(messages: Vec<Message>, info: &ModelInfo) -> Result<Vec<ChatMess
             }
         }
     }
-    Ok(out)
+    Ok((out, sources))
 }
 
 fn turn(role: &str, content: String) -> ChatMessage {
@@ -576,47 +634,113 @@ fn document_text(document: &Document) -> String {
     }
 }
 
-/// Documents as the flat objects Cohere cites (`{"id": "doc:0", ...fields}`).
-pub fn document_objects(documents: &[DocumentInput]) -> Vec<Value> {
-    documents
-        .iter()
-        .enumerate()
-        .map(|(i, doc)| {
-            let mut object = Map::new();
-            let (id, data) = match doc {
-                DocumentInput::Text(t) => (None, DocumentData::Text(t.clone())),
-                DocumentInput::Object(d) => (d.id.clone(), d.data.clone()),
-            };
-            object.insert(
-                "id".into(),
-                Value::String(id.unwrap_or_else(|| format!("doc:{i}"))),
-            );
-            match data {
-                DocumentData::Text(t) => {
-                    object.insert("text".into(), Value::String(t));
-                }
-                DocumentData::Object(map) => object.extend(map),
-            }
-            Value::Object(object)
-        })
-        .collect()
+/// A tool result's source: its id is `<tool_call_id>:<index of the block>`.
+fn tool_source(call_id: &str, block: usize, output: Map<String, Value>) -> Source {
+    Source::new(format!("{call_id}:{block}"), SourceKind::Tool, output)
 }
 
-/// Grounding documents go into the system turn, one JSON object per line, so every template
-/// shows them to the model (ModelInfo does not say which templates render `documents`).
-fn inject_documents(chat: &mut Vec<ChatMessage>, documents: &[DocumentInput]) {
-    let mut section =
-        String::from("Use the following documents to answer. Each is a JSON object with an id.\n");
-    for doc in document_objects(documents) {
-        section.push('\n');
-        section.push_str(&serde_json::to_string(&doc).expect("a JSON object serializes"));
+/// A tool result given as text: its JSON object when it is one (the docs ask for a JSON object
+/// string), else `{"text": ...}`.
+fn tool_output_of_text(text: &str) -> Map<String, Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::from_iter([("text".to_string(), Value::String(text.to_string()))]),
     }
-    match chat.first_mut() {
-        Some(first) if first.role == "system" => {
-            first.content.push_str("\n\n");
-            first.content.push_str(&section);
+}
+
+/// A document block's fields (a string `data` becomes `{"text": ...}`), with its id if given.
+fn document_fields(document: &Document) -> Map<String, Value> {
+    let mut fields = Map::new();
+    if let Some(id) = &document.id {
+        fields.insert("id".into(), Value::String(id.clone()));
+    }
+    match &document.data {
+        DocumentData::Text(t) => {
+            fields.insert("text".into(), Value::String(t.clone()));
         }
-        _ => chat.insert(0, turn("system", section)),
+        DocumentData::Object(map) => fields.extend(map.clone()),
+    }
+    fields
+}
+
+/// `documents[]` as the flat objects Cohere cites (`{"id": "doc:0", ...fields}`): each item a
+/// string (`{"text": ...}`) or `{data, id?}` with `data` an object or a string. Ids default to
+/// `doc:<position>` and must be unique.
+pub fn validate_documents(items: &[Value]) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut ids = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let (id, data) = match item {
+            Value::String(text) => (None, Value::String(text.clone())),
+            Value::Object(object) => {
+                let id = match object.get("id") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+                    Some(other) => {
+                        return Err(ApiError::invalid(format!(
+                            "documents[{i}].id must be a non-empty string (received {other})."
+                        )))
+                    }
+                };
+                let data = object.get("data").cloned().ok_or_else(|| {
+                    ApiError::invalid(format!("documents[{i}] must have a data field."))
+                })?;
+                (id, data)
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "documents[{i}] must be a string or an object with data (received {}).",
+                    json_kind(other)
+                )))
+            }
+        };
+        let id = id.unwrap_or_else(|| format!("doc:{i}"));
+        if !ids.insert(id.clone()) {
+            return Err(ApiError::invalid(format!("duplicate document id '{id}'.")));
+        }
+        let mut fields = Map::new();
+        fields.insert("id".into(), Value::String(id));
+        match data {
+            Value::String(text) => {
+                fields.insert("text".into(), Value::String(text));
+            }
+            Value::Object(map) => fields.extend(map.into_iter().filter(|(k, _)| k != "id")),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "documents[{i}].data must be an object or a string (received {}).",
+                    json_kind(&other)
+                )))
+            }
+        }
+        out.push(fields);
+    }
+    Ok(out)
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `citation_options.mode`, in any case: ACCURATE (the default, also ENABLED), FAST, OFF (also
+/// DISABLED).
+fn citation_mode(options: Option<&crate::wire::CitationOptions>) -> Result<CitationMode, ApiError> {
+    let Some(mode) = options.and_then(|o| o.mode.as_deref()) else {
+        return Ok(CitationMode::Accurate);
+    };
+    match mode.to_ascii_uppercase().as_str() {
+        "ACCURATE" | "ENABLED" => Ok(CitationMode::Accurate),
+        "FAST" => Ok(CitationMode::Fast),
+        "OFF" | "DISABLED" => Ok(CitationMode::Off),
+        _ => Err(ApiError::invalid(format!(
+            "citation_options.mode must be one of ACCURATE, FAST, OFF, ENABLED, DISABLED (received '{mode}')."
+        ))),
     }
 }
 
@@ -632,6 +756,7 @@ mod tests {
             context_length: 8192,
             vocab_size: 49152,
             template_origin: "gguf".into(),
+            tool_format: runner::tools::ToolFormatKind::Generic,
         }
     }
 
@@ -946,13 +1071,16 @@ mod tests {
     }
 
     #[test]
-    fn documents_get_ids_and_reach_the_system_turn() {
-        let docs: Vec<DocumentInput> = serde_json::from_value(json!([
-            "plain text", {"data": {"title": "T", "snippet": "S"}}, {"id": "mine", "data": "str data"}
-        ]))
+    fn documents_get_ids_and_become_sources() {
+        let docs = validate_documents(&[
+            json!("plain text"),
+            json!({"data": {"title": "T", "snippet": "S"}}),
+            json!({"id": "mine", "data": "str data"}),
+        ])
         .unwrap();
+        let docs: Vec<Value> = docs.into_iter().map(Value::Object).collect();
         assert_eq!(
-            document_objects(&docs),
+            docs,
             vec![
                 json!({"id": "doc:0", "text": "plain text"}),
                 json!({"id": "doc:1", "title": "T", "snippet": "S"}),
@@ -960,17 +1088,86 @@ mod tests {
             ]
         );
         let v = accept(json!({"documents": ["Emperor penguins are the tallest."]}));
-        assert_eq!(v.prompt.messages[0].role, "system");
-        assert!(v.prompt.messages[0]
-            .content
-            .contains(r#"{"id":"doc:0","text":"Emperor penguins are the tallest."}"#));
-        let v = accept(
-            json!({"documents": ["d"], "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}]}),
+        assert_eq!(
+            v.prompt.documents,
+            vec![json!({"id": "doc:0", "text": "Emperor penguins are the tallest."})]
         );
-        assert!(v.prompt.messages[0]
-            .content
-            .starts_with("Be brief.\n\nUse the following documents"));
-        assert_eq!(v.prompt.messages.len(), 2);
+        assert_eq!(v.sources.len(), 1);
+        assert_eq!(v.sources[0].id, "doc:0");
+        assert_eq!(v.sources[0].text, "Emperor penguins are the tallest.");
+        assert_eq!(v.citation_mode, CitationMode::Accurate);
+    }
+
+    #[test]
+    fn tool_results_are_sources_by_call_id_and_block() {
+        let v = accept(json!({"messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "tool_calls": [{"id": "w_1", "type": "function",
+                "function": {"name": "w", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "w_1", "content": [
+                {"type": "text", "text": "{\"temperature\": \"24C\"}"},
+                {"type": "document", "document": {"data": {"sky": "clear"}, "id": "d"}}
+            ]},
+            {"role": "tool", "tool_call_id": "w_1", "content": "plain result"}
+        ]}));
+        let ids: Vec<&str> = v.sources.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["w_1:0", "w_1:1", "w_1:0"]);
+        assert_eq!(
+            v.sources[0].fields,
+            json!({"temperature": "24C"}).as_object().unwrap().clone()
+        );
+        assert_eq!(
+            v.sources[1].fields,
+            json!({"id": "d", "sky": "clear"})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+        assert_eq!(
+            v.sources[2].fields,
+            json!({"text": "plain result"}).as_object().unwrap().clone()
+        );
+        assert!(v.sources.iter().all(|s| s.kind == SourceKind::Tool));
+    }
+
+    #[test]
+    fn bad_documents_and_citation_modes_are_named() {
+        assert_eq!(
+            reject(json!({"documents": ["a", 7]})),
+            "invalid request: documents[1] must be a string or an object with data (received a number)."
+        );
+        assert_eq!(
+            reject(json!({"documents": [{"data": [1, 2]}]})),
+            "invalid request: documents[0].data must be an object or a string (received an array)."
+        );
+        assert_eq!(
+            reject(json!({"documents": [{"id": "x"}]})),
+            "invalid request: documents[0] must have a data field."
+        );
+        assert_eq!(
+            reject(json!({"documents": [{"id": "x", "data": "a"}, {"id": "x", "data": "b"}]})),
+            "invalid request: duplicate document id 'x'."
+        );
+        assert_eq!(
+            reject(json!({"documents": ["a", {"id": "doc:0", "data": "b"}]})),
+            "invalid request: duplicate document id 'doc:0'."
+        );
+        assert!(reject(json!({"citation_options": {"mode": "precise"}}))
+            .contains("citation_options.mode must be one of"));
+        assert_eq!(
+            reject(json!({"documents": ["a"], "response_format": {"type": "text"}})),
+            "invalid request: response_format is not supported with RAG."
+        );
+        for (mode, want) in [
+            ("fast", CitationMode::Fast),
+            ("Accurate", CitationMode::Accurate),
+            ("ENABLED", CitationMode::Accurate),
+            ("disabled", CitationMode::Off),
+            ("OFF", CitationMode::Off),
+        ] {
+            let v = accept(json!({"citation_options": {"mode": mode}}));
+            assert_eq!(v.citation_mode, want, "{mode}");
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub struct ChatRequest {
     pub stream: Option<bool>,
     pub tools: Option<Vec<ToolDefinition>>,
     pub strict_tools: Option<bool>,
-    pub documents: Option<Vec<DocumentInput>>,
+    /// Strings or `{data, id?}` objects; kept as JSON so that validation can name what is wrong
+    /// with an item (see `validate::documents`).
+    pub documents: Option<Vec<Value>>,
     pub citation_options: Option<CitationOptions>,
     pub response_format: Option<ResponseFormat>,
     pub safety_mode: Option<SafetyMode>,
@@ -148,14 +150,6 @@ pub struct ToolFunction {
     pub parameters: Option<Value>,
 }
 
-/// A `documents[]` item: a bare string or `{data, id?}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum DocumentInput {
-    Text(String),
-    Object(Document),
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Document {
     pub data: DocumentData,
@@ -172,21 +166,8 @@ pub enum DocumentData {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CitationOptions {
-    pub mode: Option<CitationMode>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum CitationMode {
-    #[serde(rename = "ENABLED", alias = "enabled")]
-    Enabled,
-    #[serde(rename = "DISABLED", alias = "disabled")]
-    Disabled,
-    #[serde(rename = "FAST", alias = "fast")]
-    Fast,
-    #[serde(rename = "ACCURATE", alias = "accurate")]
-    Accurate,
-    #[serde(rename = "OFF", alias = "off")]
-    Off,
+    /// ACCURATE (also ENABLED), FAST, OFF (also DISABLED), in any case; checked by validation.
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -274,6 +255,63 @@ pub struct ResponseMessage {
     pub tool_plan: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tool_calls: Option<Vec<ToolCallOut>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub citations: Option<Vec<CitationOut>>,
+}
+
+/// A span of a content block and the sources it comes from. `start`/`end` count Unicode code
+/// points in that block's text (Python string indexing), and `text` is the block's text there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CitationOut {
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+    pub sources: Vec<SourceOut>,
+    /// `TEXT_CONTENT` (a text block), `THINKING_CONTENT` or `PLAN`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub content_index: usize,
+}
+
+/// What a citation cites: a document (its fields, with its id) or a tool result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceOut {
+    Document {
+        id: String,
+        document: Map<String, Value>,
+    },
+    Tool {
+        id: String,
+        tool_output: Map<String, Value>,
+    },
+}
+
+impl From<runner::grounding::Citation> for CitationOut {
+    fn from(c: runner::grounding::Citation) -> Self {
+        use runner::grounding::SourceKind;
+        Self {
+            start: c.start,
+            end: c.end,
+            text: c.text,
+            sources: c
+                .sources
+                .into_iter()
+                .map(|s| match s.kind {
+                    SourceKind::Document => SourceOut::Document {
+                        id: s.id,
+                        document: s.fields,
+                    },
+                    SourceKind::Tool => SourceOut::Tool {
+                        id: s.id,
+                        tool_output: s.fields,
+                    },
+                })
+                .collect(),
+            kind: "TEXT_CONTENT".into(),
+            content_index: c.content_index,
+        }
+    }
 }
 
 /// A call the model made: `{"id", "type": "function", "function": {"name", "arguments"}}`, with
@@ -310,12 +348,16 @@ pub struct ToolCallOutFunction {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResponseContent {
     Text { text: String },
+    Thinking { thinking: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
     pub billed_units: TokenCounts,
     pub tokens: TokenCounts,
+    /// Prompt tokens served from the prefix cache (0 when cold).
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -334,6 +376,29 @@ impl Usage {
         Self {
             billed_units: counts,
             tokens: counts,
+            cached_tokens: 0,
+        }
+    }
+}
+
+impl From<runner::reply::Usage> for Usage {
+    fn from(usage: runner::reply::Usage) -> Self {
+        Self {
+            cached_tokens: usage.cached_tokens as u64,
+            ..Self::real(usage.input_tokens, usage.output_tokens)
+        }
+    }
+}
+
+impl From<runner::reply::Finish> for FinishReason {
+    fn from(finish: runner::reply::Finish) -> Self {
+        use runner::reply::Finish;
+        match finish {
+            Finish::Complete => Self::Complete,
+            Finish::StopSequence => Self::StopSequence,
+            Finish::MaxTokens => Self::MaxTokens,
+            Finish::ToolCall => Self::ToolCall,
+            Finish::Error => Self::Error,
         }
     }
 }
@@ -387,6 +452,14 @@ pub enum ChatStreamEvent {
     ToolCallEnd {
         index: usize,
     },
+    /// `delta.message.citations` is ONE citation object, not an array.
+    CitationStart {
+        index: usize,
+        delta: CitationStartDelta,
+    },
+    CitationEnd {
+        index: usize,
+    },
     MessageEnd {
         delta: MessageEndDelta,
     },
@@ -404,6 +477,8 @@ impl ChatStreamEvent {
             Self::ToolCallStart { .. } => "tool-call-start",
             Self::ToolCallDelta { .. } => "tool-call-delta",
             Self::ToolCallEnd { .. } => "tool-call-end",
+            Self::CitationStart { .. } => "citation-start",
+            Self::CitationEnd { .. } => "citation-end",
             Self::MessageEnd { .. } => "message-end",
         }
     }
@@ -500,6 +575,16 @@ pub struct ToolCallArgumentsPiece {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArgumentsPiece {
     pub arguments: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CitationStartDelta {
+    pub message: CitationStartMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CitationStartMessage {
+    pub citations: CitationOut,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -660,8 +745,8 @@ mod tests {
             "thinking": {"token_budget": 500}, "response_format": {"type": "json_object"}
         }));
         assert_eq!(
-            req.citation_options.unwrap().mode,
-            Some(CitationMode::Accurate)
+            req.citation_options.unwrap().mode.as_deref(),
+            Some("accurate")
         );
         assert_eq!(req.safety_mode, Some(SafetyMode::Contextual));
         assert_eq!(req.tool_choice, Some(ToolChoice::None));
@@ -672,26 +757,6 @@ mod tests {
         );
         let upper = parse(json!({"model": "m", "messages": [], "tool_choice": "REQUIRED"}));
         assert_eq!(upper.tool_choice, Some(ToolChoice::Required));
-    }
-
-    #[test]
-    fn documents_accept_strings_and_objects_with_string_or_object_data() {
-        let req = parse(json!({
-            "model": "m", "messages": [],
-            "documents": ["plain", {"data": {"title": "t", "snippet": "s"}, "id": "d1"}, {"data": "text data"}]
-        }));
-        let docs = req.documents.unwrap();
-        assert!(matches!(&docs[0], DocumentInput::Text(t) if t == "plain"));
-        assert!(
-            matches!(&docs[1], DocumentInput::Object(Document { id: Some(id), data: DocumentData::Object(_) }) if id == "d1")
-        );
-        assert!(matches!(
-            &docs[2],
-            DocumentInput::Object(Document {
-                id: None,
-                data: DocumentData::Text(_)
-            })
-        ));
     }
 
     #[test]
@@ -710,7 +775,8 @@ mod tests {
             "finish_reason": "COMPLETE",
             "message": {"role": "assistant", "content": [{"type": "text", "text": "Emperor penguins are the tallest."}]},
             "usage": {"billed_units": {"input_tokens": 5, "output_tokens": 418},
-                      "tokens": {"input_tokens": 71, "output_tokens": 418}},
+                      "tokens": {"input_tokens": 71, "output_tokens": 418},
+                      "cached_tokens": 0},
             "logprobs": [{"text": "Emperor", "token_ids": [71834], "logprobs": [-0.0123]}]
         });
         let parsed: ChatResponse = serde_json::from_value(spec.clone()).unwrap();
@@ -763,7 +829,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&end).unwrap(),
-            r#"{"type":"message-end","delta":{"finish_reason":"MAX_TOKENS","usage":{"billed_units":{"input_tokens":71,"output_tokens":2},"tokens":{"input_tokens":71,"output_tokens":2}}}}"#
+            r#"{"type":"message-end","delta":{"finish_reason":"MAX_TOKENS","usage":{"billed_units":{"input_tokens":71,"output_tokens":2},"tokens":{"input_tokens":71,"output_tokens":2},"cached_tokens":0}}}"#
         );
         assert_eq!(end.name(), "message-end");
     }
@@ -827,6 +893,7 @@ mod tests {
                 content: Vec::new(),
                 tool_plan: Some("I will first find the sales summary".into()),
                 tool_calls: Some(vec![call("{\"day\": \"2023-09-29\"}")]),
+                citations: None,
             },
             usage: Usage::real(127, 69),
             logprobs: None,
@@ -838,7 +905,8 @@ mod tests {
                                "tool_calls": [{"id": "query_daily_sales_report_j3f0adww9pmr", "type": "function",
                                                "function": {"name": "query_daily_sales_report", "arguments": "{\"day\": \"2023-09-29\"}"}}]},
                    "usage": {"billed_units": {"input_tokens": 127, "output_tokens": 69},
-                             "tokens": {"input_tokens": 127, "output_tokens": 69}}})
+                             "tokens": {"input_tokens": 127, "output_tokens": 69},
+                             "cached_tokens": 0}})
         );
     }
 }

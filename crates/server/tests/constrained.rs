@@ -279,6 +279,56 @@ async fn required_strict_tool_calls_always_validate() {
     }
 }
 
+/// The small budgets of issue 12: a required strict call with `max_tokens: 48` at temperature
+/// 0.7, and a JSON string with no length bound in 24 tokens. A plan or a string that would eat
+/// the budget is closed in time, so every reply carries a valid call or valid JSON.
+#[tokio::test]
+async fn small_budgets_still_give_a_valid_call_and_valid_json() {
+    let tool = json!([{"type": "function", "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}
+        }, "required": ["city", "unit"]}
+    }}]);
+    let schema = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"]
+    });
+    let half = n().div_ceil(2);
+    let mut bodies: Vec<Value> = (0..half)
+        .map(|seed| {
+            let mut body = seeded(
+                seed,
+                "Tell me about the weather in Paris in great detail, then check it.",
+                json!({"tools": tool, "tool_choice": "REQUIRED", "strict_tools": true,
+                       "max_tokens": 48}),
+            );
+            body["temperature"] = json!(0.7);
+            body
+        })
+        .collect();
+    bodies.extend((0..half).map(|seed| {
+        seeded(
+            seed,
+            "Invent a person with a very long name. Answer in JSON.",
+            json!({"response_format": {"type": "json_object", "json_schema": schema},
+                   "max_tokens": 24}),
+        )
+    }));
+    let outcomes = ask_all(bodies).await;
+    let (calls, json) = outcomes.split_at(half as usize);
+    assert_all_pass(calls, |o| {
+        check_calls(o, &tool)?;
+        (o.finish_reason == "TOOL_CALL" && o.content.is_empty())
+            .then_some(())
+            .ok_or_else(|| format!("{o:?}"))
+    });
+    assert_all_pass(json, |o| validate(&schema, &o.content));
+}
+
 #[tokio::test]
 async fn tool_choice_none_and_auto_strict() {
     let tools = weather_tools();

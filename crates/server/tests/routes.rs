@@ -117,6 +117,87 @@ async fn a_prompt_longer_than_the_context_is_too_many_tokens() {
     let message = reply.error_message(StatusCode::BAD_REQUEST);
     assert!(message.starts_with("too many tokens: "), "{message}");
     assert!(message.contains(&TEST_CONTEXT.to_string()), "{message}");
+    assert!(message.contains("at least as many as"), "{message}");
+
+    // Far too long to fit whatever it holds: refused on its byte length, before tokenizing.
+    let huge = "z".repeat(5 << 20);
+    let reply = post_json(
+        &app,
+        "/v2/chat",
+        &with(json!({"messages": [{"role": "user", "content": huge}]})),
+    )
+    .await;
+    let message = reply.error_message(StatusCode::BAD_REQUEST);
+    assert!(
+        message.starts_with("too many tokens: the prompt is 52428"),
+        "{message}"
+    );
+    assert!(message.contains("bytes"), "{message}");
+}
+
+#[tokio::test]
+async fn a_schema_with_no_finite_value_is_a_400_before_generation() {
+    let app = app();
+    let schema = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "child": {"$ref": "#"}},
+        "required": ["name", "child"]
+    });
+    let reply = post_json(
+        &app,
+        "/v2/chat",
+        &with(json!({"response_format": {"type": "json_object", "json_schema": schema}})),
+    )
+    .await;
+    let message = reply.error_message(StatusCode::BAD_REQUEST);
+    assert!(message.contains("admits no finite value"), "{message}");
+}
+
+#[tokio::test]
+async fn the_tokenizer_file_is_built_once_and_revalidated_by_etag() {
+    let app = app();
+    let first = send(&app, "GET", "/tokenizer.json", None, &[]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let etag = first.headers["etag"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let tokenizer: serde_json::Value = first.json();
+    assert!(tokenizer["model"]["vocab"].is_object());
+    let again = send(&app, "GET", "/tokenizer.json", None, &[]).await;
+    assert_eq!(again.headers["etag"].to_str().unwrap(), etag);
+    assert_eq!(again.body, first.body);
+    let cached = send(
+        &app,
+        "GET",
+        "/tokenizer.json",
+        None,
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+    assert!(cached.body.is_empty());
+}
+
+#[tokio::test]
+async fn a_burst_takes_every_free_slot_before_queue_places() {
+    // Eight streams at once on eight slots and one queue place: none is refused.
+    let mut config = test_config();
+    config.max_concurrent = 8;
+    config.max_queue = 1;
+    let engine = server::cli::load_engine(&config).expect("engine");
+    let app = server::app(AppState::with_engine(config, engine));
+    let mut body = greedy(8);
+    body["stream"] = json!(true);
+    let replies = futures_join_all((0..8).map(|_| {
+        let app = app.clone();
+        let body = body.clone();
+        async move { post_json(&app, "/v2/chat", &body).await }
+    }))
+    .await;
+    let statuses: Vec<_> = replies.iter().map(|r| r.status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,359 @@
+//! The scheduling logic against a scripted model: each sequence's next token is its last
+//! token + 1, so every stream's content is known in advance.
+use super::*;
+use crate::model::{BatchItem, BatchModel, ModelError, SeqId};
+use crate::template::ChatTemplate;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const VOCAB: usize = 64;
+const EOS: u32 = 63;
+/// Feeding this token makes the scripted model panic (a bug in a forward pass, injected).
+const PANIC_TOKEN: u32 = 50;
+
+#[derive(Default)]
+struct Record {
+    batch_sizes: Vec<usize>,
+    released: Vec<SeqId>,
+    live: HashMap<SeqId, usize>,
+    /// The first prompt token of each sequence, in the order the model first saw them.
+    first_tokens: Vec<u32>,
+}
+
+struct CountingModel {
+    record: Arc<Mutex<Record>>,
+    /// Slows each step down so that tests can observe sequences while they run.
+    step_delay: Duration,
+}
+
+impl BatchModel for CountingModel {
+    fn vocab_size(&self) -> usize {
+        VOCAB
+    }
+    fn max_context(&self) -> usize {
+        128
+    }
+    fn forward(
+        &mut self,
+        batch: &[BatchItem<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        std::thread::sleep(self.step_delay);
+        if batch.iter().any(|item| item.tokens.contains(&PANIC_TOKEN)) {
+            panic!("injected panic at token {PANIC_TOKEN}");
+        }
+        let mut record = self.record.lock().unwrap();
+        record.batch_sizes.push(batch.len());
+        logits.clear();
+        logits.resize(batch.len() * VOCAB, 0.0);
+        for (row, item) in batch.iter().enumerate() {
+            if !record.live.contains_key(&item.seq) {
+                record.first_tokens.push(item.tokens[0]);
+            }
+            *record.live.entry(item.seq).or_default() += item.tokens.len();
+            let last = *item.tokens.last().unwrap() as usize;
+            logits[row * VOCAB + (last + 1) % VOCAB] = 10.0;
+        }
+        Ok(())
+    }
+    fn release(&mut self, seq: SeqId) {
+        let mut record = self.record.lock().unwrap();
+        record.live.remove(&seq);
+        record.released.push(seq);
+    }
+}
+
+/// A word-level tokenizer whose token `i` is the word `t{i}`.
+fn tokenizer() -> TokenizerBundle {
+    use tokenizers::models::wordlevel::WordLevel;
+    let vocab = (0..VOCAB as u32).map(|i| (format!("t{i}"), i)).collect();
+    let model = WordLevel::builder()
+        .vocab(vocab)
+        .unk_token("t0".into())
+        .build()
+        .unwrap();
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
+    tokenizer.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace {}));
+    TokenizerBundle {
+        tokenizer: Arc::new(tokenizer),
+        bos: None,
+        eos: None,
+        add_bos: false,
+        end_of_turn: vec![EOS],
+        chat_template: None,
+    }
+}
+
+fn engine(config: EngineConfig, step_delay: Duration) -> (EngineHandle, Arc<Mutex<Record>>) {
+    let record = Arc::new(Mutex::new(Record::default()));
+    let loaded = LoadedModel {
+        info: ModelInfo {
+            name: "counting".into(),
+            architecture: "test".into(),
+            context_length: 128,
+            vocab_size: VOCAB,
+            template_origin: "builtin:chatml".into(),
+            tool_format: crate::tools::ToolFormatKind::Generic,
+        },
+        model: Box::new(CountingModel {
+            record: record.clone(),
+            step_delay,
+        }),
+        tokenizer: tokenizer(),
+        template: ChatTemplate::fallback_for("llama", None, None).unwrap(),
+        end_token_ids: vec![EOS],
+    };
+    (start(loaded, config), record)
+}
+
+fn greedy(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        prompt,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        max_tokens,
+        stop_sequences: Vec::new(),
+        constraint: None,
+        ..GenerateRequest::default()
+    }
+}
+
+/// Collects a stream to its end: every token id sent, and the final event.
+async fn collect(mut stream: EventStream) -> (Vec<u32>, StreamEvent) {
+    let mut ids = Vec::new();
+    while let Some(event) = stream.recv().await {
+        match event {
+            StreamEvent::Text { token_ids, .. } => ids.extend(token_ids),
+            last => return (ids, last),
+        }
+    }
+    panic!("stream ended without a final event");
+}
+
+async fn wait_until(condition: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("condition not reached within 2 s");
+}
+
+#[tokio::test]
+async fn generates_until_max_tokens_and_counts() {
+    let (engine, record) = engine(EngineConfig::default(), Duration::ZERO);
+    let stream = engine.submit(greedy(vec![1, 2, 3], 5)).unwrap();
+    let (ids, last) = collect(stream).await;
+    assert_eq!(ids, vec![4, 5, 6, 7, 8]);
+    assert_eq!(
+        last,
+        StreamEvent::Done {
+            reason: FinishReason::MaxTokens,
+            prompt_tokens: 3,
+            output_tokens: 5
+        }
+    );
+    wait_until(|| record.lock().unwrap().live.is_empty()).await;
+}
+
+#[tokio::test]
+async fn stops_at_end_of_turn_without_emitting_it() {
+    let (engine, _) = engine(EngineConfig::default(), Duration::ZERO);
+    let (ids, last) = collect(engine.submit(greedy(vec![59], 50)).unwrap()).await;
+    assert_eq!(ids, vec![60, 61, 62]);
+    assert!(matches!(
+        last,
+        StreamEvent::Done {
+            reason: FinishReason::EndOfTurn,
+            output_tokens: 3,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn stop_sequence_cuts_the_text() {
+    let (engine, _) = engine(EngineConfig::default(), Duration::ZERO);
+    let mut request = greedy(vec![1], 20);
+    request.stop_sequences = vec!["t5".into()];
+    let mut stream = engine.submit(request).unwrap();
+    let mut text = String::new();
+    let last = loop {
+        match stream.recv().await.unwrap() {
+            StreamEvent::Text { text: piece, .. } => text.push_str(&piece),
+            last => break last,
+        }
+    };
+    assert!(!text.contains("t5"), "{text:?}");
+    assert!(text.contains("t4"), "{text:?}");
+    assert!(matches!(
+        last,
+        StreamEvent::Done {
+            reason: FinishReason::StopSequence,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_forward_passes() {
+    let (engine, record) = engine(EngineConfig::default(), Duration::from_millis(2));
+    let streams: Vec<_> = (0..4)
+        .map(|i| engine.submit(greedy(vec![i * 10], 8)).unwrap())
+        .collect();
+    for (i, stream) in streams.into_iter().enumerate() {
+        let (ids, _) = collect(stream).await;
+        let first = i as u32 * 10 + 1;
+        assert_eq!(ids, (first..first + 8).collect::<Vec<_>>());
+    }
+    let record = record.lock().unwrap();
+    assert!(
+        record.batch_sizes.contains(&4),
+        "never batched all four: {:?}",
+        record.batch_sizes
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_stream_cancels_and_frees_the_slot() {
+    let config = EngineConfig {
+        max_concurrent: 1,
+        ..EngineConfig::default()
+    };
+    let (engine, record) = engine(config, Duration::from_millis(5));
+    let mut first = engine.submit(greedy(vec![1], 100)).unwrap();
+    assert!(matches!(first.recv().await, Some(StreamEvent::Text { .. })));
+    drop(first);
+    // The only slot must come free for the next request.
+    let (ids, last) = collect(engine.submit(greedy(vec![1], 3)).unwrap()).await;
+    assert_eq!(ids, vec![2, 3, 4]);
+    assert!(matches!(last, StreamEvent::Done { .. }));
+    // The cache is freed right after the final event is sent.
+    wait_until(|| record.lock().unwrap().live.is_empty()).await;
+    assert!(
+        record.lock().unwrap().released.contains(&0),
+        "first sequence not released"
+    );
+}
+
+#[tokio::test]
+async fn full_queue_and_long_prompts_are_refused_up_front() {
+    let config = EngineConfig {
+        max_concurrent: 1,
+        max_queue: 1,
+        ..EngineConfig::default()
+    };
+    let (engine, _) = engine(config, Duration::from_millis(20));
+    let _running = engine.submit(greedy(vec![1], 100)).unwrap();
+    // Let the engine take the first request into its slot.
+    while engine.load().1 == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _queued = engine.submit(greedy(vec![1], 100)).unwrap();
+    assert_eq!(
+        engine.submit(greedy(vec![1], 100)).unwrap_err(),
+        SubmitError::QueueFull(1)
+    );
+    assert_eq!(
+        engine.submit(greedy(vec![1; 128], 1)).unwrap_err(),
+        SubmitError::PromptTooLong {
+            prompt: 128,
+            context: 128
+        }
+    );
+}
+
+#[tokio::test]
+async fn long_prompts_are_prefilled_in_chunks_while_others_decode() {
+    let config = EngineConfig {
+        prefill_chunk: 8,
+        ..EngineConfig::default()
+    };
+    let (engine, record) = engine(config, Duration::from_millis(1));
+    let (ids, _) = collect(engine.submit(greedy((0..40).collect(), 2)).unwrap()).await;
+    assert_eq!(ids, vec![40, 41]);
+    // 40 prompt tokens in chunks of 8: five prefill steps, then one decode step.
+    assert_eq!(record.lock().unwrap().batch_sizes.len(), 6);
+}
+
+#[tokio::test]
+async fn a_burst_fills_every_free_slot_before_taking_queue_places() {
+    let config = EngineConfig {
+        max_concurrent: 8,
+        max_queue: 1,
+        ..EngineConfig::default()
+    };
+    let (engine, _) = engine(config, Duration::from_millis(5));
+    // All at once, before the engine thread has taken any of them into a slot.
+    let streams: Vec<_> = (0..9)
+        .map(|i| engine.submit(greedy(vec![i], 4)))
+        .collect::<Result<_, _>>()
+        .expect("8 slots and 1 queue place take 9 requests");
+    assert_eq!(
+        engine.submit(greedy(vec![1], 4)).unwrap_err(),
+        SubmitError::QueueFull(1)
+    );
+    for stream in streams {
+        let (ids, last) = collect(stream).await;
+        assert_eq!(ids.len(), 4);
+        assert!(matches!(last, StreamEvent::Done { .. }));
+    }
+    // Every place is given back once the requests are over.
+    wait_until(|| engine.load() == (0, 0)).await;
+    assert!(engine.submit(greedy(vec![1], 1)).is_ok());
+}
+
+#[tokio::test]
+async fn a_panic_in_the_forward_pass_fails_its_requests_and_the_engine_serves_on() {
+    let (engine, record) = engine(EngineConfig::default(), Duration::ZERO);
+    // Counting up from 47, token 50 is sampled and sent, then feeding it panics.
+    let (ids, last) = collect(engine.submit(greedy(vec![47], 10)).unwrap()).await;
+    match last {
+        StreamEvent::Error { message, kind } => {
+            assert_eq!(kind, ErrorKind::Server);
+            assert!(message.contains("injected panic at token 50"), "{message}");
+        }
+        other => panic!("expected an error event, got {other:?}"),
+    }
+    assert_eq!(
+        ids,
+        vec![48, 49, 50],
+        "the tokens before the failing step were sent"
+    );
+    // The engine thread is alive and the failed sequence's cache was freed.
+    let (ids, last) = collect(engine.submit(greedy(vec![1], 3)).unwrap()).await;
+    assert_eq!(ids, vec![2, 3, 4]);
+    assert!(matches!(last, StreamEvent::Done { .. }));
+    wait_until(|| record.lock().unwrap().live.is_empty()).await;
+    wait_until(|| engine.load() == (0, 0)).await;
+}
+
+#[tokio::test]
+async fn priority_orders_the_queue_and_equal_priorities_keep_their_order() {
+    let config = EngineConfig {
+        max_concurrent: 1,
+        ..EngineConfig::default()
+    };
+    let (engine, record) = engine(config, Duration::from_millis(2));
+    let first = engine.submit(greedy(vec![1], 20)).unwrap();
+    // Wait until the only slot is taken, so the rest queue.
+    wait_until(|| engine.load().1 == 1).await;
+    let mut streams = vec![first];
+    for (token, priority) in [(10, 9), (20, 9), (30, 0), (40, 5), (35, 0)] {
+        let mut request = greedy(vec![token], 2);
+        request.priority = priority;
+        streams.push(engine.submit(request).unwrap());
+    }
+    for stream in streams {
+        collect(stream).await;
+    }
+    assert_eq!(
+        record.lock().unwrap().first_tokens,
+        vec![1, 30, 35, 40, 10, 20],
+        "priority 0 first (in arrival order), then 5, then 9"
+    );
+}

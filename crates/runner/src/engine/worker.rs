@@ -1,0 +1,254 @@
+//! The loop on the engine thread: take in requests, order the queue, admit into free slots, run
+//! one forward pass over every running sequence, and advance each of them.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::sequence::{advance, Outcome, Sequence, Steering};
+use super::{Admitted, ErrorKind, Shared};
+use crate::detok::Detokenizer;
+use crate::model::{BatchItem, BatchModel, SeqId};
+use crate::stop::StopMatcher;
+
+/// The state owned by the engine thread.
+pub(super) struct Worker {
+    shared: Arc<Shared>,
+    model: Box<dyn BatchModel>,
+    tokenizer: Arc<tokenizers::Tokenizer>,
+    end_tokens: Vec<u32>,
+    incoming: mpsc::UnboundedReceiver<Admitted>,
+    /// Ordered by priority (0 first), then arrival.
+    queue: VecDeque<Admitted>,
+    running: Vec<Sequence>,
+    next_id: SeqId,
+    logits: Vec<f32>,
+}
+
+/// The tokens one sequence feeds into a step.
+enum Input {
+    Prompt(usize, usize),
+    Token([u32; 1]),
+}
+
+/// The text of a panic payload, for the error sent to the requests it ended.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Worker {
+    pub fn new(
+        shared: Arc<Shared>,
+        model: Box<dyn BatchModel>,
+        tokenizer: Arc<tokenizers::Tokenizer>,
+        end_tokens: Vec<u32>,
+        incoming: mpsc::UnboundedReceiver<Admitted>,
+    ) -> Self {
+        Self {
+            shared,
+            model,
+            tokenizer,
+            end_tokens,
+            incoming,
+            queue: VecDeque::new(),
+            running: Vec::new(),
+            next_id: 0,
+            logits: Vec::new(),
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            if self.running.is_empty() && self.queue.is_empty() {
+                // Idle: sleep until a request arrives, or stop when every handle is gone.
+                match self.incoming.blocking_recv() {
+                    Some(admitted) => self.enqueue(admitted),
+                    None => return,
+                }
+            }
+            while let Ok(admitted) = self.incoming.try_recv() {
+                self.enqueue(admitted);
+            }
+            self.drop_cancelled();
+            self.admit();
+            if !self.running.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    /// Places a request after every queued one of the same or a more important priority.
+    fn enqueue(&mut self, admitted: Admitted) {
+        let priority = admitted.request.priority;
+        let at = self
+            .queue
+            .iter()
+            .position(|queued| queued.request.priority > priority)
+            .unwrap_or(self.queue.len());
+        self.queue.insert(at, admitted);
+    }
+
+    /// Removes sequences (and queued requests) whose client has gone, freeing their caches.
+    fn drop_cancelled(&mut self) {
+        self.queue.retain(|a| !a.events.is_closed());
+        let model = &mut self.model;
+        self.running.retain(|seq| {
+            let keep = !seq.events.is_closed();
+            if !keep {
+                tracing::debug!(seq = seq.id, "client went away; sequence cancelled");
+                model.release(seq.id);
+            }
+            keep
+        });
+        self.publish_running();
+    }
+
+    fn admit(&mut self) {
+        while self.running.len() < self.shared.config.max_concurrent {
+            let Some(admitted) = self.queue.pop_front() else {
+                break;
+            };
+            let Admitted {
+                request,
+                mut sampler,
+                events,
+                place,
+            } = admitted;
+            sampler.observe_all(&request.prompt);
+            let id = self.next_id;
+            self.next_id += 1;
+            self.running.push(Sequence {
+                id,
+                prompt: request.prompt,
+                prefilled: 0,
+                sampler,
+                constraint: request.constraint,
+                mask: Vec::new(),
+                steering: Steering::default(),
+                detokenizer: Detokenizer::new(self.tokenizer.clone()),
+                stop: StopMatcher::new(request.stop_sequences),
+                max_tokens: request.max_tokens,
+                output_tokens: 0,
+                next_input: None,
+                pending_ids: Vec::new(),
+                pending_logprobs: Vec::new(),
+                events,
+                teacher: request.teacher,
+                scores: Vec::new(),
+                _place: place,
+            });
+        }
+        self.publish_running();
+    }
+
+    fn publish_running(&self) {
+        self.shared
+            .load
+            .running
+            .store(self.running.len(), Ordering::Relaxed);
+    }
+
+    /// Ends the running sequences at `indices` (sorted, unique) with an error and frees them.
+    fn fail_all(&mut self, indices: &[usize], message: &str, kind: ErrorKind) {
+        for &i in indices.iter().rev() {
+            let mut seq = self.running.remove(i);
+            seq.fail(message.to_string(), kind);
+            self.model.release(seq.id);
+        }
+        self.publish_running();
+    }
+
+    /// One forward pass over every running sequence: decoding sequences feed their last token,
+    /// prefilling ones a slice of their prompt within the step's prefill budget.
+    fn step(&mut self) {
+        let mut prefill_budget = self.shared.config.prefill_chunk;
+        // (index into running, start, end) of the prompt slice, or the decode token.
+        let mut plan: Vec<(usize, Input)> = Vec::with_capacity(self.running.len());
+        for (i, seq) in self.running.iter().enumerate() {
+            if seq.in_prefill() {
+                if prefill_budget == 0 {
+                    continue;
+                }
+                let take = (seq.prompt.len() - seq.prefilled).min(prefill_budget);
+                prefill_budget -= take;
+                plan.push((i, Input::Prompt(seq.prefilled, seq.prefilled + take)));
+            } else if let Some(token) = seq.next_input {
+                plan.push((i, Input::Token([token])));
+            }
+        }
+        if plan.is_empty() {
+            return;
+        }
+        let batch: Vec<BatchItem<'_>> = plan
+            .iter()
+            .map(|(i, input)| {
+                let seq = &self.running[*i];
+                let tokens: &[u32] = match input {
+                    Input::Prompt(start, end) => &seq.prompt[*start..*end],
+                    Input::Token(token) => token,
+                };
+                BatchItem {
+                    seq: seq.id,
+                    tokens,
+                }
+            })
+            .collect();
+        // A panic in the forward pass is a failed step like any other: the sequences of the
+        // batch end with an error and the engine serves on.
+        let (model, logits) = (&mut self.model, &mut self.logits);
+        let result = catch_unwind(AssertUnwindSafe(|| model.forward(&batch, logits)));
+        drop(batch);
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(format!("the model failed during generation: {error}")),
+            Err(payload) => Some(format!(
+                "the model failed during generation (panic: {})",
+                panic_text(&*payload)
+            )),
+        };
+        let mut touched: Vec<usize> = plan.iter().map(|(i, _)| *i).collect();
+        touched.sort_unstable();
+        if let Some(message) = failure {
+            tracing::error!(%message, sequences = touched.len(), "forward pass failed");
+            self.fail_all(&touched, &message, ErrorKind::Server);
+            return;
+        }
+        let vocab = self.model.vocab_size();
+        let mut finished = Vec::new();
+        for (row, (i, input)) in plan.iter().enumerate() {
+            let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
+            let seq = &mut self.running[*i];
+            if let Input::Prompt(_, end) = input {
+                seq.prefilled = *end;
+                if seq.in_prefill() {
+                    continue;
+                }
+            }
+            let end_tokens = &self.end_tokens;
+            let outcome = catch_unwind(AssertUnwindSafe(|| advance(seq, logits, end_tokens)));
+            match outcome {
+                Ok(Outcome::Continue) => {}
+                Ok(Outcome::Finished) => finished.push(*i),
+                Err(payload) => {
+                    let message = format!("generation failed (panic: {})", panic_text(&*payload));
+                    tracing::error!(seq = seq.id, %message, "sequence failed");
+                    seq.fail(message, ErrorKind::Server);
+                    finished.push(*i);
+                }
+            }
+        }
+        finished.sort_unstable();
+        for &i in finished.iter().rev() {
+            let seq = self.running.remove(i);
+            self.model.release(seq.id);
+        }
+        self.publish_running();
+    }
+}

@@ -1,0 +1,721 @@
+//! One reply, assembled once: the engine's events for a request (decoded text pieces with their
+//! tokens, then an end) in, the typed events of a reply out: content blocks, tool plan, tool
+//! calls, and the end with its usage. The server's JSON and SSE encoders only fold over these,
+//! so every reply feature (tool parsing today; citations and thinking next) is written here, once.
+//!
+//! What the encoders may rely on, in any reply:
+//! - a block's `ContentStart` comes before its deltas and its `ContentEnd`; blocks do not
+//!   interleave and their indices count 0, 1, ... in order; a text block stays open until the
+//!   end, so text around tool calls is one block;
+//! - a call's `ToolCallStart`, deltas and `ToolCallEnd` come together, calls in index order;
+//! - a reply that made no call has a text block, even an empty one (the SDKs expect it); a
+//!   reply that made calls and wrote no text has none;
+//! - a `Citation` comes after the text it covers and before its block's `ContentEnd` (FAST: after
+//!   the delta that completes its sentence; ACCURATE: all after the block's last delta); the
+//!   citations of a reply are the same however its text was chunked;
+//! - exactly one `End` comes last, and nothing after it.
+//!
+//! Token ids and log-probabilities ride on the content delta whose text they produced. Text a
+//! tool parser holds back (a possible plan) keeps its tokens pending: they go with the next
+//! content delta, or are dropped when the text turns out to be plan or call.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::engine::{ErrorKind, EventStream, FinishReason, StreamEvent};
+use crate::grounding::accurate::{self, Attributor, Gains};
+use crate::grounding::{Citation, CitationMode, Citer, Sentence, Source};
+use crate::tools::{ToolEvent, ToolParser};
+
+/// What a content block holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    Text,
+    Thinking,
+}
+
+/// Why a reply ended, in the API's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Complete,
+    StopSequence,
+    MaxTokens,
+    ToolCall,
+    Error,
+}
+
+/// Tokens of a reply: the prompt's, the generated ones, and the prompt tokens served from a cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: usize,
+    pub output_tokens: usize,
+    pub cached_tokens: usize,
+}
+
+/// Why a reply failed, and whose fault it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// The last event of every reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyEnd {
+    pub finish: Finish,
+    pub usage: Usage,
+    /// Set exactly when `finish` is [`Finish::Error`].
+    pub error: Option<ReplyError>,
+}
+
+/// One event of a reply, in reply order (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyEvent {
+    ContentStart {
+        index: usize,
+        kind: BlockKind,
+    },
+    /// A piece of block `index`, with the tokens it came from and their log-probabilities
+    /// (empty unless the request asked for them).
+    ContentDelta {
+        index: usize,
+        text: String,
+        token_ids: Vec<u32>,
+        logprobs: Vec<f32>,
+    },
+    ContentEnd {
+        index: usize,
+    },
+    PlanDelta {
+        text: String,
+    },
+    ToolCallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// A piece of call `index`'s arguments; the pieces of a call concatenate to a JSON object.
+    ToolCallDelta {
+        index: usize,
+        arguments: String,
+    },
+    ToolCallEnd {
+        index: usize,
+    },
+    /// Citation `index` (0, 1, ... across the reply).
+    Citation {
+        index: usize,
+        citation: Citation,
+    },
+    End(ReplyEnd),
+}
+
+/// How to read one reply.
+#[derive(Debug, Default)]
+pub struct ReplyOptions {
+    /// The request has tools: the text goes through the model's tool-call parser.
+    pub tools: Option<ToolParser>,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+    /// What the reply may cite (documents, tool results) and how; no citations when empty or
+    /// [`CitationMode::Off`].
+    pub sources: Arc<[Source]>,
+    pub citation_mode: CitationMode,
+}
+
+/// The state machine from engine events to reply events for one request.
+#[derive(Debug)]
+pub struct ReplyAssembler {
+    tools: Option<ToolParser>,
+    usage: Usage,
+    /// The open content block, if any.
+    open_block: Option<usize>,
+    next_block: usize,
+    pending_ids: Vec<u32>,
+    pending_logprobs: Vec<f32>,
+    sources: Arc<[Source]>,
+    citation_mode: CitationMode,
+    /// Cites the text block (made when it opens).
+    citer: Option<Citer>,
+    citations: usize,
+    /// ACCURATE: the text block's sentences, cited once the block is over.
+    sentences: Vec<Sentence>,
+    /// ACCURATE: the end, held while the model scores the sentences.
+    held_end: Option<Finish>,
+    ended: bool,
+}
+
+/// What the model is asked to score before an ACCURATE reply can end.
+#[derive(Debug, Clone)]
+pub struct AttributionRequest {
+    pub text: String,
+    pub sentences: Vec<Range<usize>>,
+    pub sources: Arc<[Source]>,
+}
+
+impl ReplyAssembler {
+    /// `prompt_tokens` is what the server counted; the usage if the reply fails early.
+    pub fn new(prompt_tokens: usize, options: ReplyOptions) -> Self {
+        Self {
+            tools: options.tools,
+            usage: Usage {
+                input_tokens: prompt_tokens,
+                output_tokens: 0,
+                cached_tokens: options.cached_tokens,
+            },
+            open_block: None,
+            next_block: 0,
+            pending_ids: Vec::new(),
+            pending_logprobs: Vec::new(),
+            sources: options.sources,
+            citation_mode: options.citation_mode,
+            citer: None,
+            citations: 0,
+            sentences: Vec::new(),
+            held_end: None,
+            ended: false,
+        }
+    }
+
+    /// Set while an ACCURATE reply waits for the model to score its sentences: what to score.
+    /// Answer with [`ReplyAssembler::attributed`].
+    pub fn attribution_request(&self) -> Option<AttributionRequest> {
+        self.held_end?;
+        let citer = self.citer.as_ref()?;
+        Some(AttributionRequest {
+            text: citer.text().to_string(),
+            sentences: self
+                .sentences
+                .iter()
+                .map(|s| s.offset..s.offset + s.text.len())
+                .collect(),
+            sources: self.sources.clone(),
+        })
+    }
+
+    /// The model's scores for the held reply (`None`: scoring failed, FAST's citations stand);
+    /// returns the citations and the end.
+    pub fn attributed(&mut self, gains: Option<Gains>) -> Vec<ReplyEvent> {
+        let mut out = Vec::new();
+        let Some(finish) = self.held_end.take() else {
+            return out;
+        };
+        if let Some(citer) = &self.citer {
+            let citations = accurate::cite(citer, &self.sentences, gains.as_ref());
+            self.emit_citations(&mut out, citations);
+        }
+        self.sentences.clear();
+        self.end(&mut out, finish, None);
+        out
+    }
+
+    /// The usage so far (the final one once the reply has ended).
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.ended
+    }
+
+    fn emit_citations(&mut self, out: &mut Vec<ReplyEvent>, citations: Vec<Citation>) {
+        for citation in citations {
+            out.push(ReplyEvent::Citation {
+                index: self.citations,
+                citation,
+            });
+            self.citations += 1;
+        }
+    }
+
+    /// Follows text of the text block: FAST cites each sentence as it completes; ACCURATE keeps
+    /// the sentences for the end.
+    fn cite(&mut self, out: &mut Vec<ReplyEvent>, text: Option<&str>) {
+        let Some(citer) = self.citer.as_mut() else {
+            return;
+        };
+        let sentences = match text {
+            Some(text) => citer.push(text),
+            None => citer.finish(),
+        };
+        match self.citation_mode {
+            CitationMode::Off => {}
+            CitationMode::Fast => {
+                let citations = citer.fast(&sentences);
+                self.emit_citations(out, citations);
+            }
+            CitationMode::Accurate => self.sentences.extend(sentences),
+        }
+    }
+
+    /// The reply events one engine event makes; nothing once the reply has ended.
+    pub fn push(&mut self, event: StreamEvent) -> Vec<ReplyEvent> {
+        let mut out = Vec::new();
+        if self.ended {
+            return out;
+        }
+        match event {
+            StreamEvent::Text {
+                text,
+                token_ids,
+                logprobs,
+            } => {
+                self.usage.output_tokens += token_ids.len();
+                match self.tools.as_mut() {
+                    Some(parser) => {
+                        self.pending_ids.extend(token_ids);
+                        self.pending_logprobs.extend(logprobs);
+                        let events = parser.push(&text);
+                        self.tool_events(&mut out, events);
+                    }
+                    None => self.text(&mut out, text, token_ids, logprobs),
+                }
+            }
+            StreamEvent::Done {
+                reason,
+                prompt_tokens,
+                output_tokens,
+            } => {
+                self.usage.input_tokens = prompt_tokens;
+                self.usage.output_tokens = output_tokens;
+                let mut finish = match reason {
+                    FinishReason::EndOfTurn => Finish::Complete,
+                    FinishReason::StopSequence => Finish::StopSequence,
+                    FinishReason::MaxTokens => Finish::MaxTokens,
+                };
+                if let Some(parser) = self.tools.as_mut() {
+                    let events = match reason {
+                        FinishReason::MaxTokens => parser.finish_cut(),
+                        _ => parser.finish(),
+                    };
+                    let calls = parser.calls();
+                    self.tool_events(&mut out, events);
+                    if calls > 0 {
+                        finish = Finish::ToolCall;
+                    }
+                }
+                self.cite(&mut out, None);
+                if self.citation_mode == CitationMode::Accurate && !self.sentences.is_empty() {
+                    // The end waits for the model's scores (see `attributed`).
+                    self.held_end = Some(finish);
+                } else {
+                    self.end(&mut out, finish, None);
+                }
+            }
+            StreamEvent::Error { message, kind } => {
+                self.end(&mut out, Finish::Error, Some(ReplyError { kind, message }));
+            }
+            // Teacher-forced requests are read by their caller, never assembled into a reply.
+            StreamEvent::Scores(_) => {}
+        }
+        out
+    }
+
+    /// Ends the reply with an error that did not come from the engine (the engine went away,
+    /// the server is shutting down); nothing if it has already ended.
+    pub fn abort(&mut self, kind: ErrorKind, message: impl Into<String>) -> Vec<ReplyEvent> {
+        let mut out = Vec::new();
+        self.held_end = None;
+        if !self.ended {
+            let error = ReplyError {
+                kind,
+                message: message.into(),
+            };
+            self.end(&mut out, Finish::Error, Some(error));
+        }
+        out
+    }
+
+    fn tool_events(&mut self, out: &mut Vec<ReplyEvent>, events: Vec<ToolEvent>) {
+        for event in events {
+            match event {
+                ToolEvent::Content(text) => {
+                    let token_ids = std::mem::take(&mut self.pending_ids);
+                    let logprobs = std::mem::take(&mut self.pending_logprobs);
+                    self.text(out, text, token_ids, logprobs);
+                }
+                ToolEvent::PlanDelta(text) => {
+                    self.drop_pending();
+                    out.push(ReplyEvent::PlanDelta { text });
+                }
+                ToolEvent::CallStart { index, id, name } => {
+                    self.drop_pending();
+                    out.push(ReplyEvent::ToolCallStart { index, id, name });
+                }
+                ToolEvent::CallArgsDelta { index, text } => {
+                    out.push(ReplyEvent::ToolCallDelta {
+                        index,
+                        arguments: text,
+                    });
+                }
+                ToolEvent::CallEnd { index } => out.push(ReplyEvent::ToolCallEnd { index }),
+            }
+        }
+    }
+
+    fn drop_pending(&mut self) {
+        self.pending_ids.clear();
+        self.pending_logprobs.clear();
+    }
+
+    /// A piece of the answer text, in the text block (opened first if need be).
+    fn text(&mut self, out: &mut Vec<ReplyEvent>, text: String, ids: Vec<u32>, lps: Vec<f32>) {
+        let index = self.open_text(out);
+        let cited = text.clone();
+        out.push(ReplyEvent::ContentDelta {
+            index,
+            text,
+            token_ids: ids,
+            logprobs: lps,
+        });
+        self.cite(out, Some(&cited));
+    }
+
+    fn open_text(&mut self, out: &mut Vec<ReplyEvent>) -> usize {
+        if let Some(index) = self.open_block {
+            return index;
+        }
+        let index = self.next_block;
+        self.next_block += 1;
+        self.open_block = Some(index);
+        out.push(ReplyEvent::ContentStart {
+            index,
+            kind: BlockKind::Text,
+        });
+        if self.citation_mode != CitationMode::Off && !self.sources.is_empty() {
+            self.citer = Some(Citer::new(self.sources.clone(), index));
+        }
+        index
+    }
+
+    fn close_block(&mut self, out: &mut Vec<ReplyEvent>) {
+        if let Some(index) = self.open_block.take() {
+            out.push(ReplyEvent::ContentEnd { index });
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<ReplyEvent>, finish: Finish, error: Option<ReplyError>) {
+        let made_calls = self.tools.as_ref().is_some_and(|p| p.calls() > 0);
+        // A reply without calls always has its text block, even an empty one.
+        if !made_calls && self.next_block == 0 {
+            self.open_text(out);
+        }
+        self.close_block(out);
+        out.push(ReplyEvent::End(ReplyEnd {
+            finish,
+            usage: self.usage,
+            error,
+        }));
+        self.ended = true;
+    }
+}
+
+/// The reply events of one request, read from its engine stream. Dropping it cancels the
+/// generation (the engine sees its event channel closed).
+pub struct ReplyStream {
+    events: EventStream,
+    assembler: ReplyAssembler,
+    ready: VecDeque<ReplyEvent>,
+    /// Scores ACCURATE citations (the engine); without one they fall back to FAST.
+    attributor: Option<Arc<dyn Attributor>>,
+    /// The scoring in progress, kept across cancelled calls of `next`.
+    scoring: Option<accurate::GainsFuture>,
+}
+
+impl std::fmt::Debug for ReplyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyStream")
+            .field("assembler", &self.assembler)
+            .field("ready", &self.ready.len())
+            .field("scoring", &self.scoring.is_some())
+            .finish()
+    }
+}
+
+impl ReplyStream {
+    pub fn new(events: EventStream, assembler: ReplyAssembler) -> Self {
+        Self {
+            events,
+            assembler,
+            ready: VecDeque::new(),
+            attributor: None,
+            scoring: None,
+        }
+    }
+
+    /// Scores ACCURATE citations with `attributor` (the engine serving the reply).
+    pub fn with_attributor(mut self, attributor: Arc<dyn Attributor>) -> Self {
+        self.attributor = Some(attributor);
+        self
+    }
+
+    /// The next event, or `None` after the `End`. Cancel-safe: an event is never lost when the
+    /// future is dropped before it completes, and scoring in progress goes on at the next call.
+    pub async fn next(&mut self) -> Option<ReplyEvent> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            if self.assembler.is_over() {
+                return None;
+            }
+            if let Some(scoring) = self.scoring.as_mut() {
+                let gains = scoring.await;
+                self.scoring = None;
+                if let Err(error) = &gains {
+                    tracing::warn!(%error, "citation scoring failed; quotes are cited as found");
+                }
+                let events = self.assembler.attributed(gains.ok());
+                self.ready.extend(events);
+                continue;
+            }
+            if let Some(request) = self.assembler.attribution_request() {
+                match &self.attributor {
+                    Some(attributor) => {
+                        self.scoring = Some(attributor.gains(
+                            request.text,
+                            request.sentences,
+                            request.sources,
+                        ));
+                    }
+                    None => {
+                        let events = self.assembler.attributed(None);
+                        self.ready.extend(events);
+                    }
+                }
+                continue;
+            }
+            let events = match self.events.recv().await {
+                Some(event) => self.assembler.push(event),
+                None => self.assembler.abort(
+                    ErrorKind::Server,
+                    "the engine stopped before the reply was complete",
+                ),
+            };
+            self.ready.extend(events);
+        }
+    }
+
+    /// Ends the reply now with an error (see [`ReplyAssembler::abort`]); the events come from
+    /// [`ReplyStream::next`]. The generation is cancelled when the stream is dropped.
+    pub fn abort(&mut self, kind: ErrorKind, message: impl Into<String>) {
+        self.scoring = None;
+        let events = self.assembler.abort(kind, message);
+        self.ready.extend(events);
+    }
+
+    /// The usage so far: what a request log reports for a reply that did not finish.
+    pub fn usage(&self) -> Usage {
+        self.assembler.usage()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::{format, ParseOptions, ToolFormatKind};
+
+    fn text(t: &str, ids: &[u32]) -> StreamEvent {
+        StreamEvent::Text {
+            text: t.into(),
+            token_ids: ids.to_vec(),
+            logprobs: ids.iter().map(|&i| -(i as f32)).collect(),
+        }
+    }
+
+    fn done(reason: FinishReason, output: usize) -> StreamEvent {
+        StreamEvent::Done {
+            reason,
+            prompt_tokens: 7,
+            output_tokens: output,
+        }
+    }
+
+    fn run(options: ReplyOptions, events: Vec<StreamEvent>) -> Vec<ReplyEvent> {
+        let mut assembler = ReplyAssembler::new(7, options);
+        let mut out: Vec<ReplyEvent> = events.into_iter().flat_map(|e| assembler.push(e)).collect();
+        assert!(assembler.is_over());
+        assert!(assembler.push(text("late", &[1])).is_empty());
+        out.extend(assembler.abort(ErrorKind::Server, "late"));
+        out
+    }
+
+    fn tools(hold: usize) -> ReplyOptions {
+        ReplyOptions {
+            tools: Some(format(ToolFormatKind::Generic).parser(ParseOptions {
+                plan_hold_bytes: hold,
+                id_seed: Some(3),
+            })),
+            ..ReplyOptions::default()
+        }
+    }
+
+    fn end(events: &[ReplyEvent]) -> &ReplyEnd {
+        match events.last() {
+            Some(ReplyEvent::End(end)) => end,
+            other => panic!("no end: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_text_is_one_block_and_an_end() {
+        let events = run(
+            ReplyOptions::default(),
+            vec![
+                text("Hel", &[1]),
+                text("lo", &[2]),
+                done(FinishReason::EndOfTurn, 2),
+            ],
+        );
+        assert_eq!(
+            events[..4],
+            [
+                ReplyEvent::ContentStart {
+                    index: 0,
+                    kind: BlockKind::Text
+                },
+                ReplyEvent::ContentDelta {
+                    index: 0,
+                    text: "Hel".into(),
+                    token_ids: vec![1],
+                    logprobs: vec![-1.0]
+                },
+                ReplyEvent::ContentDelta {
+                    index: 0,
+                    text: "lo".into(),
+                    token_ids: vec![2],
+                    logprobs: vec![-2.0]
+                },
+                ReplyEvent::ContentEnd { index: 0 },
+            ]
+        );
+        let end = end(&events);
+        assert_eq!(end.finish, Finish::Complete);
+        assert_eq!(end.usage.output_tokens, 2);
+        assert_eq!(events.len(), 5, "nothing after the end");
+    }
+
+    #[test]
+    fn an_empty_answer_still_has_a_block_and_an_error_closes_it() {
+        let events = run(
+            ReplyOptions::default(),
+            vec![done(FinishReason::MaxTokens, 0)],
+        );
+        assert!(matches!(
+            events[0],
+            ReplyEvent::ContentStart { index: 0, .. }
+        ));
+        assert_eq!(events[1], ReplyEvent::ContentEnd { index: 0 });
+        let events = run(
+            ReplyOptions::default(),
+            vec![
+                text("par", &[4, 5]),
+                StreamEvent::Error {
+                    message: "boom".into(),
+                    kind: ErrorKind::Server,
+                },
+            ],
+        );
+        let end = end(&events);
+        assert_eq!(end.finish, Finish::Error);
+        assert_eq!(end.usage.output_tokens, 2, "counted from the text events");
+        assert_eq!(end.error.as_ref().unwrap().message, "boom");
+        assert_eq!(
+            events[events.len() - 2],
+            ReplyEvent::ContentEnd { index: 0 }
+        );
+    }
+
+    #[test]
+    fn tool_calls_come_without_a_text_block_and_end_with_tool_call() {
+        let events = run(
+            tools(256),
+            vec![
+                text("I will look.<tool_calls>", &[1, 2, 3]),
+                text(
+                    "[{\"name\": \"f\", \"arguments\": {\"a\": 1}}]</tool_calls>",
+                    &[4],
+                ),
+                done(FinishReason::EndOfTurn, 4),
+            ],
+        );
+        assert_eq!(
+            events[0],
+            ReplyEvent::PlanDelta {
+                text: "I will look.".into()
+            }
+        );
+        assert!(
+            matches!(&events[1], ReplyEvent::ToolCallStart { index: 0, name, .. } if name == "f")
+        );
+        assert_eq!(
+            events[2],
+            ReplyEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{\"a\":1}".into()
+            }
+        );
+        assert_eq!(events[3], ReplyEvent::ToolCallEnd { index: 0 });
+        assert_eq!(end(&events).finish, Finish::ToolCall);
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, ReplyEvent::ContentStart { .. })));
+    }
+
+    #[test]
+    fn a_required_call_cut_in_its_plan_reports_the_plan() {
+        let events = run(
+            tools(usize::MAX),
+            vec![
+                text("I will look up the weather in", &[1, 2, 3]),
+                done(FinishReason::MaxTokens, 3),
+            ],
+        );
+        assert_eq!(
+            events[0],
+            ReplyEvent::PlanDelta {
+                text: "I will look up the weather in".into()
+            }
+        );
+        assert_eq!(end(&events).finish, Finish::MaxTokens);
+        // A block cut short is dropped, not shown as content.
+        let events = run(
+            tools(usize::MAX),
+            vec![
+                text("Plan.<tool_calls>[{\"name\": \"f\", \"argu", &[1, 2]),
+                done(FinishReason::MaxTokens, 2),
+            ],
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ReplyEvent::ContentDelta { text, .. } if !text.is_empty())),
+            "{events:?}"
+        );
+        // Without a certain call, held text at a cut is the answer.
+        let events = run(
+            tools(256),
+            vec![text("Just text", &[1]), done(FinishReason::MaxTokens, 1)],
+        );
+        assert!(events.iter().any(
+            |e| matches!(e, ReplyEvent::ContentDelta { text, token_ids, .. } if text == "Just text" && token_ids == &[1])
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_stream_reads_events_in_order_and_a_vanished_engine_is_an_error() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(text("a", &[1])).unwrap();
+        drop(tx);
+        let mut stream = ReplyStream::new(rx, ReplyAssembler::new(3, ReplyOptions::default()));
+        let mut events = Vec::new();
+        while let Some(event) = stream.next().await {
+            events.push(event);
+        }
+        let end = end(&events);
+        assert_eq!(end.finish, Finish::Error);
+        assert_eq!(end.error.as_ref().unwrap().kind, ErrorKind::Server);
+        assert_eq!(stream.usage().output_tokens, 1);
+    }
+}
