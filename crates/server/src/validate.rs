@@ -105,6 +105,7 @@ pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, Ap
         tools: tool_defs,
         documents: Vec::new(),
         add_generation_prompt: true,
+        ..ChatPrompt::default()
     };
     Ok(ValidChat {
         stream: req.stream.unwrap_or(false),
