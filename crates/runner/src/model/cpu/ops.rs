@@ -722,6 +722,36 @@ mod tests {
     }
 
     #[test]
+    fn layer_norm_matches_its_formula_and_per_head_rows_use_their_own_weights() {
+        let x: Vec<f32> = pseudo(24, 11).iter().map(|v| v * 3.0 + 0.5).collect();
+        let w: Vec<f32> = pseudo(24, 12).iter().map(|v| 1.0 + 0.2 * v).collect();
+        // Three heads of 8, each with its own row of weights (Cohere's q/k norm).
+        let mut got = x.clone();
+        norm_heads(NormKind::Layer, &mut got, &w, 8, 1e-5);
+        for h in 0..3 {
+            let xs = &x[h * 8..(h + 1) * 8];
+            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / 8.0;
+            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 8.0;
+            for d in 0..8 {
+                let want = (xs[d] as f64 - mean) / (var + 1e-5).sqrt() * w[h * 8 + d] as f64;
+                let g = got[h * 8 + d] as f64;
+                assert!((g - want).abs() < 1e-5, "head {h} dim {d}: {g} vs {want}");
+            }
+        }
+        // Shared weights (Qwen3, Gemma): the same as the plain norm over each head.
+        let mut shared = x.clone();
+        norm_heads(NormKind::Rms, &mut shared, &w[..8], 8, 1e-6);
+        let mut plain = x.clone();
+        rms_norm_inplace(&mut plain, &w[..8], 1e-6);
+        assert_eq!(shared, plain);
+        let mut out = vec![0f32; 24];
+        layer_norm(&x, &w, 1e-5, &mut out);
+        let mut inplace = x.clone();
+        layer_norm_inplace(&mut inplace, &w, 1e-5);
+        assert_eq!(out, inplace);
+    }
+
+    #[test]
     fn gated_activations_match_their_formulas() {
         let g = pseudo(37, 9).iter().map(|x| x * 6.0).collect::<Vec<_>>();
         let u = pseudo(37, 10);
