@@ -130,3 +130,54 @@ fn api_keys_guard_the_api_but_not_health() {
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(server.request("GET", "/health", None, &[]).status, 200);
 }
+
+/// The architectures without small real weights serve a chat end to end from their tiny random
+/// fixtures (crates/runner/tests/fixtures/tiny), as a Hugging Face directory and as GGUF: the
+/// text is noise, the API shape and the token accounting are real.
+#[test]
+fn serves_the_tiny_cohere_cohere2_and_qwen3_models() {
+    let tiny = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/runner/tests/fixtures/tiny"
+    );
+    for (model, architecture) in [
+        ("cohere2", "cohere2"),
+        ("cohere.gguf", "command-r"),
+        ("qwen3.gguf", "qwen3"),
+        ("qwen3", "qwen3"),
+    ] {
+        let path = format!("{tiny}/{model}");
+        let server = Server::start(&["--model", &path]);
+        let models = server.request("GET", "/v1/models", None, &[]).json();
+        let name = models["models"][0]["name"].as_str().unwrap().to_string();
+        let request = json!({
+            "model": name, "temperature": 0, "max_tokens": 6,
+            "messages": [{"role": "user", "content": "Hello there!"}]
+        });
+        let reply = server.request("POST", "/v2/chat", Some(&request), &[]);
+        assert_eq!(reply.status, 200, "{model}: {}", reply.body);
+        let body = reply.json();
+        assert!(
+            body["message"]["content"][0]["text"].is_string()
+                || body["message"]["tool_calls"].is_array(),
+            "{model}: {body}"
+        );
+        let usage = &body["usage"]["tokens"];
+        assert!(
+            usage["input_tokens"].as_u64().unwrap() > 3,
+            "{model}: {body}"
+        );
+        assert!(
+            usage["output_tokens"].as_u64().unwrap() <= 6,
+            "{model}: {body}"
+        );
+        assert!(
+            server
+                .log
+                .lock()
+                .unwrap()
+                .contains(&format!("architecture={architecture}")),
+            "{model}: the log names the architecture"
+        );
+    }
+}

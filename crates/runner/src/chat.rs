@@ -15,6 +15,14 @@ pub struct ChatMessage {
     /// On a "tool" turn: which call this result answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// On an assistant turn: the thinking that preceded its answer, which templates render back
+    /// where the model expects it (Qwen3's `<think>`, Command's thinking section).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// On an assistant turn that called tools: the plan written before the calls (Cohere's
+    /// `tool_plan`, which Command templates render in their thinking section).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_plan: Option<String>,
 }
 
 /// `{"id", "type": "function", "function": {"name", "arguments"}}` as HF templates read it.
@@ -33,7 +41,27 @@ pub struct TemplateFunction {
     pub arguments: serde_json::Value,
 }
 
-/// Everything a chat template renders.
+/// Cohere's safety modes, which Command templates render as their safety preamble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SafetyMode {
+    Contextual,
+    Strict,
+    Off,
+}
+
+impl SafetyMode {
+    /// The spelling templates receive in `safety_mode` (Cohere's API spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SafetyMode::Contextual => "CONTEXTUAL",
+            SafetyMode::Strict => "STRICT",
+            SafetyMode::Off => "OFF",
+        }
+    }
+}
+
+/// Everything a chat template renders. The optional switches reach the template only when set,
+/// so that a template's own default applies otherwise (templates test `is defined`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatPrompt {
     pub messages: Vec<ChatMessage>,
@@ -42,6 +70,13 @@ pub struct ChatPrompt {
     /// Grounding documents, each an object of string fields.
     pub documents: Vec<serde_json::Value>,
     pub add_generation_prompt: bool,
+    /// Whether the model should think before answering: rendered as both `enable_thinking`
+    /// (Qwen3) and `reasoning` (Command A Reasoning, Cohere's later templates).
+    pub thinking: Option<bool>,
+    /// Rendered as `safety_mode` (`CONTEXTUAL`, `STRICT`, `OFF`).
+    pub safety_mode: Option<SafetyMode>,
+    /// Whether answers should cite documents and tool results: `enable_citations` (Command R7B).
+    pub citations: Option<bool>,
 }
 
 impl ChatPrompt {

@@ -146,6 +146,7 @@ impl ChatTemplate {
             }
         };
         let token = |t: &Option<String>| t.as_deref().map_or(Value::UNDEFINED, Value::from);
+        let switch = |b: Option<bool>| b.map_or(Value::UNDEFINED, Value::from);
         let ctx = minijinja::context! {
             messages => Value::from_serialize(&prompt.messages),
             tools => list_or_none(&prompt.tools),
@@ -153,6 +154,10 @@ impl ChatTemplate {
             add_generation_prompt => prompt.add_generation_prompt,
             bos_token => token(&self.bos_token),
             eos_token => token(&self.eos_token),
+            enable_thinking => switch(prompt.thinking),
+            reasoning => switch(prompt.thinking),
+            safety_mode => prompt.safety_mode.map_or(Value::UNDEFINED, |m| Value::from(m.as_str())),
+            enable_citations => switch(prompt.citations),
         };
         let template = self
             .env

@@ -3,7 +3,7 @@
 
 mod text_support;
 
-use runner::chat::{ChatMessage, ChatPrompt, TemplateFunction, TemplateToolCall};
+use runner::chat::{ChatMessage, ChatPrompt, SafetyMode, TemplateFunction, TemplateToolCall};
 use runner::template::{ChatTemplate, TemplateOrigin};
 use runner::text_error::TextError;
 use serde_json::Value;
@@ -35,6 +35,14 @@ fn chat_message(v: &Value) -> ChatMessage {
             .get("tool_call_id")
             .and_then(Value::as_str)
             .map(str::to_string),
+        reasoning_content: v
+            .get("reasoning_content")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        tool_plan: v
+            .get("tool_plan")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     }
 }
 
@@ -49,6 +57,17 @@ fn chat_prompt(v: &Value) -> ChatPrompt {
         tools: v["tools"].as_array().unwrap().clone(),
         documents: v["documents"].as_array().unwrap().clone(),
         add_generation_prompt: v["add_generation_prompt"].as_bool().unwrap(),
+        thinking: v.get("thinking").and_then(Value::as_bool),
+        safety_mode: v
+            .get("safety_mode")
+            .and_then(Value::as_str)
+            .map(|m| match m {
+                "CONTEXTUAL" => SafetyMode::Contextual,
+                "STRICT" => SafetyMode::Strict,
+                "OFF" => SafetyMode::Off,
+                other => panic!("unknown safety mode {other}"),
+            }),
+        citations: v.get("citations").and_then(Value::as_bool),
     }
 }
 
@@ -66,6 +85,7 @@ fn renders_byte_identical_to_jinja2() {
     let chats = read_json("chats.json");
     let rendered = read_json("rendered.json");
     let mut failures = Vec::new();
+    let mut lenient = Vec::new();
     let mut checked = 0;
     for (name, golden) in rendered.as_object().unwrap() {
         let special = &golden["special_tokens"];
@@ -86,13 +106,30 @@ fn renders_byte_identical_to_jinja2() {
                 (Some(text), Ok(out)) if out == text => {}
                 (None, Err(TextError::TemplateRaised(msg)))
                     if Some(msg.as_str()) == want["error"].as_str() => {}
+                // Python fails on this chat too (not through raise_exception).
+                (None, Err(TextError::TemplateRender(_))) if want.get("render_error").is_some() => {
+                }
+                // Python fails where minijinja iterates `none` as empty (a `for` over `tools`
+                // when only documents are given): listed below, so no other case can slip by.
+                (None, Ok(_)) if want.get("render_error").is_some() => {
+                    lenient.push(format!("{name} / {chat_name}"))
+                }
                 _ => failures.push(format!(
                     "{name} / {chat_name}:\n  got  {got:?}\n  want {want}"
                 )),
             }
         }
     }
-    assert!(checked >= 40, "only {checked} renders checked");
+    assert!(checked >= 120, "only {checked} renders checked");
+    lenient.sort();
+    assert_eq!(
+        lenient,
+        [
+            "cohere-north / documents",
+            "command-r7b-tool_use / documents"
+        ],
+        "renders where Python fails but minijinja does not"
+    );
     assert!(
         failures.is_empty(),
         "{} differ:\n{}",
@@ -222,4 +259,47 @@ fn strftime_now_and_missing_tokens() {
     );
     // No BOS declared: undefined prints nothing (not "None"); no tools is None.
     assert_eq!(rest, "|True");
+}
+
+#[test]
+fn chat_switches_reach_the_template_only_when_set() {
+    let t = ChatTemplate::new(
+        "{{ enable_thinking }}|{{ reasoning }}|{{ safety_mode }}|{{ enable_citations }}|{{ enable_thinking is defined }}".into(),
+        None,
+        None,
+        TemplateOrigin::Gguf,
+    )
+    .unwrap();
+    assert_eq!(t.render(&ChatPrompt::default()).unwrap(), "||||False");
+    let prompt = ChatPrompt {
+        thinking: Some(false),
+        safety_mode: Some(SafetyMode::Strict),
+        citations: Some(true),
+        ..ChatPrompt::default()
+    };
+    assert_eq!(t.render(&prompt).unwrap(), "False|False|STRICT|True|True");
+}
+
+/// What the goldens above pin byte for byte, said outright for the switches that matter.
+#[test]
+fn thinking_switches_change_the_generation_prompt() {
+    let rendered = read_json("rendered.json");
+    let text = |template: &str, chat: &str| {
+        rendered[template]["renders"][chat]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{template} / {chat} has no text"))
+            .to_string()
+    };
+    assert!(
+        text("qwen3", "thinking-off").ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    );
+    assert!(text("qwen3", "thinking-on").ends_with("<|im_start|>assistant\n"));
+    // An earlier turn's thinking is not rendered back before the last user turn (Qwen3 drops it).
+    assert!(!text("qwen3", "thinking-on").contains("17 * 3 = 51."));
+    assert!(text("cohere-north", "thinking-on").ends_with("<|CHATBOT_TOKEN|><|START_THINKING|>"));
+    assert!(text("cohere-north", "thinking-off")
+        .ends_with("<|CHATBOT_TOKEN|><|START_THINKING|><|END_THINKING|>"));
+    // Command R7B renders the plan of an earlier call from `reasoning_content`.
+    assert!(text("command-r7b-tool_use", "rag-tools-safety-citations")
+        .contains("<|START_THINKING|>I will look up the weather at McMurdo.<|END_THINKING|>"));
 }

@@ -49,6 +49,7 @@ fn round_trip() -> ChatPrompt {
         ],
         documents: Vec::new(),
         add_generation_prompt: true,
+        ..ChatPrompt::default()
     }
 }
 

@@ -141,6 +141,7 @@ pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, Ap
         // (runner::grounding::prepare_documents).
         documents: documents.into_iter().map(Value::Object).collect(),
         add_generation_prompt: true,
+        ..ChatPrompt::default()
     };
     Ok(ValidChat {
         stream: req.stream.unwrap_or(false),

@@ -1,27 +1,33 @@
 //! The model side of the runner: batched forward passes over many sequences, each with its own
 //! KV cache. The engine drives a [`BatchModel`]; it never sees tensors.
 //!
+//! What a model is and how it runs are kept apart:
+//! - [`desc`]: a [`ModelDesc`], plain data: shape, block structure, RoPE layout, the
+//!   sliding-window / global layer pattern, and the name of every weight;
+//! - `arch/`: one file per family that reads GGUF metadata or `config.json` into a description;
+//! - `source`: weights by name from a GGUF file or safetensors files, as host data;
+//! - `cpu/`: the CPU backend, which turns a description and its weights into a [`Transformer`]
+//!   (kernels, ops, KV cache). A GPU backend would be another builder over the same
+//!   descriptions and sources, returning another [`BatchModel`].
+//!
 //! One forward pass takes every running sequence's new tokens together, so that each weight
 //! matrix is read once per step for the whole batch (decode is bound by reading the weights).
-//! Every architecture runs on [`Transformer`], a CPU forward pass over plain f32 buffers with
-//! the `kernels` crate's quantized matmuls; a GPU model would be another [`BatchModel`].
 //!
 //! Invariant: this module knows nothing of tokenizers, chat templates or sampling; it maps token
 //! ids to logits.
 
-mod gemma3;
-mod kv_cache;
-mod llama;
-mod ops;
-mod transformer;
-mod weights;
+mod arch;
+mod cpu;
+pub mod desc;
+mod source;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
 
-pub use kv_cache::KvCache;
-pub use transformer::Transformer;
+pub use arch::{GGUF_ARCHITECTURES, SAFETENSORS_ARCHITECTURES};
+pub use cpu::{KvCache, Transformer};
+pub use desc::ModelDesc;
 
 pub type SeqId = u64;
 
@@ -48,11 +54,6 @@ pub trait BatchModel: Send {
     /// Frees a sequence's cache (no-op for an unknown id).
     fn release(&mut self, seq: SeqId);
 }
-
-/// Architectures [`load_gguf`] accepts (`general.architecture`).
-pub const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "gemma3"];
-/// Architectures [`load_safetensors_dir`] accepts (`config.json` `model_type`).
-pub const SAFETENSORS_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -124,18 +125,20 @@ pub fn load_gguf_model(
     };
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let content = gguf_file::Content::read(&mut file)?;
-    let arch = gguf_architecture(&content)?;
-    let model = match arch.as_str() {
-        "llama" | "qwen2" => llama::from_gguf(&content, &mut file, opts)?,
-        "gemma3" => gemma3::from_gguf(&content, &mut file, opts)?,
-        _ => {
-            return Err(ModelError::UnsupportedArchitecture {
-                found: arch,
-                supported: GGUF_ARCHITECTURES,
-            })
-        }
-    };
+    let mut src = source::GgufSource::new(&content, &mut file);
+    let desc = arch::describe_gguf(&content, &src)?;
+    let model = cpu::build(desc, &mut src, opts)?;
     Ok((model, content))
+}
+
+/// The description of a GGUF file's model, without loading its weights.
+pub fn describe_gguf(path: &Path) -> Result<ModelDesc, ModelError> {
+    let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let content = gguf_file::Content::read(&mut file)?;
+    arch::describe_gguf(&content, &source::GgufSource::new(&content, &mut file))
 }
 
 /// Loads a Hugging Face style directory: `config.json` plus `*.safetensors` weights.
@@ -148,12 +151,22 @@ pub fn load_safetensors_dir(dir: &Path) -> Result<Box<dyn BatchModel>, ModelErro
 
 /// [`load_safetensors_dir`] with options, returning the concrete model.
 pub fn load_safetensors_model(dir: &Path, opts: &LoadOptions) -> Result<Transformer, ModelError> {
+    let (desc, mut src) = describe_dir(dir)?;
+    cpu::build(desc, &mut src, opts)
+}
+
+/// The description of a Hugging Face directory's model, without loading its weights.
+pub fn describe_safetensors_dir(dir: &Path) -> Result<ModelDesc, ModelError> {
+    describe_dir(dir).map(|(desc, _)| desc)
+}
+
+fn describe_dir(dir: &Path) -> Result<(ModelDesc, source::SafetensorsSource), ModelError> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
         path: config_path.clone(),
         source,
     })?;
-    let config: llama::HfConfig = serde_json::from_str(&text)
+    let config: arch::HfConfig = serde_json::from_str(&text)
         .map_err(|e| ModelError::Config(format!("{}: {e}", config_path.display())))?;
     if !SAFETENSORS_ARCHITECTURES.contains(&config.model_type.as_str()) {
         return Err(ModelError::UnsupportedArchitecture {
@@ -161,8 +174,9 @@ pub fn load_safetensors_model(dir: &Path, opts: &LoadOptions) -> Result<Transfor
             supported: SAFETENSORS_ARCHITECTURES,
         });
     }
-    let files = safetensors_files(dir)?;
-    llama::from_safetensors(&config, &files, opts)
+    let src = source::SafetensorsSource::open(&safetensors_files(dir)?)?;
+    let desc = arch::describe_hf(&config, &src)?;
+    Ok((desc, src))
 }
 
 /// The weight files of a directory: those named by `model.safetensors.index.json` when there is
@@ -201,51 +215,6 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         )));
     }
     Ok(files)
-}
-
-fn gguf_architecture(content: &gguf_file::Content) -> Result<String, ModelError> {
-    content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .ok_or_else(|| ModelError::MissingMetadata("general.architecture".into()))
-}
-
-/// Typed access to GGUF metadata under one architecture prefix (`llama.block_count`, ...).
-struct GgufMeta<'a> {
-    content: &'a gguf_file::Content,
-    arch: String,
-}
-
-impl<'a> GgufMeta<'a> {
-    fn new(content: &'a gguf_file::Content) -> Result<Self, ModelError> {
-        Ok(Self {
-            content,
-            arch: gguf_architecture(content)?,
-        })
-    }
-
-    fn value(&self, key: &str) -> Option<&gguf_file::Value> {
-        self.content.metadata.get(&format!("{}.{key}", self.arch))
-    }
-
-    fn usize(&self, key: &str) -> Result<usize, ModelError> {
-        self.usize_opt(key)
-            .ok_or_else(|| ModelError::MissingMetadata(format!("{}.{key}", self.arch)))
-    }
-
-    fn usize_opt(&self, key: &str) -> Option<usize> {
-        let v = self.value(key)?;
-        v.to_u32()
-            .map(|x| x as usize)
-            .or_else(|_| v.to_u64().map(|x| x as usize))
-            .ok()
-    }
-
-    fn f32_opt(&self, key: &str) -> Option<f32> {
-        self.value(key)?.to_f32().ok()
-    }
 }
 
 /// Checks a batch before anything runs, so that a bad item fails the step without touching any

@@ -140,8 +140,7 @@ fn generic_prompt(prompt: &ChatPrompt) -> ChatPrompt {
     ChatPrompt {
         messages,
         tools: Vec::new(),
-        documents: prompt.documents.clone(),
-        add_generation_prompt: prompt.add_generation_prompt,
+        ..prompt.clone()
     }
 }
 
@@ -267,6 +266,7 @@ mod tests {
             tools: vec![weather_tool()],
             documents: Vec::new(),
             add_generation_prompt: true,
+            ..ChatPrompt::default()
         }
     }
 

@@ -1,7 +1,10 @@
 """Writes the chats that the template goldens render (../golden/text/chats.json).
 
-Messages have the shape runner::chat::ChatMessage serializes to: `tool_calls` and
-`tool_call_id` appear only when set.
+Messages have the shape runner::chat::ChatMessage serializes to: `tool_calls`,
+`tool_call_id`, `reasoning_content` and `tool_plan` appear only when set. A chat's optional
+`thinking`, `safety_mode` and `citations` are runner::chat::ChatPrompt's switches; the render
+script passes them as the template variables the runner sets (`enable_thinking` and `reasoning`,
+`safety_mode`, `enable_citations`), and leaves them undefined when absent.
 """
 import json
 import pathlib
@@ -38,12 +41,16 @@ TIME_TOOL = {
 }
 
 
-def msg(role, content, tool_calls=None, tool_call_id=None):
+def msg(role, content, tool_calls=None, tool_call_id=None, reasoning_content=None, tool_plan=None):
     m = {"role": role, "content": content}
     if tool_calls:
         m["tool_calls"] = tool_calls
     if tool_call_id is not None:
         m["tool_call_id"] = tool_call_id
+    if reasoning_content is not None:
+        m["reasoning_content"] = reasoning_content
+    if tool_plan is not None:
+        m["tool_plan"] = tool_plan
     return m
 
 
@@ -122,6 +129,62 @@ CHATS = [
         "name": "documents",
         "documents": [{"title": "Tall penguins", "text": "Emperor penguins are the tallest."}],
         "messages": [msg("user", "Which penguins are tallest?")],
+        "add_generation_prompt": True,
+    },
+    {
+        "name": "thinking-on",
+        "thinking": True,
+        "messages": [
+            msg("user", "What is 17 * 3?"),
+            msg("assistant", "51.", reasoning_content="17 * 3 = 51."),
+            msg("user", "And 17 * 4?"),
+        ],
+        "add_generation_prompt": True,
+    },
+    {
+        "name": "thinking-off",
+        "thinking": False,
+        "messages": [msg("system", "Be brief."), msg("user", "Say hi.")],
+        "add_generation_prompt": True,
+    },
+    {
+        "name": "thinking-in-content",
+        "messages": [
+            msg("user", "Pick a colour."),
+            msg("assistant", "<think>\nBlue is calm.\n</think>\n\nBlue."),
+            msg("user", "Why?"),
+        ],
+        "add_generation_prompt": True,
+    },
+    {
+        "name": "rag-tools-safety-citations",
+        "safety_mode": "STRICT",
+        "citations": True,
+        "thinking": True,
+        "tools": [WEATHER_TOOL],
+        "documents": [
+            {"title": "Tall penguins", "text": "Emperor penguins are the tallest."},
+            {"title": "Penguin habitats", "text": "Emperor penguins only live in Antarctica."},
+        ],
+        "messages": [
+            msg("system", "You are a polar expert."),
+            msg("user", "Where do the tallest penguins live, and how cold is it there?"),
+            msg(
+                "assistant",
+                "",
+                [call("call_w", "get_weather", {"location": "McMurdo Station"})],
+                reasoning_content="I will look up the weather at McMurdo.",
+                tool_plan="I will look up the weather at McMurdo.",
+            ),
+            msg("tool", '{"temperature": -25}', tool_call_id="call_w"),
+        ],
+        "add_generation_prompt": True,
+    },
+    {
+        "name": "safety-off-no-thinking",
+        "safety_mode": "OFF",
+        "thinking": False,
+        "messages": [msg("user", "Tell me a joke.")],
         "add_generation_prompt": True,
     },
     {

@@ -26,7 +26,28 @@ TEMPLATES = {
     "builtin-chatml": ("builtin-chatml.jinja", {"eos_token": "<|im_end|>"}),
     "qwen2.5": ("qwen2.5.jinja", {"eos_token": "<|im_end|>"}),
     "python-features": ("python-features.jinja", {"bos_token": "<s>", "eos_token": "</s>"}),
+    # The real templates of the families without small real weights (see
+    # golden/text/templates/SOURCES.md for where each file comes from).
+    "command-r7b-tool_use": (
+        "command-r7b-tool_use.jinja",
+        {"bos_token": "<BOS_TOKEN>", "eos_token": "<|END_OF_TURN_TOKEN|>"},
+    ),
+    "cohere-north": ("cohere-north.jinja", {"bos_token": "<BOS_TOKEN>", "eos_token": "<|END_OF_TURN_TOKEN|>"}),
+    "qwen3": ("qwen3.jinja", {"eos_token": "<|im_end|>"}),
 }
+
+
+def switches(chat):
+    """runner::chat::ChatPrompt's optional switches as the template variables the runner sets."""
+    out = {}
+    if "thinking" in chat:
+        out["enable_thinking"] = chat["thinking"]
+        out["reasoning"] = chat["thinking"]
+    if "safety_mode" in chat:
+        out["safety_mode"] = chat["safety_mode"]
+    if "citations" in chat:
+        out["enable_citations"] = chat["citations"]
+    return out
 
 
 def raise_exception(message):
@@ -65,11 +86,16 @@ def main():
                     documents=chat["documents"] or None,
                     add_generation_prompt=chat["add_generation_prompt"],
                     **special,
+                    **switches(chat),
                 )
                 results[chat["name"]] = {"text": text}
             except TemplateError as e:
                 # raise_exception's message, or Jinja's own error: either way an error.
                 results[chat["name"]] = {"error": str(e)}
+            except (TypeError, AttributeError) as e:
+                # The template fails on this chat in Python too (e.g. a loop over `tools` that
+                # is None); only the fact that it fails is compared.
+                results[chat["name"]] = {"render_error": f"{type(e).__name__}: {e}"}
         out[name] = {"file": file, "special_tokens": special, "renders": results}
     path = GOLDEN / "rendered.json"
     path.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 
+use super::super::{validate_batch, BatchItem, ModelError, SeqId};
 use super::ops::KEY_BLOCK;
-use super::{validate_batch, BatchItem, ModelError, SeqId};
 
 /// Capacity is a multiple of this (and so of the key block).
 const CAPACITY_STEP: usize = 64;

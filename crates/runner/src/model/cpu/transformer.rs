@@ -6,89 +6,45 @@
 //! per step. Attention runs per sequence against its own cache, split over (sequence, KV head,
 //! block of query rows, chunk of keys) across the same thread pool, then the chunks of each
 //! block are merged. Only each item's last row goes through the
-//! final norm and the output projection. The llama family and Gemma 3 differ only in the
-//! switches of [`Arch`] and the optional norms of [`Layer`].
+//! final norm and the output projection. The architectures differ only in the switches of their
+//! [`ModelDesc`] and the optional norms of each [`Layer`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kernels::{QMatrix, Scratch, Threads};
 
+use super::super::desc::{Activation, BlockKind, ModelDesc};
+use super::super::{BatchItem, BatchModel, LoadOptions, ModelError, SeqId};
 use super::kv_cache::{CacheShape, SeqCaches, StepPlan};
-use super::ops::{self, Activation, AttnRows, RopeStyle, RopeTable, ATTN_ROWS, KEY_CHUNK};
-use super::weights::Proj;
-use super::{BatchItem, BatchModel, LoadOptions, ModelError, SeqId};
-
-/// The shape and the switches that tell the architectures apart.
-#[derive(Debug, Clone)]
-pub(super) struct Arch {
-    pub hidden: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-    pub vocab: usize,
-    pub max_context: usize,
-    pub rms_eps: f32,
-    pub rope_style: RopeStyle,
-    /// RoPE bases; each layer names one by index.
-    pub rope_bases: Vec<f32>,
-    /// Gemma multiplies the embedding by sqrt(hidden).
-    pub embed_scale: Option<f32>,
-    pub activation: Activation,
-    /// `cap * tanh(logit / cap)` on the output logits.
-    pub final_softcap: Option<f32>,
-}
-
-impl Arch {
-    pub fn check(&self) -> Result<(), ModelError> {
-        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return Err(ModelError::Config(format!(
-                "{} query heads cannot share {} KV heads evenly",
-                self.n_heads, self.n_kv_heads
-            )));
-        }
-        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.max_context == 0 {
-            return Err(ModelError::Config(format!(
-                "head dim {} / context {} unusable",
-                self.head_dim, self.max_context
-            )));
-        }
-        Ok(())
-    }
-
-    fn q_dim(&self) -> usize {
-        self.n_heads * self.head_dim
-    }
-
-    fn kv_dim(&self) -> usize {
-        self.n_kv_heads * self.head_dim
-    }
-}
+use super::ops::{self, AttnRows, RopeTable, ATTN_ROWS, KEY_CHUNK};
+use super::proj::Proj;
 
 /// One transformer block's weights.
 pub(super) struct Layer {
     pub attn_norm: Vec<f32>,
     /// q | k | v outputs side by side.
     pub qkv: Proj,
-    /// Gemma: RMS norm of each query / key head before RoPE.
+    /// Norm of each query / key head before RoPE: `head_dim` shared weights or one row per head.
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
     pub o: Proj,
-    /// Gemma: RMS norm of the attention output before the residual add.
+    /// Gemma: norm of the attention output before the residual add.
     pub post_attn_norm: Option<Vec<f32>>,
-    pub mlp_norm: Vec<f32>,
+    /// None in parallel blocks, whose MLP reads the attention's input norm.
+    pub mlp_norm: Option<Vec<f32>>,
     /// gate | up outputs side by side.
     pub gate_up: Proj,
     pub down: Proj,
     pub post_mlp_norm: Option<Vec<f32>>,
     /// Some(w) on sliding-window layers: key j is visible from query p when `p - j < w`.
     pub window: Option<usize>,
-    /// Index into [`Arch::rope_bases`].
-    pub rope: usize,
+    /// Index into the RoPE tables; None: no positional encoding.
+    pub rope: Option<usize>,
 }
 
-/// The weights of a whole model.
+/// The weights of a whole model, with the description they were read for.
 pub(super) struct Weights {
-    pub arch: Arch,
+    pub desc: ModelDesc,
     /// `[vocab, hidden]`; rows are dequantized on lookup, never the whole table.
     pub embed: QMatrix,
     pub layers: Vec<Layer>,
@@ -98,9 +54,9 @@ pub(super) struct Weights {
 }
 
 impl Weights {
-    /// Checks that every matrix has the shape the architecture implies.
+    /// Checks that every weight has the shape the description implies.
     pub fn check(&self) -> Result<(), ModelError> {
-        let a = &self.arch;
+        let a = &self.desc;
         a.check()?;
         let shape = |what: &str, p: &Proj, out: usize, inp: usize| {
             if p.out_features() == out && p.in_features() == inp {
@@ -113,14 +69,40 @@ impl Weights {
                 )))
             }
         };
+        let norm = |what: &str, w: Option<&Vec<f32>>, allowed: &[usize]| match w {
+            Some(w) if !allowed.contains(&w.len()) => Err(ModelError::Config(format!(
+                "{what} has {} weights, expected {}",
+                w.len(),
+                allowed
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))),
+            _ => Ok(()),
+        };
         if self.embed.rows() != a.vocab || self.embed.cols() != a.hidden {
-            return Err(ModelError::Config("token embedding shape".into()));
+            return Err(ModelError::Config(format!(
+                "token embedding is [{} x {}], expected [{} x {}]",
+                self.embed.rows(),
+                self.embed.cols(),
+                a.vocab,
+                a.hidden
+            )));
         }
         if let Some(h) = &self.lm_head {
             if h.rows() != a.vocab || h.cols() != a.hidden {
-                return Err(ModelError::Config("output projection shape".into()));
+                return Err(ModelError::Config(format!(
+                    "output projection is [{} x {}], expected [{} x {}]",
+                    h.rows(),
+                    h.cols(),
+                    a.vocab,
+                    a.hidden
+                )));
             }
         }
+        norm("final norm", Some(&self.norm), &[a.hidden])?;
+        let hd = a.head_dim;
         for (i, l) in self.layers.iter().enumerate() {
             shape(
                 &format!("layer {i} qkv"),
@@ -132,6 +114,24 @@ impl Weights {
             let ffn = l.down.in_features();
             shape(&format!("layer {i} gate|up"), &l.gate_up, 2 * ffn, a.hidden)?;
             shape(&format!("layer {i} down"), &l.down, a.hidden, ffn)?;
+            for (what, w) in [
+                ("attention norm", Some(&l.attn_norm)),
+                ("post-attention norm", l.post_attn_norm.as_ref()),
+                ("MLP norm", l.mlp_norm.as_ref()),
+                ("post-MLP norm", l.post_mlp_norm.as_ref()),
+            ] {
+                norm(&format!("layer {i} {what}"), w, &[a.hidden])?;
+            }
+            norm(
+                &format!("layer {i} query norm"),
+                l.q_norm.as_ref(),
+                &[hd, a.q_dim()],
+            )?;
+            norm(
+                &format!("layer {i} key norm"),
+                l.k_norm.as_ref(),
+                &[hd, a.kv_dim()],
+            )?;
         }
         Ok(())
     }
@@ -174,7 +174,7 @@ pub struct Transformer {
 impl std::fmt::Debug for Transformer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transformer")
-            .field("arch", &self.w.arch)
+            .field("architecture", &self.w.desc.architecture)
             .field("layers", &self.w.layers.len())
             .field("threads", &self.threads.len())
             .finish_non_exhaustive()
@@ -184,7 +184,7 @@ impl std::fmt::Debug for Transformer {
 impl Transformer {
     pub(super) fn new(w: Weights, opts: &LoadOptions) -> Result<Self, ModelError> {
         w.check()?;
-        let a = &w.arch;
+        let a = &w.desc;
         let caches = SeqCaches::new(CacheShape {
             n_layers: w.layers.len(),
             kv_heads: a.n_kv_heads,
@@ -231,7 +231,7 @@ impl Transformer {
             scratch,
             bufs,
         } = self;
-        let a = &w.arch;
+        let a = &w.desc;
         let n = plan.ids.len();
         let (hidden, hd) = (a.hidden, a.head_dim);
         let (q_dim, kv_dim) = (a.q_dim(), a.kv_dim());
@@ -252,23 +252,25 @@ impl Transformer {
         let scale = 1.0 / (hd as f32).sqrt();
         for (li, layer) in w.layers.iter().enumerate() {
             let h = grow(&mut bufs.h, n * hidden);
-            ops::rms_norm(x, &layer.attn_norm, a.rms_eps, h);
+            ops::norm(a.norm, x, &layer.attn_norm, a.norm_eps, h);
             let qkv = grow(&mut bufs.qkv, n * qkv_dim);
             layer
                 .qkv
                 .forward(h, n, qkv, &mut bufs.tmp, scratch, threads);
-            let table = &rope[layer.rope];
+            let table = layer.rope.map(|r| &rope[r]);
             for (row, &pos) in qkv.chunks_exact_mut(qkv_dim).zip(&plan.positions) {
                 let (q, rest) = row.split_at_mut(q_dim);
                 let k = &mut rest[..kv_dim];
                 if let Some(norm) = &layer.q_norm {
-                    ops::rms_norm_inplace(q, norm, a.rms_eps);
+                    ops::norm_heads(a.norm, q, norm, hd, a.norm_eps);
                 }
                 if let Some(norm) = &layer.k_norm {
-                    ops::rms_norm_inplace(k, norm, a.rms_eps);
+                    ops::norm_heads(a.norm, k, norm, hd, a.norm_eps);
                 }
-                table.apply(q, hd, pos, a.rope_style);
-                table.apply(k, hd, pos, a.rope_style);
+                if let Some(table) = table {
+                    table.apply(q, hd, pos, a.rope_style);
+                    table.apply(k, hd, pos, a.rope_style);
+                }
                 q.iter_mut().for_each(|v| *v *= scale);
             }
             for span in &plan.spans {
@@ -301,11 +303,16 @@ impl Transformer {
                 .o
                 .forward(attn, n, proj, &mut bufs.tmp, scratch, threads);
             if let Some(norm) = &layer.post_attn_norm {
-                ops::rms_norm_inplace(proj, norm, a.rms_eps);
+                ops::norm_inplace(a.norm, proj, norm, a.norm_eps);
             }
             add(x, proj);
             let h = grow(&mut bufs.h, n * hidden);
-            ops::rms_norm(x, &layer.mlp_norm, a.rms_eps, h);
+            match (&layer.mlp_norm, a.block) {
+                (Some(norm), _) => ops::norm(a.norm, x, norm, a.norm_eps, h),
+                // Parallel blocks: the MLP reads the attention's input norm, still in `h`.
+                (None, BlockKind::Parallel) => {}
+                (None, BlockKind::Sequential) => unreachable!("checked by ModelDesc::check"),
+            }
             let ffn = layer.down.in_features();
             let gu = grow(&mut bufs.gate_up, n * 2 * ffn);
             layer
@@ -317,7 +324,7 @@ impl Transformer {
                 .down
                 .forward(act, n, proj, &mut bufs.tmp, scratch, threads);
             if let Some(norm) = &layer.post_mlp_norm {
-                ops::rms_norm_inplace(proj, norm, a.rms_eps);
+                ops::norm_inplace(a.norm, proj, norm, a.norm_eps);
             }
             add(x, proj);
         }
@@ -325,10 +332,11 @@ impl Transformer {
         let b = plan.spans.len();
         let last = grow(&mut bufs.last, b * hidden);
         for (dst, row) in last.chunks_exact_mut(hidden).zip(plan.last_rows()) {
-            ops::rms_norm(
+            ops::norm(
+                a.norm,
                 &x[row * hidden..(row + 1) * hidden],
                 &w.norm,
-                a.rms_eps,
+                a.norm_eps,
                 dst,
             );
         }
@@ -336,6 +344,9 @@ impl Transformer {
         logits.resize(b * a.vocab, 0.0);
         let head = w.lm_head.as_ref().unwrap_or(&w.embed);
         kernels::matmul(head, last, b, logits, scratch, threads);
+        if let Some(scale) = a.logit_scale {
+            logits.iter_mut().for_each(|v| *v *= scale);
+        }
         if let Some(cap) = a.final_softcap {
             logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
         }
@@ -553,7 +564,7 @@ fn gated_parallel(threads: &Threads, act: Activation, gu: &[f32], ffn: usize, ou
 
 impl BatchModel for Transformer {
     fn vocab_size(&self) -> usize {
-        self.w.arch.vocab
+        self.w.desc.vocab
     }
 
     fn max_context(&self) -> usize {
@@ -569,7 +580,7 @@ impl BatchModel for Transformer {
             logits.clear();
             return Ok(());
         }
-        let plan = self.caches.begin(batch, self.w.arch.vocab)?;
+        let plan = self.caches.begin(batch, self.w.desc.vocab)?;
         let result = self.run(&plan, logits);
         self.caches.finish(&plan, result.is_ok());
         result

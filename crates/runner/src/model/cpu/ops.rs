@@ -1,5 +1,5 @@
-//! Small f32 kernels of the forward pass that are not matrix products over weights: RMS norm,
-//! RoPE, gated activations and attention over the f16 KV cache (scores, softmax and the weighted
+//! Small f32 kernels of the forward pass that are not matrix products over weights: RMS and
+//! layer norms, RoPE, gated activations and attention over the f16 KV cache (scores, softmax and the weighted
 //! sum of values, one key chunk at a time, then the merge of the chunks).
 //!
 //! The exp-heavy and attention loops have an AVX2+FMA path chosen once at run time and a portable
@@ -7,6 +7,8 @@
 //! order whatever the batch around it, so a sequence's results do not depend on its neighbours.
 
 use std::sync::OnceLock;
+
+use super::super::desc::{Activation, NormKind, RopeStyle};
 
 /// Whether the AVX2+FMA+F16C paths may run on this CPU (checked once).
 fn simd() -> bool {
@@ -60,13 +62,61 @@ pub(super) fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     }
 }
 
-/// How a model pairs the dimensions RoPE rotates together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RopeStyle {
-    /// Pairs `(2i, 2i+1)`: llama-architecture GGUF files (their Q/K rows are permuted for it).
-    Interleaved,
-    /// Pairs `(i, i + d/2)`: Hugging Face checkpoints, qwen2 and gemma3 GGUF files.
-    Halves,
+/// `out = (x - mean) / sqrt(var + eps) * w`, for each row of `x` (row length `w.len()`); no bias.
+pub(super) fn layer_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let (mean, inv) = mean_and_inv_std(xr, eps);
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = (v - mean) * inv * g;
+        }
+    }
+}
+
+/// [`layer_norm`] in place.
+pub(super) fn layer_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let d = w.len();
+    for xr in x.chunks_exact_mut(d) {
+        let (mean, inv) = mean_and_inv_std(xr, eps);
+        for (v, &g) in xr.iter_mut().zip(w) {
+            *v = (*v - mean) * inv * g;
+        }
+    }
+}
+
+fn mean_and_inv_std(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// The model's norm of each row of `x` into `out`.
+pub(super) fn norm(kind: NormKind, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    match kind {
+        NormKind::Rms => rms_norm(x, w, eps, out),
+        NormKind::Layer => layer_norm(x, w, eps, out),
+    }
+}
+
+/// The model's norm in place, of each `w.len()` values of `x`.
+pub(super) fn norm_inplace(kind: NormKind, x: &mut [f32], w: &[f32], eps: f32) {
+    match kind {
+        NormKind::Rms => rms_norm_inplace(x, w, eps),
+        NormKind::Layer => layer_norm_inplace(x, w, eps),
+    }
+}
+
+/// The per-head norm of one row of queries or keys (`heads * head_dim` values): `w` holds either
+/// `head_dim` weights every head shares, or one row of `head_dim` weights per head.
+pub(super) fn norm_heads(kind: NormKind, row: &mut [f32], w: &[f32], head_dim: usize, eps: f32) {
+    if w.len() == head_dim {
+        norm_inplace(kind, row, w, eps);
+    } else {
+        for (head, wh) in row.chunks_exact_mut(head_dim).zip(w.chunks_exact(head_dim)) {
+            norm_inplace(kind, head, wh, eps);
+        }
+    }
 }
 
 /// cos and sin of every position up to the longest context used so far, for one RoPE base.
@@ -134,15 +184,6 @@ impl RopeTable {
             }
         }
     }
-}
-
-/// The gate's nonlinearity in a gated MLP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Activation {
-    /// `x * sigmoid(x)` (llama family).
-    Silu,
-    /// GELU, tanh approximation (Gemma).
-    GeluTanh,
 }
 
 /// `out[r] = act(gate[r]) * up[r]` for each row, where row r of `gu` holds the gate (`ffn`
@@ -678,6 +719,36 @@ mod tests {
                 assert_eq!(attend(&one), got[r * hd..(r + 1) * hd], "hd {hd} row {r}");
             }
         }
+    }
+
+    #[test]
+    fn layer_norm_matches_its_formula_and_per_head_rows_use_their_own_weights() {
+        let x: Vec<f32> = pseudo(24, 11).iter().map(|v| v * 3.0 + 0.5).collect();
+        let w: Vec<f32> = pseudo(24, 12).iter().map(|v| 1.0 + 0.2 * v).collect();
+        // Three heads of 8, each with its own row of weights (Cohere's q/k norm).
+        let mut got = x.clone();
+        norm_heads(NormKind::Layer, &mut got, &w, 8, 1e-5);
+        for h in 0..3 {
+            let xs = &x[h * 8..(h + 1) * 8];
+            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / 8.0;
+            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 8.0;
+            for d in 0..8 {
+                let want = (xs[d] as f64 - mean) / (var + 1e-5).sqrt() * w[h * 8 + d] as f64;
+                let g = got[h * 8 + d] as f64;
+                assert!((g - want).abs() < 1e-5, "head {h} dim {d}: {g} vs {want}");
+            }
+        }
+        // Shared weights (Qwen3, Gemma): the same as the plain norm over each head.
+        let mut shared = x.clone();
+        norm_heads(NormKind::Rms, &mut shared, &w[..8], 8, 1e-6);
+        let mut plain = x.clone();
+        rms_norm_inplace(&mut plain, &w[..8], 1e-6);
+        assert_eq!(shared, plain);
+        let mut out = vec![0f32; 24];
+        layer_norm(&x, &w, 1e-5, &mut out);
+        let mut inplace = x.clone();
+        layer_norm_inplace(&mut inplace, &w, 1e-5);
+        assert_eq!(out, inplace);
     }
 
     #[test]
