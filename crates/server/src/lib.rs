@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod model_store;
+pub mod playground;
 pub mod progress;
 pub mod pull;
 pub mod routes;
