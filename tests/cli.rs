@@ -352,6 +352,18 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// A short non-stream chat with the default model; the parsed 200 reply.
+fn chat(addr: &str, max_tokens: u32) -> Value {
+    let request = serde_json::json!({
+        "model": "SmolLM2-135M-Instruct.Q4_1",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "Hi"}],
+    });
+    let (status, body) = http(addr, "POST", "/v2/chat", &request.to_string());
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 fn wait_ready(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(180);
     while http(addr, "GET", "/ready", "").0 != 200 {
@@ -372,37 +384,33 @@ fn json_logs_are_one_object_per_line_and_keep_the_request_fields() {
         event["addr"].as_str().map(String::from)
     });
     wait_ready(&addr);
-    let (status, body) = http(
-        &addr,
-        "POST",
-        "/v2/chat",
-        r#"{"model":"SmolLM2-135M-Instruct.Q4_1","max_tokens":3,"messages":[{"role":"user","content":"Hi"}]}"#,
-    );
-    assert_eq!(status, 200, "{body}");
-    let reply: Value = serde_json::from_str(&body).unwrap();
-    let chat = server.wait_for(Duration::from_secs(30), |line| {
+    let reply = chat(&addr, 3);
+    let logged = server.wait_for(Duration::from_secs(30), |line| {
         let event: Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
         (event["message"] == "chat").then_some(event)
     });
-    assert_eq!(chat["level"], "INFO");
-    assert!(chat["timestamp"].is_string());
-    assert_eq!(chat["id"], reply["id"]);
-    assert_eq!(chat["status"], 200);
-    assert_eq!(chat["stream"], false);
-    assert_eq!(chat["tokens_in"], reply["usage"]["tokens"]["input_tokens"]);
+    assert_eq!(logged["level"], "INFO");
+    assert!(logged["timestamp"].is_string());
+    assert_eq!(logged["id"], reply["id"]);
+    assert_eq!(logged["status"], 200);
+    assert_eq!(logged["stream"], false);
     assert_eq!(
-        chat["tokens_out"],
+        logged["tokens_in"],
+        reply["usage"]["tokens"]["input_tokens"]
+    );
+    assert_eq!(
+        logged["tokens_out"],
         reply["usage"]["tokens"]["output_tokens"]
     );
     // The log spells the reason as the engine's enum (MaxTokens), the API as MAX_TOKENS.
     assert_eq!(
-        chat["finish"].as_str().unwrap().to_uppercase(),
+        logged["finish"].as_str().unwrap().to_uppercase(),
         reply["finish_reason"].as_str().unwrap().replace('_', "")
     );
     assert!(
-        chat["ttft_ms"].is_u64() && chat["total_ms"].is_u64(),
-        "{chat}"
+        logged["ttft_ms"].is_u64() && logged["total_ms"].is_u64(),
+        "{logged}"
     );
     // Every line so far was JSON (checked as it was read), including the start-up lines.
     assert!(server
@@ -451,13 +459,7 @@ fn an_installed_copy_serves_from_any_directory_and_fetches_into_the_user_cache()
         "{}",
         server.seen.join("\n")
     );
-    let (status, body) = http(
-        &addr,
-        "POST",
-        "/v2/chat",
-        r#"{"model":"SmolLM2-135M-Instruct.Q4_1","max_tokens":2,"messages":[{"role":"user","content":"Hi"}]}"#,
-    );
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(chat(&addr, 2)["message"]["role"], "assistant");
     assert!(
         entries(&elsewhere).is_empty(),
         "nothing is written to the working directory"
