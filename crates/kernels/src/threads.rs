@@ -4,7 +4,13 @@
 //! threads through the OS for every call would cost more than the work. Workers spin for a short
 //! while after each job (the next matmul usually follows within microseconds), then park on a
 //! condition variable so an idle server does not burn the CPU.
+//!
+//! A task that panics does not take the pool down: the panic is caught where the task ran, the
+//! job's remaining tasks are skipped, and once every helper has left the job the caller of
+//! [`Threads::run`] resumes the panic. The pool serves the next job as if nothing happened.
 
+use std::any::Any;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -25,6 +31,8 @@ struct Shared {
     /// Workers that joined the current job and have not finished.
     active: AtomicUsize,
     sleepers: AtomicUsize,
+    /// The first panic of the current job, resumed by the caller once the job is over.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
     park: Mutex<()>,
     wake: Condvar,
     stop: AtomicBool,
@@ -53,6 +61,7 @@ impl Threads {
             next_task: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
+            panic: Mutex::new(None),
             park: Mutex::new(()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -87,6 +96,9 @@ impl Threads {
     /// returns when all are done. Tasks are handed out dynamically, and the caller does not
     /// wait for a worker that has not joined: on a busy machine a descheduled worker costs
     /// nothing but its share of the speed-up.
+    ///
+    /// If a task panics, the tasks not yet started are skipped and the panic is resumed here
+    /// after the job has closed, so the pool stays usable.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if tasks == 0 {
             return;
@@ -123,16 +135,28 @@ impl Threads {
                 std::thread::yield_now();
             }
         }
+        // Every helper has left: the job is over, and the pool is ready for the next one.
+        let panic = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(payload) = panic {
+            resume_unwind(payload);
+        }
     }
 }
 
+/// Runs tasks of the open job until none is left. A panicking task is caught here (a worker
+/// must survive it, and the caller must reach the wait for its helpers); the first payload is
+/// kept for the caller, and the tasks not yet handed out are skipped.
 fn run_tasks(s: &Shared, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     loop {
         let i = s.next_task.fetch_add(1, Ordering::Relaxed);
         if i >= tasks {
             break;
         }
-        f(i);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(i))) {
+            s.next_task.store(tasks, Ordering::Relaxed);
+            let mut first = s.panic.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert(payload);
+        }
     }
 }
 
@@ -239,6 +263,52 @@ mod tests {
             });
             assert_eq!(sum.load(Ordering::Relaxed), 28 * (round + 1));
         }
+    }
+
+    /// Runs `body` on a thread and fails (instead of hanging the suite) if it takes over 20 s.
+    fn within_20s(body: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            body();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the pool hung (or the test body panicked)");
+    }
+
+    #[test]
+    fn a_panicking_task_reaches_the_caller_and_the_pool_keeps_working() {
+        within_20s(|| {
+            for n in [1, 2, 3] {
+                let pool = Threads::new(n);
+                for bad in [0, 5, 63] {
+                    let ran = AtomicUsize::new(0);
+                    let result = catch_unwind(AssertUnwindSafe(|| {
+                        pool.run(64, &|i| {
+                            if i == bad {
+                                panic!("injected panic in task {i}");
+                            }
+                            ran.fetch_add(1, Ordering::Relaxed);
+                        })
+                    }));
+                    let payload = result.expect_err("the caller sees the panic");
+                    let text = payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .unwrap_or_default();
+                    assert_eq!(text, format!("injected panic in task {bad}"));
+                    assert!(ran.load(Ordering::Relaxed) < 64);
+                    // The next jobs run every task, on a pool that is not stuck.
+                    for _ in 0..100 {
+                        let hits = AtomicUsize::new(0);
+                        pool.run(16, &|_| {
+                            hits.fetch_add(1, Ordering::Relaxed);
+                        });
+                        assert_eq!(hits.load(Ordering::Relaxed), 16);
+                    }
+                }
+            }
+        });
     }
 
     #[test]

@@ -56,18 +56,19 @@ impl Detokenizer {
         Ok(new)
     }
 
-    /// Generation ended: releases whatever is held back, even an incomplete character (as
-    /// U+FFFD, the same text a full decode gives).
+    /// Generation ended: releases the complete text still held back. An incomplete character at
+    /// the end (the reply was cut between the tokens of one character) is dropped, never sent as
+    /// U+FFFD: only held-back text can end in one, since complete text is released at once.
     pub fn flush(&mut self) -> Result<String, TextError> {
         let before = self.decode(self.prefix, self.read)?;
         let after = self.decode(self.prefix, self.ids.len())?;
         self.prefix = self.ids.len();
         self.read = self.ids.len();
-        Ok(after
+        let held = after
             .strip_prefix(before.as_str())
             .or_else(|| after.get(before.len()..))
-            .unwrap_or_default()
-            .to_string())
+            .unwrap_or_default();
+        Ok(held.trim_end_matches(REPLACEMENT).to_string())
     }
 
     /// Every token pushed so far.

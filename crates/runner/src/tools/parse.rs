@@ -41,6 +41,8 @@ pub struct ToolParser {
     implicit_open: bool,
     /// Calls reported so far; the next call's index.
     calls: usize,
+    /// Set by [`ToolParser::finish_cut`] when a call was certain: a cut block is dropped.
+    cut_certain_call: bool,
     out: Vec<ToolEvent>,
 }
 
@@ -93,6 +95,7 @@ impl ToolParser {
             streaming_content: false,
             implicit_open: markers.open.is_empty(),
             calls: 0,
+            cut_certain_call: false,
             out: Vec::new(),
         }
     }
@@ -111,10 +114,26 @@ impl ToolParser {
 
     /// The reply is over: releases everything held back.
     pub fn finish(&mut self) -> Vec<ToolEvent> {
+        self.finish_reply(false)
+    }
+
+    /// The reply was cut by its token budget. When a call was certain (everything held, as with
+    /// `tool_choice: REQUIRED`), text before any call is the plan that ran out of room, so it is
+    /// reported as plan, and a call block cut short is dropped rather than shown as content.
+    pub fn finish_cut(&mut self) -> Vec<ToolEvent> {
+        self.finish_reply(self.options.plan_hold_bytes == usize::MAX)
+    }
+
+    fn finish_reply(&mut self, cut_certain_call: bool) -> Vec<ToolEvent> {
+        self.cut_certain_call = cut_certain_call;
         self.run(true);
         let held = std::mem::take(&mut self.held);
         if self.calls == 0 {
-            if !held.is_empty() {
+            if cut_certain_call {
+                if !held.trim().is_empty() {
+                    self.out.push(ToolEvent::PlanDelta(held.trim().to_string()));
+                }
+            } else if !held.is_empty() {
                 self.out.push(ToolEvent::Content(held));
             }
         } else if !held.trim().is_empty() {
@@ -392,7 +411,7 @@ impl ToolParser {
         }
         if at_end {
             let block = self.take_block();
-            if block.calls_made == 0 {
+            if block.calls_made == 0 && !self.cut_certain_call {
                 self.fallback_content(block.text.trim());
             }
             self.state = State::Text;

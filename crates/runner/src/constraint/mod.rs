@@ -17,22 +17,37 @@
 //!   makes at most [`MAX_CALLS`] calls.
 //!
 //! # At `max_tokens`
-//! A reply cut by `max_tokens` before its grammar completes ends with `MAX_TOKENS` like any other
-//! and its text is a prefix of valid output; nothing is forced closed. Callers who want complete
-//! JSON give a `max_tokens` that covers the bounds above.
+//! As the budget runs low the engine steers a reply to completion ([`closing`]): once the shortest
+//! way to finish the grammar barely fits in the tokens left, those tokens are forced, and a
+//! required call's plan is closed early enough to leave the call room. So a reply is valid
+//! whenever `max_tokens` leaves room for its shortest completion; below that it is cut with
+//! `MAX_TOKENS` and its text is a prefix of valid output.
+//!
+//! # Schemas with no finite value
+//! A `$ref` cycle through required members with no way out admits only infinite JSON; such a
+//! schema is refused at compile time (see `schema::finite_value_error`), never discovered
+//! mid-reply.
 //!
 //! # Compile time
 //! Compiling is bounded twice: llguidance's own limits on lexer work and grammar size
 //! ([`ParserLimits`]) stop pathological schemas, and [`compile_with_timeout`] gives up after a
 //! wall-clock limit. Failure is an error for the client, never a silent fall back to free text.
 
+pub mod closing;
+mod schema;
+
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use llguidance::api::{ParserLimits, StopReason, TopLevelGrammar};
+use llguidance::toktrie::TokEnv;
 use llguidance::{Matcher, ParserFactory};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+
+pub use closing::ClosingPath;
+use closing::{ClosingScores, JsonLex, PlanMarker, PlanState};
+use schema::{bounded_schema, call_schema, finite_value_error, json_object_schema};
 
 use crate::tools::{CallMarkers, CallShape};
 
@@ -115,6 +130,7 @@ pub struct ConstraintCompiler {
     factory: Arc<ParserFactory>,
     tokenizer: Arc<tokenizers::Tokenizer>,
     vocab_size: usize,
+    scores: Arc<ClosingScores>,
 }
 
 impl ConstraintCompiler {
@@ -149,11 +165,17 @@ impl ConstraintCompiler {
             verbose_errors: false,
             ..ParserLimits::default()
         };
+        let scores = Arc::new(ClosingScores::new(factory.tok_env().tok_trie()));
         Ok(Self {
             factory: Arc::new(factory),
             tokenizer,
             vocab_size,
+            scores,
         })
+    }
+
+    fn tok_env(&self) -> &TokEnv {
+        self.factory.tok_env()
     }
 
     /// Compiles a spec into a fresh constraint for one sequence. Blocks for as long as
@@ -162,17 +184,44 @@ impl ConstraintCompiler {
         let grammar = match spec {
             ConstraintSpec::JsonObject => TopLevelGrammar::from_json_schema(json_object_schema()),
             ConstraintSpec::JsonSchema(schema) => {
+                if let Some(why) = finite_value_error(schema) {
+                    return Err(ConstraintError::Compile(why));
+                }
                 TopLevelGrammar::from_json_schema(bounded_schema(schema))
             }
-            ConstraintSpec::Tools(tools) => TopLevelGrammar::from_lark(self.tool_grammar(tools)?),
+            ConstraintSpec::Tools(tools) => {
+                if tools.strict {
+                    for tool in &tools.tools {
+                        if let Some(why) = finite_value_error(&tool.parameters) {
+                            return Err(ConstraintError::Compile(format!(
+                                "tool '{}': {why}",
+                                tool.name
+                            )));
+                        }
+                    }
+                }
+                TopLevelGrammar::from_lark(self.tool_grammar(tools)?)
+            }
         };
         let parser = self
             .factory
             .create_parser(grammar)
             .map_err(|e| ConstraintError::Compile(e.to_string()))?;
+        // Text before a call block (a required call's plan, or free text that may lead to a
+        // call), followed to know where the call's JSON starts.
+        let plan = match spec {
+            ConstraintSpec::Tools(tools) if tools.mode != ToolMode::None => self
+                .plan_marker(tools.markers.open)
+                .map(|m| PlanState::new(m, tools.mode == ToolMode::Required)),
+            _ => None,
+        };
         let mut constraint = Constraint {
             matcher: Matcher::new(Ok(parser)),
             words: self.vocab_size.div_ceil(32),
+            scores: self.scores.clone(),
+            plan,
+            lex: JsonLex::default(),
+            env: self.tok_env().clone(),
         };
         // The first mask builds the lexer's start state: a schema that admits nothing, or one
         // too complex for the limits, fails here rather than mid-reply.
@@ -278,6 +327,22 @@ impl ConstraintCompiler {
         Ok(g)
     }
 
+    /// The opening marker of a call block as tokens, for the text before it. None when the
+    /// format has no marker (Llama 3: the call is the reply itself).
+    fn plan_marker(&self, open: &'static str) -> Option<PlanMarker> {
+        match self.marker(open) {
+            Marker::Text("") => None,
+            Marker::Special(id) => Some(PlanMarker {
+                tokens: vec![id],
+                text: Vec::new(),
+            }),
+            Marker::Text(text) => Some(PlanMarker {
+                tokens: self.tok_env().tok_trie().greedy_tokenize(text.as_bytes()),
+                text: text.as_bytes().to_vec(),
+            }),
+        }
+    }
+
     /// A marker as the grammar writes it: a special token when the tokenizer has it as one.
     fn marker(&self, text: &'static str) -> Marker {
         if !text.is_empty() {
@@ -325,6 +390,12 @@ impl Marker {
 pub struct Constraint {
     matcher: Matcher,
     words: usize,
+    scores: Arc<ClosingScores>,
+    /// The text before a call block, while it may still be open.
+    plan: Option<PlanState>,
+    /// Where the reply's JSON stands lexically (after the call marker, for tool grammars).
+    lex: JsonLex,
+    env: TokEnv,
 }
 
 impl std::fmt::Debug for Constraint {
@@ -356,7 +427,42 @@ impl Constraint {
     pub fn accept(&mut self, token: u32) -> Result<(), ConstraintError> {
         self.matcher
             .consume_token(token)
+            .map_err(|e| ConstraintError::Runtime(e.to_string()))?;
+        let bytes = self.env.tok_trie().token(token);
+        match self.plan.as_mut().filter(|p| p.open) {
+            Some(plan) => {
+                if let Some(after) = plan.accept(token, bytes) {
+                    self.lex = JsonLex::default();
+                    self.lex.feed(&bytes[bytes.len() - after..]);
+                }
+            }
+            None => self.lex.feed(bytes),
+        }
+        Ok(())
+    }
+
+    /// The grammar may end here (the end token is allowed).
+    pub fn is_accepting(&mut self) -> Result<bool, ConstraintError> {
+        if self.is_finished() {
+            return Ok(true);
+        }
+        self.matcher
+            .is_accepting()
             .map_err(|e| ConstraintError::Runtime(e.to_string()))
+    }
+
+    /// A required call's plan is still being written (its call block has not opened).
+    pub fn in_plan(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| p.open && p.required)
+    }
+
+    /// The tokens that end a required call's plan (its call block's opening marker); empty when
+    /// no plan is open.
+    pub fn plan_marker_tokens(&self) -> Vec<u32> {
+        match &self.plan {
+            Some(plan) if plan.open && plan.required => plan.marker.tokens.clone(),
+            _ => Vec::new(),
+        }
     }
 
     /// The grammar is complete and admits nothing more: the reply is over.
@@ -403,169 +509,6 @@ pub fn compile_with_timeout(
             "the compiler stopped without an answer".into(),
         )),
     }
-}
-
-/// llguidance's JSON options: compact, fixed separators, so no tokens go to whitespace.
-fn json_options() -> Value {
-    json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
-}
-
-/// The schema of one call object: `{"<name_key>": "<tool>", "<args_key>": {...}}`.
-fn call_schema(markers: &CallMarkers, tool: &ToolSchema, strict: bool) -> Value {
-    let arguments = if strict {
-        bounded_node(&tool.parameters)
-    } else {
-        any_object(JSON_OBJECT_DEPTH - 1)
-    };
-    let mut properties = Map::new();
-    properties.insert(markers.name_key.into(), json!({"const": tool.name}));
-    properties.insert(markers.args_key.into(), arguments);
-    json!({
-        "x-guidance": json_options(),
-        "type": "object",
-        "properties": properties,
-        "required": [markers.name_key, markers.args_key],
-        "additionalProperties": false,
-    })
-}
-
-/// `response_format: json_object`: an object whose values nest at most [`JSON_OBJECT_DEPTH`]
-/// levels.
-fn json_object_schema() -> Value {
-    let mut schema = any_object(JSON_OBJECT_DEPTH - 1);
-    if let Value::Object(map) = &mut schema {
-        map.insert("x-guidance".into(), json_options());
-    }
-    schema
-}
-
-/// An object of at most [`DEFAULT_MAX_ITEMS`] members whose values nest `depth` more levels.
-fn any_object(depth: usize) -> Value {
-    json!({
-        "type": "object",
-        "additionalProperties": any_value(depth),
-        "maxProperties": DEFAULT_MAX_ITEMS,
-    })
-}
-
-fn any_value(depth: usize) -> Value {
-    let scalar = json!({
-        "type": ["string", "number", "boolean", "null"],
-        "maxLength": DEFAULT_MAX_STRING,
-        "minimum": -(NUMBER_LIMIT as f64),
-        "maximum": NUMBER_LIMIT as f64,
-    });
-    if depth == 0 {
-        return scalar;
-    }
-    json!({"anyOf": [
-        scalar,
-        {"type": "array", "items": any_value(depth - 1), "maxItems": DEFAULT_MAX_ITEMS},
-        any_object(depth - 1),
-    ]})
-}
-
-/// The caller's schema with the compact-JSON options and default bounds added.
-fn bounded_schema(schema: &Value) -> Value {
-    let mut schema = bounded_node(schema);
-    if let Value::Object(map) = &mut schema {
-        map.insert("x-guidance".into(), json_options());
-    }
-    schema
-}
-
-/// Adds `maxLength` / `maxItems` where a (sub)schema sets none. Walks every place a schema can
-/// nest; keys that hold maps of schemas (`properties`, `$defs`, ...) are walked by value.
-fn bounded_node(node: &Value) -> Value {
-    let Value::Object(map) = node else {
-        return node.clone();
-    };
-    let mut out = Map::with_capacity(map.len() + 1);
-    for (key, value) in map {
-        let walked = match key.as_str() {
-            "properties" | "patternProperties" | "$defs" | "definitions" | "dependentSchemas" => {
-                match value {
-                    Value::Object(children) => Value::Object(
-                        children
-                            .iter()
-                            .map(|(k, v)| (k.clone(), bounded_node(v)))
-                            .collect(),
-                    ),
-                    other => other.clone(),
-                }
-            }
-            "items"
-            | "additionalProperties"
-            | "additionalItems"
-            | "not"
-            | "if"
-            | "then"
-            | "else"
-            | "contains"
-            | "unevaluatedItems"
-            | "unevaluatedProperties" => bounded_node(value),
-            "anyOf" | "oneOf" | "allOf" | "prefixItems" => match value {
-                Value::Array(items) => Value::Array(items.iter().map(bounded_node).collect()),
-                other => bounded_node(other),
-            },
-            _ => value.clone(),
-        };
-        out.insert(key.clone(), walked);
-    }
-    let has_type = |t: &str| match map.get("type") {
-        Some(Value::String(s)) => s == t,
-        Some(Value::Array(types)) => types.iter().any(|v| v.as_str() == Some(t)),
-        _ => false,
-    };
-    let fixed = ["enum", "const"].iter().any(|k| map.contains_key(*k));
-    if has_type("string")
-        && !fixed
-        && !["maxLength", "pattern", "format"]
-            .iter()
-            .any(|k| map.contains_key(*k))
-    {
-        let min = map.get("minLength").and_then(Value::as_u64).unwrap_or(0);
-        out.insert("maxLength".into(), json!(DEFAULT_MAX_STRING.max(min)));
-    }
-    if has_type("object") && !fixed && !map.contains_key("additionalProperties") {
-        // Members beyond the declared ones would be unbounded free JSON: declared-only when
-        // properties are declared, else bounded free members.
-        let declared = map.contains_key("properties") || map.contains_key("patternProperties");
-        let extra = if declared {
-            json!(false)
-        } else {
-            any_value(FREE_OBJECT_DEPTH)
-        };
-        out.insert("additionalProperties".into(), extra);
-        if !declared && !map.contains_key("maxProperties") {
-            out.insert("maxProperties".into(), json!(DEFAULT_MAX_ITEMS));
-        }
-    }
-    // Unbounded numbers let a model write digits (or exponents) without end, and serde and
-    // most parsers refuse numbers past f64.
-    if (has_type("integer") || has_type("number")) && !fixed {
-        let limit = if has_type("number") && !has_type("integer") {
-            json!(NUMBER_LIMIT as f64)
-        } else {
-            json!(NUMBER_LIMIT)
-        };
-        let negative = match &limit {
-            Value::Number(n) if n.is_f64() => json!(-(NUMBER_LIMIT as f64)),
-            _ => json!(-NUMBER_LIMIT),
-        };
-        let bounded = |k: &str, k2: &str| map.contains_key(k) || map.contains_key(k2);
-        if !bounded("minimum", "exclusiveMinimum") {
-            out.insert("minimum".into(), negative);
-        }
-        if !bounded("maximum", "exclusiveMaximum") {
-            out.insert("maximum".into(), limit);
-        }
-    }
-    if has_type("array") && !fixed && !map.contains_key("maxItems") {
-        let min = map.get("minItems").and_then(Value::as_u64).unwrap_or(0);
-        out.insert("maxItems".into(), json!(DEFAULT_MAX_ITEMS.max(min)));
-    }
-    Value::Object(out)
 }
 
 /// Escapes text for a regex inside a lark `/.../` literal.
