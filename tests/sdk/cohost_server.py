@@ -19,6 +19,9 @@ import urllib.request
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BINARY = pathlib.Path(os.environ.get("COHOST_BIN", REPO / "target" / "debug" / "cohost"))
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1"
+# Where the default model is: the folder the caller (tests/sdk/run.sh, scripts/test-all.sh) names,
+# else the repository's models/cache (where models/fetch-default.sh puts it).
+MODEL_DIR = os.environ.get("COHOST_MODEL_DIR") or str(REPO / "models" / "cache")
 READY_TIMEOUT_S = 180
 
 
@@ -47,6 +50,7 @@ class Server:
             if not k.startswith("COHOST_")
         }
         child_env.setdefault("RUST_LOG", "info")
+        child_env["COHOST_MODEL_DIR"] = MODEL_DIR
         child_env.update(env or {})
         self.flags = ["serve", "--host", "127.0.0.1", "--port", "0", *flags]
         self.process = subprocess.Popen(

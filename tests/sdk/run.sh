@@ -26,9 +26,12 @@ if [[ -z ${COHOST_BIN:-} ]]; then
 fi
 export COHOST_BIN
 export COHOST_SDK_MODEL=SmolLM2-135M-Instruct.Q4_1
+# The default model's folder: the caller's, else the repository's models/cache.
+export COHOST_MODEL_DIR=${COHOST_MODEL_DIR:-$REPO/models/cache}
 # The servers' flags come from here only, never from the caller's COHOST_* settings.
+keep=(COHOST_BIN COHOST_SDK_MODEL COHOST_MODEL_DIR)
 while IFS='=' read -r name _; do
-    [[ $name == COHOST_* && $name != COHOST_BIN && $name != COHOST_SDK_MODEL ]] && unset "$name"
+    [[ $name == COHOST_* && " ${keep[*]} " != *" $name "* ]] && unset "$name"
 done < <(env)
 
 server_pid=""

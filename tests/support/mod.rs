@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const DEFAULT_MODEL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/models/cache/SmolLM2-135M-Instruct.Q4_1.gguf"
-);
+/// The folder the default model is in: the test run's COHOST_MODEL_DIR, else the repository's.
+pub fn model_dir() -> std::path::PathBuf {
+    std::env::var_os("COHOST_MODEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cache"))
+}
 
 /// The running binary; killed on drop, its log printed if the test is failing.
 pub struct Server {
@@ -25,14 +27,17 @@ pub struct Server {
 
 impl Server {
     pub fn start(extra: &[&str]) -> Self {
+        let default_model = model_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
         assert!(
-            std::path::Path::new(DEFAULT_MODEL).is_file(),
-            "default model missing at {DEFAULT_MODEL}: run models/fetch-default.sh"
+            default_model.is_file(),
+            "default model missing at {}: run models/fetch-default.sh",
+            default_model.display()
         );
         let mut child = Command::new(env!("CARGO_BIN_EXE_cohost"))
             .args(["serve", "--port", "0", "--max-concurrent", "2"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .env("COHOST_MODEL_DIR", model_dir())
             .env_remove("COHOST_MODEL")
             .env_remove("COHOST_API_KEY")
             .stdout(Stdio::null())

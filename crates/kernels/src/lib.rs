@@ -288,6 +288,17 @@ pub enum Isa {
     Portable,
 }
 
+impl Isa {
+    /// How `cohost --version` and the logs name the path.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512Vnni => "avx512-vnni",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+}
+
 /// The best path this CPU supports, detected once.
 pub fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();

@@ -12,14 +12,10 @@ use crate::auth::ApiKeys;
 use crate::config::Config;
 use crate::routes::{app, AppState};
 
-/// The default model, relative to the repository root.
-pub const DEFAULT_MODEL: &str = "models/cache/SmolLM2-135M-Instruct.Q4_1.gguf";
-const FETCH_SCRIPT: &str = "models/fetch-default.sh";
-
 #[derive(Debug, Parser)]
 #[command(
     name = "cohost",
-    version,
+    version = version(),
     about = "Self-hosted inference server speaking Cohere's Chat API v2"
 )]
 pub struct Cli {
@@ -30,21 +26,59 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a model over HTTP: POST /v2/chat (Cohere v2), /v1/models, /v1/tokenize, /v1/detokenize,
-    /// /v1/check-api-key, GET /health (liveness) and GET /ready (503 until the model is loaded).
+    /// /v1/check-api-key, GET / (the playground page), GET /health (liveness) and GET /ready (503
+    /// until the model is loaded).
     Serve(ServeArgs),
     /// Load-test a running server: N concurrent streamed chats per level (sweeping N), reporting
     /// aggregate and per-stream tokens/s, time to first token and inter-token latency; JSON report
     /// and SVG chart. Works against any Cohere-compatible URL, or llama-server (--api llama).
     Bench(crate::bench::BenchArgs),
+    /// Fetch a model ahead of serving it: a known one (the default SmolLM2, Gemma 3 270M, the
+    /// embedding model all-MiniLM-L6-v2) into the model directory, or a Hugging Face id into the
+    /// Hugging Face cache. Prints each model's path.
+    Pull(crate::pull::PullArgs),
+}
+
+/// `--version`: the release and the CPU path the matrix kernels take on this machine (a build
+/// runs everywhere and picks its fastest path at start-up, so the path says what to expect).
+pub fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (CPU path: {}, {})",
+            env!("CARGO_PKG_VERSION"),
+            kernels::isa().name(),
+            std::env::consts::ARCH
+        )
+    })
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and the event's fields at the top level.
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Model to serve: a .gguf file, a Hugging Face model directory, or a Hugging Face id
-    /// (org/name[@revision][:file.gguf]). Default: SmolLM2-135M-Instruct Q4_1 from models/cache/
-    /// (under COHOST_MODEL_DIR if set), fetched with models/fetch-default.sh when missing.
+    /// Model to serve: a .gguf file, a Hugging Face model directory, a Hugging Face id
+    /// (org/name[@revision][:file.gguf]), or a known name (see `cohost pull --help`). Default:
+    /// SmolLM2-135M-Instruct Q4_1 from the model directory, fetched there when missing.
     #[arg(long, env = "COHOST_MODEL")]
     pub model: Option<String>,
+
+    /// Where the default and other known models are kept and fetched to (default: cohost under
+    /// the user cache directory, e.g. ~/.cache/cohost; inside the repository `cargo run` uses
+    /// models/cache/).
+    #[arg(long, env = "COHOST_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+
+    /// Log format on stderr: text, or json for one JSON object per line (log collectors).
+    #[arg(long, env = "COHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Address to listen on. Anything but loopback exposes the server to the network: set an API key.
     #[arg(long, env = "COHOST_HOST", default_value = "127.0.0.1")]
@@ -134,10 +168,15 @@ pub enum ConfigError {
     #[error("the API key file {path} holds no key")]
     EmptyKeyFile { path: PathBuf },
     #[error(
-        "the default model is missing at {path} and fetching it failed ({reason}); run `models/fetch-default.sh` \
-         from the repository, or pass --model <file.gguf | hf-id>"
+        "the model {name} is not at {path} and fetching it failed: {source}\n(retry with \
+         `cohost pull {name}`, point --model-dir / COHOST_MODEL_DIR at a folder that holds it, or pass \
+         --model <file.gguf | hf-id>)"
     )]
-    DefaultModelMissing { path: PathBuf, reason: String },
+    Fetch {
+        name: &'static str,
+        path: PathBuf,
+        source: crate::model_store::StoreError,
+    },
 }
 
 impl ServeArgs {
@@ -171,9 +210,18 @@ impl ServeArgs {
             }
             keys.extend(from_file);
         }
-        let model = match self.model {
-            Some(m) => m,
-            None => default_model()?.display().to_string(),
+        // A known name is fetched like the default, unless a file of that name is here.
+        let known = match &self.model {
+            None => Some(crate::model_store::default_model()),
+            Some(m) if !Path::new(m).exists() => crate::model_store::find(m),
+            Some(_) => None,
+        };
+        let model = match (known, self.model) {
+            (Some(known), _) => known_model_path(known, self.model_dir.as_deref())?
+                .display()
+                .to_string(),
+            (None, Some(m)) => m,
+            (None, None) => unreachable!("no --model means the default model"),
         };
         Ok(Config {
             model,
@@ -212,38 +260,21 @@ fn read_key_file(path: &Path) -> Result<Vec<String>, ConfigError> {
         .collect())
 }
 
-/// The repository root this binary was built from (crates/server/../..).
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The default model's path; runs the fetch script once when the file is missing.
-pub fn default_model() -> Result<PathBuf, ConfigError> {
-    let file_name = Path::new(DEFAULT_MODEL)
-        .file_name()
-        .expect("constant has a file name");
-    let path = match std::env::var_os("COHOST_MODEL_DIR") {
-        Some(dir) => PathBuf::from(dir).join(file_name),
-        None => repo_root().join(DEFAULT_MODEL),
-    };
-    if path.is_file() {
-        return Ok(path);
-    }
-    let script = repo_root().join(FETCH_SCRIPT);
-    let reason = if !script.is_file() {
-        format!("{} not found", script.display())
-    } else {
-        tracing::info!(script = %script.display(), "default model missing; fetching it");
-        match std::process::Command::new("bash").arg(&script).status() {
-            Ok(s) if s.success() && path.is_file() => return Ok(path),
-            Ok(s) if s.success() => {
-                "the script ran but wrote the model elsewhere (COHOST_MODEL_DIR?)".to_string()
-            }
-            Ok(s) => format!("{} exited with {s}", script.display()),
-            Err(e) => format!("cannot run {}: {e}", script.display()),
+/// Where a known model is in the model directory; fetched there first when missing.
+fn known_model_path(
+    known: &'static crate::model_store::KnownModel,
+    model_dir: Option<&Path>,
+) -> Result<PathBuf, ConfigError> {
+    let fetch_error = |path: PathBuf| {
+        move |source| ConfigError::Fetch {
+            name: known.name,
+            path,
+            source,
         }
     };
-    Err(ConfigError::DefaultModelMissing { path, reason })
+    let dir =
+        crate::model_store::model_dir(model_dir).map_err(fetch_error(PathBuf::from(known.name)))?;
+    crate::model_store::ensure(known, &dir).map_err(fetch_error(known.path_in(&dir)))
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -251,11 +282,16 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => crate::bench::main(args),
+        Command::Pull(args) => {
+            init_tracing(LogFormat::Text);
+            crate::pull::main(args)
+        }
     }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing();
+    init_tracing(args.log_format);
+    tracing::info!(version = version(), "cohost starting");
     let config = args.into_config()?;
     if let Some(threads) = config.threads {
         // candle's CPU kernels size their thread pool from this, read once at first use.
@@ -267,16 +303,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(run(config))
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a person at a terminal: logs piped to files or tests stay plain.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes only for a person at a terminal: logs piped to files or tests stay plain.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Fields at the top level (`"status":200`, not `"fields":{"status":200}`), where log
+        // collectors index them.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// How long, after the grace period, the server waits for the error ends of cut streams to go
@@ -526,14 +572,66 @@ mod tests {
     }
 
     #[test]
-    fn the_default_model_is_found_in_the_repository() {
-        // The repository's models/cache holds it in this project's set-up.
-        let path = repo_root().join(DEFAULT_MODEL);
-        if path.is_file() {
-            assert_eq!(
-                default_model().unwrap().canonicalize().unwrap(),
-                path.canonicalize().unwrap()
-            );
+    fn known_names_and_the_default_resolve_in_the_model_dir() {
+        // A model directory that already holds the default (a file of the right size) and
+        // nothing else: nothing is fetched.
+        let dir = std::env::temp_dir().join(format!("cohost-cli-models-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let default = crate::model_store::default_model();
+        std::fs::File::create(default.path_in(&dir))
+            .unwrap()
+            .set_len(default.size)
+            .unwrap();
+        let dir_flag = dir.to_str().unwrap();
+        for args in [
+            &["--model-dir", dir_flag][..],
+            &["--model-dir", dir_flag, "--model", "default"],
+            &[
+                "--model-dir",
+                dir_flag,
+                "--model",
+                "SmolLM2-135M-Instruct.Q4_1",
+            ],
+        ] {
+            let config = parse(args).into_config().unwrap();
+            assert_eq!(config.model, default.path_in(&dir).display().to_string());
         }
+        // Anything else passes through to the loader untouched.
+        let config = parse(&["--model-dir", dir_flag, "--model", "org/name"])
+            .into_config()
+            .unwrap();
+        assert_eq!(config.model, "org/name");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_format_defaults_to_text_and_takes_json() {
+        assert_eq!(parse(&["--model", "x"]).log_format, LogFormat::Text);
+        assert_eq!(
+            parse(&["--model", "x", "--log-format", "json"]).log_format,
+            LogFormat::Json
+        );
+        assert!(Cli::try_parse_from(["cohost", "serve", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn the_version_names_the_cpu_path() {
+        let v = version();
+        assert!(v.starts_with(env!("CARGO_PKG_VERSION")), "{v}");
+        assert!(v.contains(kernels::isa().name()), "{v}");
+    }
+
+    #[test]
+    fn pull_takes_names_or_list() {
+        let cli = Cli::try_parse_from(["cohost", "pull", "default", "org/name"]).unwrap();
+        let Command::Pull(args) = cli.command else {
+            panic!("not pull")
+        };
+        assert_eq!(args.models, ["default", "org/name"]);
+        assert!(Cli::try_parse_from(["cohost", "pull", "--list"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["cohost", "pull"]).is_err(),
+            "a name or --list is required"
+        );
     }
 }

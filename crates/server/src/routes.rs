@@ -184,8 +184,9 @@ pub fn app(state: AppState) -> Router {
             keys,
             crate::auth::require_key,
         ));
-    // No key needed: probes, and the tokenizer file the Python SDK downloads without auth.
+    // No key needed: the playground page, probes, and the tokenizer file the Python SDK downloads without auth.
     let open = Router::new()
+        .route("/", get(crate::playground::page))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/tokenizer.json", get(tokenizer_file));
