@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 models/fetch-default.sh >/dev/null
 models/fetch-gemma3.sh >/dev/null
+models/fetch-minilm.sh >/dev/null
 cargo test --workspace --all-targets
 COHOST_BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/cohost tests/sdk/run.sh

@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             threads: args.threads,
             max_batch_tokens: args.max_batch_tokens,
             max_queue: texts.len().div_ceil(args.batch.max(1)) + 1,
+            nice: 0,
         },
     )?;
     let round = || -> anyhow::Result<(f64, usize, Vec<Vec<f32>>)> {

@@ -7,7 +7,8 @@
 //! one pass. A request whose caller has gone away (its reply receiver dropped) is dropped before
 //! its next input runs. The model has its own [`kernels::Threads`], separate from any chat
 //! engine's, so embedding work never holds a chat step's pool; on a shared CPU the OS divides
-//! the cores between them.
+//! the cores between them, and [`EngineConfig::nice`] lowers this model's threads' priority so
+//! that latency-bound work (chat streams) goes first.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -31,6 +32,10 @@ pub struct EngineConfig {
     pub max_batch_tokens: usize,
     /// Most requests admitted and not yet answered.
     pub max_queue: usize,
+    /// Added to the OS scheduling priority (Linux `nice`, 0 to 19) of the engine thread and its
+    /// pool: with a chat model in the same process, its streams keep their pace during an
+    /// embedding burst. 0 leaves the priority alone; ignored where unsupported.
+    pub nice: i32,
 }
 
 impl Default for EngineConfig {
@@ -39,6 +44,7 @@ impl Default for EngineConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_batch_tokens: 2048,
             max_queue: 64,
+            nice: 0,
         }
     }
 }
@@ -94,6 +100,7 @@ pub fn start(model: Model, text: TextEncoder, config: EngineConfig) -> EncoderHa
         threads: config.threads.max(1),
         max_batch_tokens: config.max_batch_tokens.max(1),
         max_queue: config.max_queue.max(1),
+        nice: config.nice.clamp(0, 19),
     };
     let shared = Arc::new(Shared {
         spec: model.spec().clone(),
@@ -102,17 +109,22 @@ pub fn start(model: Model, text: TextEncoder, config: EngineConfig) -> EncoderHa
         waiting: AtomicUsize::new(0),
     });
     let (tx, rx) = mpsc::channel();
-    let worker = Worker {
-        shared: shared.clone(),
-        model,
-        threads: Threads::new(config.threads),
-        scratch: Scratch::default(),
-        incoming: rx,
-        jobs: VecDeque::new(),
-    };
+    let worker_shared = shared.clone();
     std::thread::Builder::new()
         .name("cohost-encoder".into())
-        .spawn(move || worker.run())
+        .spawn(move || {
+            // Before the pool exists: its threads inherit this thread's priority.
+            lower_priority(config.nice);
+            let worker = Worker {
+                shared: worker_shared,
+                model,
+                threads: Threads::new(config.threads),
+                scratch: Scratch::default(),
+                incoming: rx,
+                jobs: VecDeque::new(),
+            };
+            worker.run()
+        })
         .expect("spawning the encoder engine thread");
     EncoderHandle { shared, jobs: tx }
 }
@@ -330,6 +342,24 @@ impl Worker {
                 EncoderKind::Rerank => Output::Logits(std::mem::take(&mut job.logits)),
             };
             self.answer(&mut job, Ok(out));
+        }
+    }
+}
+
+/// Raises the calling thread's nice value by `by` (Linux: per thread, inherited by the threads it
+/// creates).
+fn lower_priority(by: i32) {
+    if by <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the calling thread; `who = 0` is this thread on Linux.
+        unsafe {
+            let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+            if libc::setpriority(libc::PRIO_PROCESS, 0, (now + by).min(19)) != 0 {
+                tracing::warn!("could not lower the encoder threads' priority");
+            }
         }
     }
 }

@@ -64,7 +64,7 @@ fn tok_err(e: impl std::fmt::Display) -> TextError {
 pub struct TextEncoder {
     /// No padding, no truncation.
     plain: Tokenizer,
-    /// Cuts to `max_tokens`: a single text at its end, a pair longest-first.
+    /// Cuts pairs longest-first to `max_tokens`.
     cut: Tokenizer,
     max_tokens: usize,
     vocab_size: usize,
@@ -114,6 +114,10 @@ impl TextEncoder {
     }
 
     /// Tokens the post-processor adds around one text (`pair`: around two).
+    pub fn special_tokens(&self, pair: bool) -> usize {
+        self.specials(pair)
+    }
+
     fn specials(&self, pair: bool) -> usize {
         self.plain
             .get_post_processor()
@@ -143,13 +147,27 @@ impl TextEncoder {
         })
     }
 
-    /// Tokenizes `prompt + text` for embedding.
+    /// Tokenizes `prompt + text` for embedding, within the model's window.
     pub fn encode(
         &self,
         prompt: &str,
         text: &str,
         truncate: Truncate,
     ) -> Result<Encoded, TextError> {
+        self.encode_limited(prompt, text, truncate, None)
+    }
+
+    /// [`TextEncoder::encode`] within `max_tokens` (special tokens included) when that is less
+    /// than the model's window.
+    pub fn encode_limited(
+        &self,
+        prompt: &str,
+        text: &str,
+        truncate: Truncate,
+        max_tokens: Option<usize>,
+    ) -> Result<Encoded, TextError> {
+        let limit = max_tokens.map_or(self.max_tokens, |m| m.min(self.max_tokens));
+        let specials = self.specials(false);
         let prompt_tokens = if prompt.is_empty() {
             0
         } else {
@@ -160,36 +178,33 @@ impl TextEncoder {
             p.len() - usize::from(trailing)
         };
         let joined = format!("{prompt}{text}");
-        let whole = self.plain.encode(joined.as_str(), true).map_err(tok_err)?;
-        if whole.len() <= self.max_tokens {
-            return self.finish(whole, prompt_tokens);
-        }
-        match truncate {
-            Truncate::None => Err(TextError::TooLong {
-                tokens: whole.len(),
-                max: self.max_tokens,
-            }),
-            Truncate::End => {
-                let cut = self.cut.encode(joined.as_str(), true).map_err(tok_err)?;
-                self.finish(cut, prompt_tokens)
-            }
-            Truncate::Start => {
-                let mut p = self.plain.encode(prompt, false).map_err(tok_err)?;
-                let mut t = self.plain.encode(text, false).map_err(tok_err)?;
-                let room = self
-                    .max_tokens
-                    .checked_sub(self.specials(false) + p.len())
-                    .filter(|&r| r > 0)
-                    .ok_or(TextError::TooLong {
-                        tokens: whole.len(),
-                        max: self.max_tokens,
-                    })?;
-                t.truncate(room, 0, TruncationDirection::Left);
-                p.merge_with(t, false);
-                let enc = self.plain.post_process(p, None, true).map_err(tok_err)?;
-                self.finish(enc, prompt_tokens)
+        // Special tokens are added after cutting, as `transformers` does with truncation on.
+        let mut body = self.plain.encode(joined.as_str(), false).map_err(tok_err)?;
+        let tokens = body.len() + specials;
+        let too_long = TextError::TooLong { tokens, max: limit };
+        if tokens > limit {
+            let room = limit.checked_sub(specials).filter(|&r| r > 0);
+            match truncate {
+                Truncate::None => return Err(too_long),
+                Truncate::End => {
+                    body.truncate(room.ok_or(too_long)?, 0, TruncationDirection::Right)
+                }
+                Truncate::Start => {
+                    // The prompt stays whole: the text is cut on its own, then joined to it.
+                    let mut p = self.plain.encode(prompt, false).map_err(tok_err)?;
+                    let mut t = self.plain.encode(text, false).map_err(tok_err)?;
+                    let room = room
+                        .and_then(|r| r.checked_sub(p.len()))
+                        .filter(|&r| r > 0)
+                        .ok_or(too_long)?;
+                    t.truncate(room, 0, TruncationDirection::Left);
+                    p.merge_with(t, false);
+                    body = p;
+                }
             }
         }
+        let enc = self.plain.post_process(body, None, true).map_err(tok_err)?;
+        self.finish(enc, prompt_tokens)
     }
 
     /// Tokenizes a (query, document) pair for a cross-encoder, the document first cut to

@@ -35,6 +35,7 @@ fn concurrent_requests_get_the_model_s_own_results() {
             // Small passes, so requests are split and interleaved.
             max_batch_tokens: 40,
             max_queue: 8,
+            nice: 0,
         },
     )
     .unwrap();
@@ -100,6 +101,7 @@ fn a_full_queue_refuses_and_a_dropped_request_is_abandoned() {
             threads: 1,
             max_batch_tokens: 256,
             max_queue: 1,
+            nice: 0,
         },
     )
     .unwrap();

@@ -168,3 +168,34 @@ fn a_causal_lm_directory_and_a_file_are_not_encoders() {
     assert!(err.contains("nomic_bert"), "{err}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+#[test]
+fn start_truncation_keeps_the_prompt_and_max_tokens_tightens_the_window() {
+    let (model, text) = encoder::load(&fixture("tiny-st-embedder")).unwrap();
+    let window = model.spec().max_tokens;
+    let long = "bread ".repeat(40) + "rust";
+    let prompt = text.encode("query: ", "", Truncate::None).unwrap();
+    let start = text.encode("query: ", &long, Truncate::Start).unwrap();
+    assert_eq!(start.len(), window);
+    // [CLS] and the prompt's tokens first, the text's last tokens and [SEP] at the end.
+    let p = prompt.len() - 1;
+    assert_eq!(start.ids[..p], prompt.ids[..p]);
+    assert_eq!(start.prompt_tokens, p);
+    let tail = text.encode("", "rust", Truncate::None).unwrap();
+    assert_eq!(start.ids[window - tail.len() + 1..], tail.ids[1..]);
+    let end = text
+        .encode_limited("query: ", &long, Truncate::End, Some(9))
+        .unwrap();
+    assert_eq!(end.len(), 9);
+    assert_eq!(end.ids[..p], prompt.ids[..p]);
+    assert!(matches!(
+        text.encode_limited("", &long, Truncate::None, Some(9)),
+        Err(encoder::TextError::TooLong { max: 9, .. })
+    ));
+    // A larger max_tokens than the window changes nothing.
+    assert_eq!(
+        text.encode_limited("", &long, Truncate::End, Some(10_000))
+            .unwrap(),
+        text.encode("", &long, Truncate::End).unwrap()
+    );
+}
