@@ -19,6 +19,13 @@ import urllib.request
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BINARY = pathlib.Path(os.environ.get("COHOST_BIN", REPO / "target" / "debug" / "cohost"))
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1"
+EMBED_MODEL_NAME = "all-MiniLM-L6-v2"
+# The shared server's models: the default chat model and the embedding model next to it
+# (models/fetch-default.sh, models/fetch-minilm.sh), as one RAG application would use them.
+SHARED_MODELS = [
+    REPO / "models" / "cache" / "SmolLM2-135M-Instruct.Q4_1.gguf",
+    REPO / "models" / "cache" / EMBED_MODEL_NAME,
+]
 READY_TIMEOUT_S = 180
 
 
@@ -125,7 +132,17 @@ def wait_until(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-__all__ = ["Server", "DEFAULT_MODEL_NAME", "REPO", "wait_until"]
+__all__ = ["Server", "DEFAULT_MODEL_NAME", "EMBED_MODEL_NAME", "REPO", "SHARED_MODELS", "wait_until"]
+
+
+def shared_model_flags():
+    """`--model` flags of the shared server: chat and embedding models in one process."""
+    flags = []
+    for path in SHARED_MODELS:
+        if not path.exists():
+            raise RuntimeError(f"{path} is missing: run models/fetch-default.sh and models/fetch-minilm.sh")
+        flags += ["--model", str(path)]
+    return flags
 
 
 def shared_server_url():
@@ -135,5 +152,5 @@ def shared_server_url():
     if url:
         yield url
         return
-    with Server() as server:
+    with Server(*shared_model_flags()) as server:
         yield server.url

@@ -26,6 +26,9 @@ if [[ -z ${COHOST_BIN:-} ]]; then
 fi
 export COHOST_BIN
 export COHOST_SDK_MODEL=SmolLM2-135M-Instruct.Q4_1
+# The shared server serves chat and embeddings side by side, as a RAG application uses them.
+SHARED_MODELS=(--model "$REPO/models/cache/SmolLM2-135M-Instruct.Q4_1.gguf"
+    --model "$REPO/models/cache/all-MiniLM-L6-v2")
 # The servers' flags come from here only, never from the caller's COHOST_* settings.
 while IFS='=' read -r name _; do
     [[ $name == COHOST_* && $name != COHOST_BIN && $name != COHOST_SDK_MODEL ]] && unset "$name"
@@ -84,7 +87,7 @@ pytest_args=(-q -p no:cacheprovider -W ignore::DeprecationWarning)
 for suite in "${suites[@]}"; do
     case $suite in
     python | ts | langchain)
-        [[ -n $server_pid ]] || start_server
+        [[ -n $server_pid ]] || start_server "${SHARED_MODELS[@]}"
         case $suite in
         python) run_suite python .venv/bin/python -m pytest "${pytest_args[@]}" python ;;
         ts) run_suite ts node --test ts/sdk.test.mjs ;;

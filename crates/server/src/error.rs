@@ -95,6 +95,27 @@ impl From<TextOpError> for ApiError {
     }
 }
 
+impl From<encoder::EngineError> for ApiError {
+    fn from(err: encoder::EngineError) -> Self {
+        match err {
+            encoder::EngineError::QueueFull(waiting) => Self::Overloaded { waiting },
+            encoder::EngineError::Stopped => Self::ShuttingDown,
+            encoder::EngineError::Failed(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<encoder::TextError> for ApiError {
+    fn from(err: encoder::TextError) -> Self {
+        match err {
+            encoder::TextError::TooLong { tokens, max } => Self::BadRequest(format!(
+                "too many tokens: the input has {tokens} tokens, more than the {max} this model reads."
+            )),
+            encoder::TextError::Tokenizer(m) => Self::Internal(format!("tokenizer: {m}")),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -1,17 +1,23 @@
-//! server: the Cohere v2 HTTP API in front of the runner's engine, and the `cohost` command line.
+//! server: the Cohere HTTP API (chat v2, embed and rerank v1 and v2, models, tokenize) in front
+//! of the models' engines (the runner's for chat, the encoder's for embed and rerank), and the
+//! `cohost` command line.
 //!
 //! Invariant: only this crate knows Cohere's wire format; the runner sees chats and sampling
-//! parameters and answers with `StreamEvent`s.
+//! parameters and answers with `StreamEvent`s, the encoder sees token ids and answers vectors.
 
 pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod embed;
 pub mod error;
+pub mod registry;
+pub mod rerank;
 pub mod routes;
 pub mod sse;
 pub mod validate;
 pub mod wire;
+pub mod wire_retrieval;
 
 pub use config::Config;
 pub use routes::{app, AppState};

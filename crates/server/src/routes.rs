@@ -19,20 +19,20 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::registry::{Backend, Registry};
 use crate::sse::{map_finish_reason, SseEncoder, StreamOutcome, KEEP_ALIVE};
-use crate::validate::{check_model, validate_chat};
+use crate::validate::validate_chat;
 use crate::wire::{
     ChatRequest, ChatResponse, CheckApiKeyResponse, DetokenizeRequest, DetokenizeResponse,
     FinishReason, ListModelsResponse, LogprobItem, ModelDescription, ResponseContent,
-    ResponseMessage, SamplingDefaults, TokenizeRequest, TokenizeResponse, ToolCallOut, ToolChoice,
-    Usage,
+    ResponseMessage, TokenizeRequest, TokenizeResponse, ToolCallOut, ToolChoice, Usage,
 };
 
 /// Longest text `/v1/tokenize` takes and most tokens `/v1/detokenize` takes, per the spec.
 const MAX_TOKENIZE_CHARS: usize = 65_536;
 const MAX_DETOKENIZE_TOKENS: usize = 65_536;
 
-/// What every handler shares: the settings and, once loaded, the engine.
+/// What every handler shares: the settings and, once every model is loaded, the models.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Shared>,
@@ -40,16 +40,16 @@ pub struct AppState {
 
 struct Shared {
     config: Config,
-    engine: OnceLock<EngineHandle>,
+    registry: OnceLock<Registry>,
 }
 
 impl AppState {
-    /// A state with no model yet: chat routes answer 503 until [`AppState::set_engine`].
+    /// A state with no model yet: model routes answer 503 until [`AppState::set_registry`].
     pub fn new(config: Config) -> Self {
         Self {
             inner: Arc::new(Shared {
                 config,
-                engine: OnceLock::new(),
+                registry: OnceLock::new(),
             }),
         }
     }
@@ -60,27 +60,24 @@ impl AppState {
         state
     }
 
-    /// Marks the server ready; a second call is ignored (one model per process).
+    /// Marks the server ready with one chat model, under the configured names.
     pub fn set_engine(&self, engine: EngineHandle) {
-        let _ = self.inner.engine.set(engine);
+        let names = self.inner.config.served_model_names.clone();
+        self.set_registry(Registry::new(vec![Backend::Chat(engine)], &names));
+    }
+
+    /// Marks the server ready with every model; a second call is ignored.
+    pub fn set_registry(&self, registry: Registry) {
+        let _ = self.inner.registry.set(registry);
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
 
-    fn engine(&self) -> Result<&EngineHandle, ApiError> {
-        self.inner.engine.get().ok_or(ApiError::NotReady)
-    }
-
-    /// The names a request's `model` may use: the configured ones, else the model's own.
-    fn served_names(&self, engine: &EngineHandle) -> Vec<String> {
-        let configured = &self.inner.config.served_model_names;
-        if configured.is_empty() {
-            vec![engine.info().name.clone()]
-        } else {
-            configured.clone()
-        }
+    /// The served models, or a 503 while they load.
+    pub(crate) fn registry(&self) -> Result<&Registry, ApiError> {
+        self.inner.registry.get().ok_or(ApiError::NotReady)
     }
 }
 
@@ -89,6 +86,10 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
     let api = Router::new()
         .route("/v2/chat", post(chat))
+        .route("/v1/embed", post(crate::embed::embed_v1))
+        .route("/v2/embed", post(crate::embed::embed_v2))
+        .route("/v1/rerank", post(crate::rerank::rerank_v1))
+        .route("/v2/rerank", post(crate::rerank::rerank_v2))
         .route("/v1/models", get(list_models))
         // A wildcard so that Hugging Face ids (`org/name`) work as model names.
         .route("/v1/models/{*model}", get(get_model))
@@ -124,7 +125,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Reads a JSON body ourselves so that every failure (too large, bad syntax, wrong shape) comes
 /// out in the one error shape; the `Content-Type` is not required, as the SDKs always send JSON.
-fn parse_json<T: DeserializeOwned>(
+pub(crate) fn parse_json<T: DeserializeOwned>(
     state: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
@@ -237,8 +238,7 @@ async fn start_chat(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(bool, bool, usize, EventStream, Option<ToolParser>), ApiError> {
     let request: ChatRequest = parse_json(state, body)?;
-    let engine = state.engine()?;
-    check_model(request.model.as_deref(), &state.served_names(engine))?;
+    let engine = state.registry()?.chat(request.model.as_deref())?;
     let info = engine.info();
     let tool_choice = request.tool_choice;
     // Built before validation consumes the request; used only once it has passed.
@@ -464,32 +464,11 @@ struct ModelsQuery {
     endpoint: Option<String>,
 }
 
-fn describe(engine: &EngineHandle, name: &str, headers: &HeaderMap) -> ModelDescription {
-    let info = engine.info();
-    let host = headers
+fn host(headers: &HeaderMap) -> &str {
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let defaults = sampler::SamplingParams::default();
-    // Every model takes tools: templates that cannot render them get the generic tool section.
-    let features = vec!["logprobs".to_string(), "tools".to_string()];
-    ModelDescription {
-        name: name.to_string(),
-        is_deprecated: false,
-        endpoints: vec!["chat".into()],
-        default_endpoints: vec!["chat".into()],
-        finetuned: false,
-        context_length: info.context_length,
-        tokenizer_url: format!("http://{host}/tokenizer.json"),
-        features,
-        sampling_defaults: SamplingDefaults {
-            temperature: defaults.temperature,
-            k: defaults.k,
-            p: defaults.p,
-            frequency_penalty: defaults.frequency_penalty,
-            presence_penalty: defaults.presence_penalty,
-        },
-    }
+        .unwrap_or("127.0.0.1")
 }
 
 async fn list_models(
@@ -498,15 +477,22 @@ async fn list_models(
     query: Result<Query<ModelsQuery>, QueryRejection>,
 ) -> Result<Json<ListModelsResponse>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let engine = state.engine()?;
-    let models = match query.endpoint.as_deref() {
-        Some(endpoint) if endpoint != "chat" => Vec::new(),
-        _ => state
-            .served_names(engine)
-            .iter()
-            .map(|name| describe(engine, name, &headers))
-            .collect(),
-    };
+    let registry = state.registry()?;
+    let models = registry
+        .models()
+        .iter()
+        .filter(|m| {
+            query
+                .endpoint
+                .as_deref()
+                .is_none_or(|e| m.backend.endpoints().iter().any(|x| x.name() == e))
+        })
+        .flat_map(|m| {
+            m.names
+                .iter()
+                .map(|name| registry.describe(m, name, host(&headers)))
+        })
+        .collect();
     Ok(Json(ListModelsResponse { models }))
 }
 
@@ -515,18 +501,27 @@ async fn get_model(
     headers: HeaderMap,
     Path(model): Path<String>,
 ) -> Result<Json<ModelDescription>, ApiError> {
-    let engine = state.engine()?;
-    check_model(Some(&model), &state.served_names(engine))?;
-    Ok(Json(describe(engine, &model, &headers)))
+    let registry = state.registry()?;
+    let served = registry
+        .models()
+        .iter()
+        .find(|m| m.names.contains(&model))
+        .ok_or_else(|| ApiError::ModelNotFound(model.clone()))?;
+    Ok(Json(registry.describe(served, &model, host(&headers))))
 }
 
-async fn tokenizer_file(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let engine = state.engine()?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        engine.tokenizer_json(),
-    )
-        .into_response())
+#[derive(Debug, Deserialize)]
+struct TokenizerQuery {
+    model: Option<String>,
+}
+
+async fn tokenizer_file(
+    State(state): State<AppState>,
+    query: Result<Query<TokenizerQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let json = state.registry()?.tokenizer_json(query.model.as_deref())?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 async fn tokenize(
@@ -534,8 +529,7 @@ async fn tokenize(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
     let request: TokenizeRequest = parse_json(&state, body)?;
-    let engine = state.engine()?;
-    check_model(request.model.as_deref(), &state.served_names(engine))?;
+    let engine = state.registry()?.chat(request.model.as_deref())?;
     let text = request.text.unwrap_or_default();
     let chars = text.chars().count();
     if chars == 0 || chars > MAX_TOKENIZE_CHARS {
@@ -559,8 +553,7 @@ async fn detokenize(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DetokenizeResponse>, ApiError> {
     let request: DetokenizeRequest = parse_json(&state, body)?;
-    let engine = state.engine()?;
-    check_model(request.model.as_deref(), &state.served_names(engine))?;
+    let engine = state.registry()?.chat(request.model.as_deref())?;
     let tokens = request.tokens.unwrap_or_default();
     if tokens.is_empty() || tokens.len() > MAX_DETOKENIZE_TOKENS {
         return Err(ApiError::invalid(format!(
@@ -594,8 +587,13 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let engine = state.engine()?;
+    let models: Vec<&str> = state
+        .registry()?
+        .models()
+        .iter()
+        .map(|m| m.backend.own_name())
+        .collect();
     Ok(Json(
-        serde_json::json!({"status": "ready", "model": engine.info().name}),
+        serde_json::json!({"status": "ready", "model": models.first(), "models": models}),
     ))
 }
