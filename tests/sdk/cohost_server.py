@@ -22,6 +22,13 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1"
 # Where the default model is: the folder the caller (tests/sdk/run.sh, scripts/test-all.sh) names,
 # else the repository's models/cache (where models/fetch-default.sh puts it).
 MODEL_DIR = os.environ.get("COHOST_MODEL_DIR") or str(REPO / "models" / "cache")
+EMBED_MODEL_NAME = "all-MiniLM-L6-v2"
+# The shared server's models: the default chat model and the embedding model next to it
+# (models/fetch-default.sh, models/fetch-minilm.sh), as one RAG application would use them.
+SHARED_MODELS = [
+    pathlib.Path(MODEL_DIR) / "SmolLM2-135M-Instruct.Q4_1.gguf",
+    pathlib.Path(MODEL_DIR) / EMBED_MODEL_NAME,
+]
 READY_TIMEOUT_S = 180
 
 
@@ -129,7 +136,17 @@ def wait_until(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-__all__ = ["Server", "DEFAULT_MODEL_NAME", "REPO", "wait_until"]
+__all__ = ["Server", "DEFAULT_MODEL_NAME", "EMBED_MODEL_NAME", "REPO", "SHARED_MODELS", "wait_until"]
+
+
+def shared_model_flags():
+    """`--model` flags of the shared server: chat and embedding models in one process."""
+    flags = []
+    for path in SHARED_MODELS:
+        if not path.exists():
+            raise RuntimeError(f"{path} is missing: run models/fetch-default.sh and models/fetch-minilm.sh")
+        flags += ["--model", str(path)]
+    return flags
 
 
 def shared_server_url():
@@ -139,5 +156,5 @@ def shared_server_url():
     if url:
         yield url
         return
-    with Server() as server:
+    with Server(*shared_model_flags()) as server:
         yield server.url

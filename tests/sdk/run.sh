@@ -28,6 +28,9 @@ export COHOST_BIN
 export COHOST_SDK_MODEL=SmolLM2-135M-Instruct.Q4_1
 # The default model's folder: the caller's, else the repository's models/cache.
 export COHOST_MODEL_DIR=${COHOST_MODEL_DIR:-$REPO/models/cache}
+# The shared server serves chat and embeddings side by side, as a RAG application uses them.
+SHARED_MODELS=(--model "$COHOST_MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
+    --model "$COHOST_MODEL_DIR/all-MiniLM-L6-v2")
 # The servers' flags come from here only, never from the caller's COHOST_* settings.
 keep=(COHOST_BIN COHOST_SDK_MODEL COHOST_MODEL_DIR)
 while IFS='=' read -r name _; do
@@ -87,7 +90,7 @@ pytest_args=(-q -p no:cacheprovider -W ignore::DeprecationWarning)
 for suite in "${suites[@]}"; do
     case $suite in
     python | ts | langchain)
-        [[ -n $server_pid ]] || start_server
+        [[ -n $server_pid ]] || start_server "${SHARED_MODELS[@]}"
         case $suite in
         python) run_suite python .venv/bin/python -m pytest "${pytest_args[@]}" python ;;
         ts) run_suite ts node --test ts/sdk.test.mjs ;;

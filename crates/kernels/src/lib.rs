@@ -1,8 +1,9 @@
-//! Matrix multiplication of f32 activations by GGUF block-quantized weight matrices, on the CPU.
+//! Matrix multiplication of f32 activations by weight matrices, on the CPU.
 //!
 //! That is this crate's one job: `out = x · Wᵀ` for a weight matrix stored in one of ggml's block
 //! formats (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K), for `m` activation rows at once
-//! (a decode batch or a prefill chunk), with every weight block read from memory once per call.
+//! (a decode batch or a prefill chunk), with every weight block read from memory once per call;
+//! or, for encoders, dense f32 weights packed for many rows ([`gemm`], below).
 //! It knows nothing about models, tensors or files.
 //!
 //! # Paths
@@ -33,14 +34,22 @@
 //!
 //! The int8 paths' error per output is bounded by about `sum_k |w_k| * max|x|_block / 254`
 //! (half an activation quantization step), the same scheme as llama.cpp's.
+//!
+//! # Dense f32
+//!
+//! [`gemm`] multiplies many rows (an encoder's whole packed batch) by f32 weights packed once
+//! into [`PackedF32`] panels: a register-blocked AVX2/FMA kernel at close to the CPU's f32 peak,
+//! exact up to f32 rounding, for models whose accuracy budget rules out int8 activations.
 
 mod formats;
+mod gemm;
 mod pack;
 mod threads;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use formats::{f16_to_f32, f32_to_f16};
+pub use gemm::{gemm, gemm_on, gemm_reference, PackedF32};
 pub use threads::Threads;
 
 /// A ggml block format, ggml byte layout.

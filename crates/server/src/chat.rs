@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::response::ResponseFold;
 use crate::routes::{read_json, ActiveChat, AppState};
 use crate::sse::{SseEncoder, StreamOutcome, KEEP_ALIVE};
-use crate::validate::{check_model, validate_chat};
+use crate::validate::validate_chat;
 use crate::wire::{ChatRequest, FinishReason};
 
 /// One log line per chat request, written when the request is over (including when the client
@@ -137,8 +137,7 @@ async fn start_chat(
 ) -> Result<Started, ApiError> {
     let request: ChatRequest = read_json(state, headers, body).await?;
     state.check_serving()?;
-    let engine = state.engine()?.clone();
-    check_model(request.model.as_deref(), &state.served_names(&engine))?;
+    let engine = state.registry()?.chat(request.model.as_deref())?.clone();
     let valid = validate_chat(request, engine.info())?;
     // A prompt that cannot fit is refused before any tokenizer work (a cheap bound on bytes).
     let bytes = valid.prompt.text_bytes();

@@ -10,6 +10,7 @@ use runner::engine::{EngineConfig, EngineHandle};
 
 use crate::auth::ApiKeys;
 use crate::config::Config;
+use crate::registry::Registry;
 use crate::routes::{app, AppState};
 
 #[derive(Debug, Parser)]
@@ -25,9 +26,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve a model over HTTP: POST /v2/chat (Cohere v2), /v1/models, /v1/tokenize, /v1/detokenize,
-    /// /v1/check-api-key, GET / (the playground page), GET /health (liveness) and GET /ready (503
-    /// until the model is loaded).
+    /// Serve models over HTTP: POST /v2/chat (Cohere v2), /v1|v2/embed, /v1|v2/rerank, /v1/models,
+    /// /v1/tokenize, /v1/detokenize, /v1/check-api-key, GET / (the playground page), GET /health
+    /// (liveness) and GET /ready (503 until every model is loaded).
     Serve(ServeArgs),
     /// Load-test a running server: N concurrent streamed chats per level (sweeping N), reporting
     /// aggregate and per-stream tokens/s, time to first token and inter-token latency; JSON report
@@ -64,11 +65,14 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Model to serve: a .gguf file, a Hugging Face model directory, a Hugging Face id
-    /// (org/name[@revision][:file.gguf]), or a known name (see `cohost pull --help`). Default:
-    /// SmolLM2-135M-Instruct Q4_1 from the model directory, fetched there when missing.
-    #[arg(long, env = "COHOST_MODEL")]
-    pub model: Option<String>,
+    /// Model to serve; repeat for several in one process (env: comma-separated). Each is a .gguf
+    /// file, a Hugging Face model directory or id (org/name[@revision][:file.gguf]) for chat, an
+    /// encoder directory (a sentence-embedding model: embed, and rerank by cosine; or a
+    /// cross-encoder: rerank), or a known name (see `cohost pull --help`). What a model serves
+    /// comes from its own files. Default: SmolLM2-135M-Instruct Q4_1 from the model directory,
+    /// fetched there when missing.
+    #[arg(long = "model", env = "COHOST_MODEL", value_delimiter = ',')]
+    pub models: Vec<String>,
 
     /// Where the default and other known models are kept and fetched to (default: cohost under
     /// the user cache directory, e.g. ~/.cache/cohost; inside the repository `cargo run` uses
@@ -88,8 +92,10 @@ pub struct ServeArgs {
     #[arg(long, env = "COHOST_PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Name clients must put in `model`; repeat for several (env: comma-separated). Default: the
-    /// model's own name (file stem or Hugging Face id).
+    /// Name clients must put in `model`; repeat for several (env: comma-separated). With one
+    /// --model, every name is that model's; with several, names pair with the models in order
+    /// (the first name is the first model's...). Default: each model's own name (file stem,
+    /// directory name or Hugging Face id).
     #[arg(
         long = "served-model-name",
         env = "COHOST_SERVED_MODEL_NAME",
@@ -115,7 +121,8 @@ pub struct ServeArgs {
     #[arg(long, env = "COHOST_MAX_CONCURRENT", default_value_t = 16)]
     pub max_concurrent: usize,
 
-    /// Most requests waiting for a slot; beyond that the server answers 429 with Retry-After.
+    /// Most requests waiting for a slot, per model; beyond that the server answers 429 with
+    /// Retry-After.
     #[arg(long, env = "COHOST_MAX_QUEUE", default_value_t = 64)]
     pub max_queue: usize,
 
@@ -123,9 +130,16 @@ pub struct ServeArgs {
     #[arg(long, env = "COHOST_CONTEXT_LENGTH")]
     pub context_length: Option<usize>,
 
-    /// Compute threads for the forward pass (default: all cores).
+    /// Compute threads of each model's forward pass (default: all cores; each model has its own
+    /// pool, so an embedding burst shares the cores with chat instead of holding its pool).
     #[arg(long, env = "COHOST_THREADS")]
     pub threads: Option<usize>,
+
+    /// Lower OS priority (Linux nice, 0 to 19) for the threads of embedding and rerank models,
+    /// so that chat streams in the same process keep their pace during an embedding burst.
+    #[arg(long, env = "COHOST_ENCODER_NICE", default_value_t = 5,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub encoder_nice: i32,
 
     /// Ceiling on output tokens per request; a request's larger max_tokens is capped to it.
     #[arg(long, env = "COHOST_MAX_TOKENS")]
@@ -177,6 +191,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: crate::model_store::StoreError,
     },
+    #[error("{names} --served-model-name values for {models} models: with several models, give at most one name per model")]
+    TooManyNames { names: usize, models: usize },
 }
 
 impl ServeArgs {
@@ -210,32 +226,47 @@ impl ServeArgs {
             }
             keys.extend(from_file);
         }
-        // A known name is fetched like the default, unless a file of that name is here.
-        let known = match &self.model {
-            None => Some(crate::model_store::default_model()),
-            Some(m) if !Path::new(m).exists() => crate::model_store::find(m),
-            Some(_) => None,
-        };
-        let model = match (known, self.model) {
-            (Some(known), _) => known_model_path(known, self.model_dir.as_deref())?
-                .display()
-                .to_string(),
-            (None, Some(m)) => m,
-            (None, None) => unreachable!("no --model means the default model"),
-        };
+        let mut models = Vec::new();
+        for model in self.models.into_iter().filter(|m| !m.is_empty()) {
+            // A known name is fetched like the default, unless a file of that name is here.
+            match crate::model_store::find(&model).filter(|_| !Path::new(&model).exists()) {
+                Some(known) => models.push(
+                    known_model_path(known, self.model_dir.as_deref())?
+                        .display()
+                        .to_string(),
+                ),
+                None => models.push(model),
+            }
+        }
+        if models.is_empty() {
+            let known = crate::model_store::default_model();
+            models.push(
+                known_model_path(known, self.model_dir.as_deref())?
+                    .display()
+                    .to_string(),
+            );
+        }
+        let served_model_names: Vec<String> = self
+            .served_model_names
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect();
+        if models.len() > 1 && served_model_names.len() > models.len() {
+            return Err(ConfigError::TooManyNames {
+                names: served_model_names.len(),
+                models: models.len(),
+            });
+        }
         Ok(Config {
-            model,
+            models,
             addr: SocketAddr::new(self.host, self.port),
-            served_model_names: self
-                .served_model_names
-                .into_iter()
-                .filter(|n| !n.is_empty())
-                .collect(),
+            served_model_names,
             api_keys: ApiKeys::new(keys),
             max_concurrent: self.max_concurrent,
             max_queue: self.max_queue,
             context_length: self.context_length,
             threads: self.threads,
+            encoder_nice: self.encoder_nice,
             max_tokens: self.max_tokens,
             max_body_bytes: self.max_body_bytes,
             body_read_timeout: Duration::from_secs(self.body_read_timeout),
@@ -346,12 +377,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "the open-file limit allows fewer connections than --max-connections"
         );
     }
-    tracing::info!(%addr, model = %config.model, max_connections, "listening; loading the model");
+    tracing::info!(
+        %addr,
+        models = %config.models.join(","),
+        max_connections,
+        "listening; loading the models"
+    );
     let state = AppState::new(config.clone());
 
     let loader = tokio::task::spawn_blocking({
         let config = config.clone();
-        move || load_engine(&config)
+        move || load_registry(&config)
     });
     // `draining` turns true at the signal (the listener keeps answering, so probes see 503);
     // `stop` once the streams are over or the grace has run out (the listener closes).
@@ -384,12 +420,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = crate::listen::stopped(&mut drain_rx) => return Ok(()),
     };
     match loaded {
-        Ok(engine) => {
-            tracing::info!(model = %engine.info().name, context = engine.info().context_length,
-                template = %engine.info().template_origin, "model loaded; ready");
-            state.set_engine(engine);
+        Ok(registry) => {
+            tracing::info!(
+                models = registry.models().len(),
+                "every model loaded; ready"
+            );
+            state.set_registry(registry);
         }
-        Err(e) => return Err(e.context(format!("loading the model {}", config.model))),
+        Err(e) => return Err(e),
     }
 
     crate::listen::stopped(&mut drain_rx).await;
@@ -449,16 +487,31 @@ async fn shutdown_signal() {
 /// prefill.
 const PREFILL_CHUNK: usize = 256;
 
-/// Loads the weights and starts the engine loop (blocking; runs off the async runtime).
+/// Loads every model, in order, each with its engine (blocking; runs off the async runtime).
+pub fn load_registry(config: &Config) -> anyhow::Result<Registry> {
+    let backends = config
+        .models
+        .iter()
+        .map(|m| {
+            crate::registry::load_backend(config, m)
+                .map_err(|e| e.context(format!("loading the model {m}")))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Registry::new(backends, &config.served_model_names))
+}
+
+/// Loads the first model as a chat model and starts its engine loop (blocking).
 pub fn load_engine(config: &Config) -> anyhow::Result<EngineHandle> {
+    let model = config.models.first().map_or("", String::as_str);
+    load_chat(config, model)
+}
+
+/// Loads a chat model's weights and starts its engine loop (blocking).
+pub fn load_chat(config: &Config, model: &str) -> anyhow::Result<EngineHandle> {
     let run = runner::model::LoadOptions {
         threads: config.threads,
     };
-    let loaded = runner::load_with(
-        &config.model,
-        &runner::loader::ResolveOptions::from_env(),
-        &run,
-    )?;
+    let loaded = runner::load_with(model, &runner::loader::ResolveOptions::from_env(), &run)?;
     // The engine caps this again at the model's own context.
     let context_length = config.context_length.unwrap_or(loaded.info.context_length);
     let engine_config = EngineConfig {
@@ -538,7 +591,7 @@ mod tests {
         .into_config()
         .unwrap();
         std::fs::remove_file(&dir).unwrap();
-        assert_eq!(config.model, "some.gguf");
+        assert_eq!(config.models, ["some.gguf"]);
         assert_eq!(config.addr, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(config.served_model_names, ["a", "b"]);
         assert!(config.api_keys.check(Some(b"Bearer second")).is_ok());
@@ -549,6 +602,41 @@ mod tests {
             (config.context_length, config.threads, config.max_tokens),
             (Some(1024), Some(2), Some(64))
         );
+    }
+
+    #[test]
+    fn several_models_pair_with_their_names_in_order() {
+        let config = parse(&[
+            "--model",
+            "chat.gguf",
+            "--model",
+            "models/cache/all-MiniLM-L6-v2",
+            "--served-model-name",
+            "chat",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            config.models,
+            ["chat.gguf", "models/cache/all-MiniLM-L6-v2"]
+        );
+        assert_eq!(config.served_model_names, ["chat"]);
+        let err = parse(&[
+            "--model",
+            "a",
+            "--model",
+            "b",
+            "--served-model-name",
+            "x,y,z",
+        ]);
+        assert_eq!(err.served_model_names, ["x", "y", "z"], "comma lists split");
+        let err = err.into_config().unwrap_err().to_string();
+        assert!(
+            err.contains("3 --served-model-name values for 2 models"),
+            "{err}"
+        );
+        let listed = parse(&["--model", "a.gguf,b-dir"]);
+        assert_eq!(listed.models, ["a.gguf", "b-dir"]);
     }
 
     #[test]
@@ -594,13 +682,13 @@ mod tests {
             ],
         ] {
             let config = parse(args).into_config().unwrap();
-            assert_eq!(config.model, default.path_in(&dir).display().to_string());
+            assert_eq!(config.models, [default.path_in(&dir).display().to_string()]);
         }
         // Anything else passes through to the loader untouched.
         let config = parse(&["--model-dir", dir_flag, "--model", "org/name"])
             .into_config()
             .unwrap();
-        assert_eq!(config.model, "org/name");
+        assert_eq!(config.models, ["org/name"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

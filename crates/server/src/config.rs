@@ -7,10 +7,12 @@ use crate::auth::ApiKeys;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// A GGUF path, a model directory or a Hugging Face id, as `runner::load` takes it.
-    pub model: String,
+    /// The models to serve, in order: each a GGUF path, a model directory or a Hugging Face id
+    /// (chat, through `runner::load`) or an encoder directory (embed / rerank).
+    pub models: Vec<String>,
     pub addr: SocketAddr,
-    /// Names a request's `model` may use; empty means the model's own name.
+    /// Names a request's `model` may use; empty means each model's own name. With one model
+    /// all of them are its names; with several, the i-th is the i-th model's.
     pub served_model_names: Vec<String>,
     pub api_keys: ApiKeys,
     pub max_concurrent: usize,
@@ -19,6 +21,8 @@ pub struct Config {
     pub context_length: Option<usize>,
     /// Compute threads; `None` lets the runtime decide.
     pub threads: Option<usize>,
+    /// Added to encoder models' thread priority (Linux nice), so chat streams go first.
+    pub encoder_nice: i32,
     /// Server-side ceiling on output tokens per request; `None` means only the context limits it.
     pub max_tokens: Option<usize>,
     pub max_body_bytes: usize,
@@ -39,7 +43,7 @@ impl Config {
     /// Settings for tests and embedding: loopback, no auth, small limits.
     pub fn for_model(model: impl Into<String>) -> Self {
         Self {
-            model: model.into(),
+            models: vec![model.into()],
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             served_model_names: Vec::new(),
             api_keys: ApiKeys::default(),
@@ -47,6 +51,7 @@ impl Config {
             max_queue: 16,
             context_length: None,
             threads: None,
+            encoder_nice: 5,
             max_tokens: None,
             max_body_bytes: 8 << 20,
             body_read_timeout: Duration::from_secs(30),

@@ -113,6 +113,16 @@ impl From<ReplyError> for ApiError {
     }
 }
 
+impl From<encoder::EngineError> for ApiError {
+    fn from(err: encoder::EngineError) -> Self {
+        match err {
+            encoder::EngineError::QueueFull(waiting) => Self::Overloaded { waiting },
+            encoder::EngineError::Stopped => Self::ShuttingDown,
+            encoder::EngineError::Failed(m) => Self::Internal(m),
+        }
+    }
+}
+
 /// The JSON error body for a message, as every error response carries it.
 pub fn error_body_json(message: &str) -> String {
     serde_json::to_string(&ErrorBody {
@@ -156,6 +166,17 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         HeaderValue::from_static("application/json"),
     );
     Response::from_parts(parts, axum::body::Body::from(error_body_json(&message)))
+}
+
+impl From<encoder::TextError> for ApiError {
+    fn from(err: encoder::TextError) -> Self {
+        match err {
+            encoder::TextError::TooLong { tokens, max } => Self::BadRequest(format!(
+                "too many tokens: the input has {tokens} tokens, more than the {max} this model reads."
+            )),
+            encoder::TextError::Tokenizer(m) => Self::Internal(format!("tokenizer: {m}")),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

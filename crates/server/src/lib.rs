@@ -1,25 +1,31 @@
-//! server: the Cohere v2 HTTP API in front of the runner's engine, and the `cohost` command line.
+//! server: the Cohere HTTP API (chat v2, embed and rerank v1 and v2, models, tokenize) in front
+//! of the models' engines (the runner's for chat, the encoder's for embed and rerank), and the
+//! `cohost` command line.
 //!
 //! Invariant: only this crate knows Cohere's wire format; the runner sees chats and sampling
 //! parameters and answers with reply events (`runner::reply`), which `response` and `sse`
-//! encode.
+//! encode; the encoder sees token ids and answers vectors.
 
 pub mod auth;
 pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod listen;
 pub mod model_store;
 pub mod playground;
 pub mod progress;
 pub mod pull;
+pub mod registry;
+pub mod rerank;
 pub mod response;
 pub mod routes;
 pub mod sse;
 pub mod validate;
 pub mod wire;
+pub mod wire_retrieval;
 
 pub use config::Config;
 pub use routes::{app, AppState};

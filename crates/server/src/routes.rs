@@ -1,7 +1,8 @@
 //! The HTTP routes: `app(state)` builds the whole router, so tests drive it without a socket.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -18,18 +19,18 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::validate::check_model;
+use crate::registry::{Backend, Registry};
 use crate::wire::{
     CheckApiKeyResponse, DetokenizeRequest, DetokenizeResponse, ListModelsResponse,
-    ModelDescription, SamplingDefaults, TokenizeRequest, TokenizeResponse,
+    ModelDescription, TokenizeRequest, TokenizeResponse,
 };
 
 /// Longest text `/v1/tokenize` takes and most tokens `/v1/detokenize` takes, per the spec.
 const MAX_TOKENIZE_CHARS: usize = 65_536;
 const MAX_DETOKENIZE_TOKENS: usize = 65_536;
 
-/// What every handler shares: the settings, once loaded the engine, and the server's state of
-/// life (draining, streams being cut at the end of a shutdown).
+/// What every handler shares: the settings, once every model is loaded the models, and the
+/// server's state of life (draining, streams being cut at the end of a shutdown).
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Shared>,
@@ -37,12 +38,12 @@ pub struct AppState {
 
 struct Shared {
     config: Config,
-    engine: OnceLock<EngineHandle>,
+    registry: OnceLock<Registry>,
     /// Template rendering, tokenizing and grammar compiling run here, at most this many at once,
     /// never on the async workers (a 5 MB message must not stall every stream).
     text_pool: Arc<Semaphore>,
-    /// `/tokenizer.json`, built once.
-    tokenizer_file: OnceLock<(Bytes, HeaderValue)>,
+    /// Each model's `/tokenizer.json` (by the `model` query, `""` for none), built once.
+    tokenizer_files: Mutex<HashMap<String, (Bytes, HeaderValue)>>,
     /// Set at SIGTERM/SIGINT: `/ready` answers 503 and new chats are refused while running
     /// streams finish.
     draining: AtomicBool,
@@ -62,15 +63,15 @@ impl Drop for ActiveChat {
 }
 
 impl AppState {
-    /// A state with no model yet: chat routes answer 503 until [`AppState::set_engine`].
+    /// A state with no model yet: model routes answer 503 until [`AppState::set_registry`].
     pub fn new(config: Config) -> Self {
         let text_workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         Self {
             inner: Arc::new(Shared {
                 config,
-                engine: OnceLock::new(),
+                registry: OnceLock::new(),
                 text_pool: Arc::new(Semaphore::new(text_workers)),
-                tokenizer_file: OnceLock::new(),
+                tokenizer_files: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 cut_streams: watch::channel(false).0,
                 active_chats: Arc::new(AtomicUsize::new(0)),
@@ -84,27 +85,24 @@ impl AppState {
         state
     }
 
-    /// Marks the server ready; a second call is ignored (one model per process).
+    /// Marks the server ready with one chat model, under the configured names.
     pub fn set_engine(&self, engine: EngineHandle) {
-        let _ = self.inner.engine.set(engine);
+        let names = self.inner.config.served_model_names.clone();
+        self.set_registry(Registry::new(vec![Backend::Chat(engine)], &names));
+    }
+
+    /// Marks the server ready with every model; a second call is ignored.
+    pub fn set_registry(&self, registry: Registry) {
+        let _ = self.inner.registry.set(registry);
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
 
-    pub(crate) fn engine(&self) -> Result<&EngineHandle, ApiError> {
-        self.inner.engine.get().ok_or(ApiError::NotReady)
-    }
-
-    /// The names a request's `model` may use: the configured ones, else the model's own.
-    pub(crate) fn served_names(&self, engine: &EngineHandle) -> Vec<String> {
-        let configured = &self.inner.config.served_model_names;
-        if configured.is_empty() {
-            vec![engine.info().name.clone()]
-        } else {
-            configured.clone()
-        }
+    /// The served models, or a 503 while they load.
+    pub(crate) fn registry(&self) -> Result<&Registry, ApiError> {
+        self.inner.registry.get().ok_or(ApiError::NotReady)
     }
 
     /// Starts draining: `/ready` turns 503 at once and new chats are refused (503, which the
@@ -174,6 +172,10 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
     let api = Router::new()
         .route("/v2/chat", post(crate::chat::chat))
+        .route("/v1/embed", post(crate::embed::embed_v1))
+        .route("/v2/embed", post(crate::embed::embed_v2))
+        .route("/v1/rerank", post(crate::rerank::rerank_v1))
+        .route("/v2/rerank", post(crate::rerank::rerank_v2))
         .route("/v1/models", get(list_models))
         // A wildcard so that Hugging Face ids (`org/name`) work as model names.
         .route("/v1/models/{*model}", get(get_model))
@@ -261,32 +263,11 @@ struct ModelsQuery {
     endpoint: Option<String>,
 }
 
-fn describe(engine: &EngineHandle, name: &str, headers: &HeaderMap) -> ModelDescription {
-    let info = engine.info();
-    let host = headers
+fn host(headers: &HeaderMap) -> &str {
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let defaults = sampler::SamplingParams::default();
-    // Every model takes tools: templates that cannot render them get the generic tool section.
-    let features = vec!["logprobs".to_string(), "tools".to_string()];
-    ModelDescription {
-        name: name.to_string(),
-        is_deprecated: false,
-        endpoints: vec!["chat".into()],
-        default_endpoints: vec!["chat".into()],
-        finetuned: false,
-        context_length: info.context_length,
-        tokenizer_url: format!("http://{host}/tokenizer.json"),
-        features,
-        sampling_defaults: SamplingDefaults {
-            temperature: defaults.temperature,
-            k: defaults.k,
-            p: defaults.p,
-            frequency_penalty: defaults.frequency_penalty,
-            presence_penalty: defaults.presence_penalty,
-        },
-    }
+        .unwrap_or("127.0.0.1")
 }
 
 async fn list_models(
@@ -295,15 +276,22 @@ async fn list_models(
     query: Result<Query<ModelsQuery>, QueryRejection>,
 ) -> Result<Json<ListModelsResponse>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let engine = state.engine()?;
-    let models = match query.endpoint.as_deref() {
-        Some(endpoint) if endpoint != "chat" => Vec::new(),
-        _ => state
-            .served_names(engine)
-            .iter()
-            .map(|name| describe(engine, name, &headers))
-            .collect(),
-    };
+    let registry = state.registry()?;
+    let models = registry
+        .models()
+        .iter()
+        .filter(|m| {
+            query
+                .endpoint
+                .as_deref()
+                .is_none_or(|e| m.backend.endpoints().iter().any(|x| x.name() == e))
+        })
+        .flat_map(|m| {
+            m.names
+                .iter()
+                .map(|name| registry.describe(m, name, host(&headers)))
+        })
+        .collect();
     Ok(Json(ListModelsResponse { models }))
 }
 
@@ -312,30 +300,51 @@ async fn get_model(
     headers: HeaderMap,
     Path(model): Path<String>,
 ) -> Result<Json<ModelDescription>, ApiError> {
-    let engine = state.engine()?;
-    check_model(Some(&model), &state.served_names(engine))?;
-    Ok(Json(describe(engine, &model, &headers)))
+    let registry = state.registry()?;
+    let served = registry
+        .models()
+        .iter()
+        .find(|m| m.names.contains(&model))
+        .ok_or_else(|| ApiError::ModelNotFound(model.clone()))?;
+    Ok(Json(registry.describe(served, &model, host(&headers))))
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenizerQuery {
+    model: Option<String>,
 }
 
 /// The tokenizer as `tokenizer.json` (the SDKs fetch it to tokenize offline): serialized once,
-/// served from memory with an ETag, and `304 Not Modified` to a client that has it.
+/// served from memory with an ETag, and `304 Not Modified` to a client that has it. `?model=`
+/// names another model than the first.
 async fn tokenizer_file(
     State(state): State<AppState>,
     headers: HeaderMap,
+    query: Result<Query<TokenizerQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let engine = state.engine()?.clone();
-    let (bytes, etag) = match state.inner.tokenizer_file.get() {
-        Some(file) => file.clone(),
+    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let key = query.model.clone().unwrap_or_default();
+    let known = state
+        .inner
+        .tokenizer_files
+        .lock()
+        .unwrap()
+        .get(&key)
+        .cloned();
+    let (bytes, etag) = match known {
+        Some(file) => file,
         None => {
+            let registry = state.registry()?.clone();
             let built = state
                 .text_work(move || {
-                    let json = Bytes::from(engine.tokenizer_json());
+                    let json = Bytes::from(registry.tokenizer_json(query.model.as_deref())?);
                     let etag = format!("\"{:016x}\"", fnv1a(&json));
                     let etag = HeaderValue::from_str(&etag).expect("hex is a valid header value");
-                    (json, etag)
+                    Ok::<_, ApiError>((json, etag))
                 })
-                .await?;
-            state.inner.tokenizer_file.get_or_init(|| built).clone()
+                .await??;
+            let mut files = state.inner.tokenizer_files.lock().unwrap();
+            files.entry(key).or_insert(built).clone()
         }
     };
     let cached = headers.get(header::IF_NONE_MATCH).is_some_and(|tags| {
@@ -369,8 +378,7 @@ async fn tokenize(
     body: Body,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
     let request: TokenizeRequest = read_json(&state, &headers, body).await?;
-    let engine = state.engine()?.clone();
-    check_model(request.model.as_deref(), &state.served_names(&engine))?;
+    let engine = state.registry()?.chat(request.model.as_deref())?.clone();
     let text = request.text.unwrap_or_default();
     let chars = text.chars().count();
     if chars == 0 || chars > MAX_TOKENIZE_CHARS {
@@ -400,8 +408,7 @@ async fn detokenize(
     body: Body,
 ) -> Result<Json<DetokenizeResponse>, ApiError> {
     let request: DetokenizeRequest = read_json(&state, &headers, body).await?;
-    let engine = state.engine()?.clone();
-    check_model(request.model.as_deref(), &state.served_names(&engine))?;
+    let engine = state.registry()?.chat(request.model.as_deref())?.clone();
     let tokens = request.tokens.unwrap_or_default();
     if tokens.is_empty() || tokens.len() > MAX_DETOKENIZE_TOKENS {
         return Err(ApiError::invalid(format!(
@@ -439,9 +446,14 @@ async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
-    let engine = state.engine()?;
+    let models: Vec<&str> = state
+        .registry()?
+        .models()
+        .iter()
+        .map(|m| m.backend.own_name())
+        .collect();
     Ok(Json(
-        serde_json::json!({"status": "ready", "model": engine.info().name}),
+        serde_json::json!({"status": "ready", "model": models.first(), "models": models}),
     ))
 }
 

@@ -43,16 +43,7 @@ pub struct ValidChat {
     pub citation_mode: CitationMode,
 }
 
-/// The `model` field against the names this server answers to (404 naming it otherwise).
-pub fn check_model(model: Option<&str>, served: &[String]) -> Result<(), ApiError> {
-    match model {
-        None | Some("") => Err(ApiError::invalid("model must be specified.")),
-        Some(m) if served.iter().any(|s| s == m) => Ok(()),
-        Some(m) => Err(ApiError::ModelNotFound(m.to_string())),
-    }
-}
-
-/// Checks everything but `model` (see [`check_model`]) and builds the template's chat.
+/// Checks everything but `model` (see `Registry::find`) and builds the template's chat.
 pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, ApiError> {
     let sampling = sampling_params(&req)?;
     let max_tokens = match req.max_tokens {
@@ -1169,19 +1160,5 @@ mod tests {
             let v = accept(json!({"citation_options": {"mode": mode}}));
             assert_eq!(v.citation_mode, want, "{mode}");
         }
-    }
-
-    #[test]
-    fn model_check() {
-        let served = vec!["a".to_string(), "b".to_string()];
-        assert!(check_model(Some("b"), &served).is_ok());
-        assert_eq!(
-            check_model(Some("zz"), &served).unwrap_err().status(),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            check_model(None, &served).unwrap_err().status(),
-            StatusCode::BAD_REQUEST
-        );
     }
 }

@@ -652,6 +652,10 @@ pub struct ModelDescription {
     pub tokenizer_url: String,
     pub features: Vec<String>,
     pub sampling_defaults: SamplingDefaults,
+    /// Embedding models: the length of one float embedding (not in Cohere's schema; the SDKs
+    /// keep unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_dimension: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -52,7 +52,7 @@ fn gemma_app() -> Router {
         path.display()
     );
     let mut config = config();
-    config.model = path.display().to_string();
+    config.models = vec![path.display().to_string()];
     let engine = server::cli::load_engine(&config).expect("Gemma 3 loads");
     server::app(AppState::with_engine(config, engine))
 }

@@ -1,10 +1,14 @@
-"""LangChain's ChatCohere (langchain-cohere==0.6.0, which pins its own cohere<6) pointed at the
-real cohost binary: invoke() and stream() return the model's text."""
+"""LangChain's ChatCohere, CohereEmbeddings and CohereRerank (langchain-cohere==0.6.0, which pins
+its own cohere<6) pointed at the real cohost binary serving a chat and an embedding model:
+invoke() and stream() return the model's text; embeddings and reranking find the relevant
+document."""
 
 import cohere
 import httpx
 import pytest
-from langchain_cohere import ChatCohere
+from cohost_server import EMBED_MODEL_NAME
+from langchain_cohere import ChatCohere, CohereEmbeddings, CohereRerank
+from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from conftest import MODEL, Server
@@ -81,3 +85,30 @@ def test_with_auth_on_the_right_key_works_and_a_wrong_one_is_refused():
         with pytest.raises(cohere.UnauthorizedError) as caught:
             bad.invoke(QUESTION)
         assert set(caught.value.body) == {"id", "message"}
+
+
+# Embeddings and rerank: the shared server also serves all-MiniLM-L6-v2.
+
+DOCS = [
+    "Bread is baked from flour, water, salt and yeast.",
+    "Paris is the capital and largest city of France.",
+    "The Rust compiler checks ownership and borrowing at compile time.",
+]
+
+
+def test_cohere_embeddings_documents_and_query(base_url):
+    emb = CohereEmbeddings(model=EMBED_MODEL_NAME, cohere_api_key="any-key", base_url=base_url)
+    docs = emb.embed_documents(DOCS)
+    query = emb.embed_query("What is the capital of France?")
+    assert len(docs) == 3 and len(query) == 384
+    dot = [sum(a * b for a, b in zip(query, d)) for d in docs]
+    assert max(range(3), key=lambda i: dot[i]) == 1
+
+
+def test_cohere_rerank_compresses_documents(base_url):
+    rerank = CohereRerank(model=EMBED_MODEL_NAME, cohere_api_key="any-key", base_url=base_url, top_n=2)
+    ranked = rerank.rerank(DOCS, "What is the capital of France?")
+    assert [r["index"] for r in ranked][0] == 1 and len(ranked) == 2
+    kept = rerank.compress_documents([Document(page_content=d) for d in DOCS], "capital of France")
+    assert kept[0].page_content == DOCS[1]
+    assert 0 <= kept[0].metadata["relevance_score"] <= 1

@@ -1,0 +1,103 @@
+"""The reference side of scripts/embed-side-by-side.sh: sentence-transformers (PyTorch, CPU).
+
+    python embed_bench_st.py texts MODEL_DIR OUT.txt [N]       writes N bench texts (default 1024)
+    python embed_bench_st.py bench MODEL_DIR TEXTS THREADS ROUNDS BATCH [EMBEDDINGS_OUT]
+    python embed_bench_st.py compare MODEL_DIR TEXTS OURS.f32 REF.f32
+    python embed_bench_st.py table RESULTS.jsonl COSINE.json
+
+`bench` prints one JSON line per round like the Rust bench (texts/s, tokens/s counting special
+tokens). Packages: crates/encoder/tests/golden-gen/requirements.txt (pinned).
+"""
+import json
+import random
+import statistics
+import sys
+import time
+
+SUBJECTS = ["The city council", "A small startup", "Our support team", "The research group",
+            "My neighbour", "The new library", "This recipe", "The football club", "A local bakery",
+            "The weather service", "Every student", "The museum"]
+VERBS = ["announced", "described", "questioned", "published", "reviewed", "celebrated",
+         "postponed", "explained", "criticised", "shared"]
+OBJECTS = ["a plan to expand public transport across the northern districts",
+           "the results of a two-year study on sleep and memory",
+           "an unusual method for baking sourdough bread at home",
+           "how to reset a forgotten password without access to email",
+           "the history of the old bridge that crosses the river",
+           "a schedule of free concerts for the summer",
+           "why the prices of fresh vegetables rose this autumn",
+           "a guide to choosing a laptop for programming",
+           "the first match of the season against a strong rival",
+           "several ways to reduce energy use in winter"]
+TAILS = ["", " yesterday evening", " after a long debate", " in a short statement",
+         " to the surprise of many residents", " on its website", " during the annual meeting"]
+
+
+def make_texts(n, seed=7):
+    rng = random.Random(seed)
+    return [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}{rng.choice(TAILS)}."
+            for _ in range(n)]
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "texts":
+        n = int(sys.argv[4]) if len(sys.argv) > 4 else 1024
+        with open(sys.argv[3], "w") as f:
+            f.write("\n".join(make_texts(n)) + "\n")
+        return
+    if cmd == "table":
+        rows = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+        cos = json.load(open(sys.argv[3]))
+        by = {}
+        for r in rows:
+            by.setdefault(r["impl"], []).append(r)
+        med = {k: (statistics.median(r["texts_per_s"] for r in v), statistics.median(r["tokens_per_s"] for r in v), len(v))
+               for k, v in by.items()}
+        ref = med.get("sentence-transformers")
+        print("| implementation | texts/s (median) | tokens/s (median) | rounds | vs sentence-transformers |")
+        print("|---|---|---|---|---|")
+        for k, (t, tok, n) in med.items():
+            ratio = f"{t / ref[0]:.2f}x" if ref else "-"
+            print(f"| {k} | {t:.1f} | {tok:.0f} | {n} | {ratio} |")
+        print()
+        print(f"texts: {rows[0]['texts']}, {rows[0]['tokens'] / rows[0]['texts']:.1f} tokens each on average; "
+              f"threads: {rows[0]['threads']}")
+        print(f"cosine(cohost, sentence-transformers) over the bench texts: min {cos['min']:.7f}, mean {cos['mean']:.7f}")
+        return
+
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model_dir, texts_file = sys.argv[2], sys.argv[3]
+    texts = [l.rstrip("\n") for l in open(texts_file) if l.strip()]
+    if cmd == "compare":
+        dim = None
+        ours = np.fromfile(sys.argv[4], dtype="<f4")
+        ref = np.fromfile(sys.argv[5], dtype="<f4")
+        dim = ours.size // len(texts)
+        ours, ref = ours.reshape(len(texts), dim), ref.reshape(len(texts), dim)
+        cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+        print(json.dumps({"min": float(cos.min()), "mean": float(cos.mean())}))
+        return
+    threads, rounds, batch = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+    out = sys.argv[7] if len(sys.argv) > 7 else None
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(model_dir, device="cpu")
+    tokens = sum(len(model.tokenizer(t, truncation=True, max_length=model.max_seq_length)["input_ids"]) for t in texts)
+    model.encode(texts, batch_size=batch)  # warm-up
+    emb = None
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        emb = model.encode(texts, batch_size=batch, convert_to_numpy=True)
+        secs = time.perf_counter() - t0
+        print(json.dumps({"impl": "sentence-transformers", "round": r, "texts": len(texts), "tokens": tokens,
+                          "seconds": secs, "texts_per_s": len(texts) / secs, "tokens_per_s": tokens / secs,
+                          "threads": threads, "torch": torch.__version__}), flush=True)
+    if out:
+        emb.astype("<f4").tofile(out)
+
+
+if __name__ == "__main__":
+    main()
