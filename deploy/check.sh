@@ -76,6 +76,14 @@ for metric in hpa["spec"]["metrics"]:
     if metric["type"] == "Pods" and metric["pods"]["metric"]["name"] not in exposed:
         errors.append(f"hpa.yaml scales on {metric['pods']['metric']['name']}, which the adapter rules do not expose")
 
+# The adapter's series must be one the server exports (registered in metrics.rs without the
+# `cohost_` prefix).
+exported = set(re.findall(r'"([a-z_]+)",\s*\n?\s*"', (repo / "crates/server/src/metrics.rs").read_text()))
+for rule in rules:
+    series = re.match(r"[a-z_]+", rule["seriesQuery"]).group(0)
+    if series.removeprefix("cohost_") not in exported:
+        errors.append(f"the adapter reads {series}, which crates/server/src/metrics.rs does not register")
+
 # COPY sources from the build context must exist (the context is the repository root).
 dockerfile = (deploy / "Dockerfile").read_text()
 for line in dockerfile.splitlines():

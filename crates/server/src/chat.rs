@@ -4,6 +4,7 @@
 //! encodes it.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -15,6 +16,7 @@ use runner::engine::{ErrorKind, GenerateRequest};
 use runner::reply::{ReplyAssembler, ReplyEvent, ReplyOptions, ReplyStream};
 
 use crate::error::ApiError;
+use crate::metrics::{ChatUsage, Metrics};
 use crate::response::ResponseFold;
 use crate::routes::{read_json, ActiveChat, AppState};
 use crate::sse::{SseEncoder, StreamOutcome, KEEP_ALIVE};
@@ -25,41 +27,64 @@ use crate::wire::{ChatRequest, FinishReason};
 /// went away mid-stream, which is when this is dropped early), with the tokens really used.
 struct RequestLog {
     id: String,
+    /// The chat model, once the request named a served one: its metrics are kept per model.
+    model: Option<String>,
+    metrics: Arc<Metrics>,
     started: Instant,
+    /// When the last generated tokens arrived, for the inter-token latency.
+    last_tokens: Option<Instant>,
     status: u16,
     stream: bool,
     first_token: Option<Duration>,
     input_tokens: usize,
     output_tokens: usize,
+    cached_tokens: usize,
     outcome: Option<StreamOutcome>,
 }
 
 impl RequestLog {
-    fn new(id: String) -> Self {
+    fn new(id: String, metrics: Arc<Metrics>) -> Self {
         Self {
             id,
+            model: None,
+            metrics,
             started: Instant::now(),
+            last_tokens: None,
             status: 200,
             stream: false,
             first_token: None,
             input_tokens: 0,
             output_tokens: 0,
+            cached_tokens: 0,
             outcome: None,
         }
     }
 
     /// Follows a reply event: the first content, and the usage so far.
     fn saw(&mut self, event: &ReplyEvent, reply: &ReplyStream) {
-        if matches!(
+        let generated = matches!(
             event,
             ReplyEvent::ContentDelta { .. }
                 | ReplyEvent::PlanDelta { .. }
                 | ReplyEvent::ToolCallStart { .. }
-        ) {
-            self.first_token
-                .get_or_insert_with(|| self.started.elapsed());
+        );
+        if generated && self.first_token.is_none() {
+            let after = self.started.elapsed();
+            self.first_token = Some(after);
+            if let Some(model) = &self.model {
+                self.metrics.first_token(model, after);
+            }
         }
         let usage = reply.usage();
+        let new_tokens = usage.output_tokens.saturating_sub(self.output_tokens);
+        if new_tokens > 0 {
+            let now = Instant::now();
+            // The first tokens' time is the time to first token, not a gap between tokens.
+            if let (Some(model), Some(last)) = (&self.model, self.last_tokens) {
+                self.metrics.token_gap(model, now - last, new_tokens);
+            }
+            self.last_tokens = Some(now);
+        }
         self.input_tokens = usage.input_tokens;
         self.output_tokens = usage.output_tokens;
     }
@@ -82,6 +107,17 @@ impl Drop for RequestLog {
             self.input_tokens = outcome.input_tokens;
             self.output_tokens = outcome.output_tokens;
         }
+        if let Some(model) = &self.model {
+            self.metrics.chat_done(
+                model,
+                self.started.elapsed(),
+                &ChatUsage {
+                    prompt: self.input_tokens,
+                    generated: self.output_tokens,
+                    cached: self.cached_tokens,
+                },
+            );
+        }
         tracing::info!(
             id = %self.id,
             status = self.status,
@@ -98,6 +134,9 @@ impl Drop for RequestLog {
 
 /// A request admitted to the engine, before its first event.
 struct Started {
+    /// The served model's own name (the metrics' label).
+    model: String,
+    cached_tokens: usize,
     stream: bool,
     logprobs: bool,
     reply: ReplyStream,
@@ -106,9 +145,11 @@ struct Started {
 pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
     let active = state.chat_started();
-    let mut log = RequestLog::new(id.clone());
+    let mut log = RequestLog::new(id.clone(), state.metrics().clone());
     match start_chat(&state, &headers, body).await {
         Ok(started) => {
+            log.model = Some(started.model.clone());
+            log.cached_tokens = started.cached_tokens;
             log.stream = started.stream;
             log.input_tokens = started.reply.usage().input_tokens;
             if started.stream {
@@ -195,17 +236,21 @@ async fn start_chat(
         priority: valid.priority,
         teacher: None,
     })?;
+    // Filled in by the prefix cache once it exists; counted in usage and the metrics already.
+    let cached_tokens = 0;
     let options = ReplyOptions {
         tools: valid
             .tool_parse
             .map(|options| runner::tools::format(engine.tool_format()).parser(options)),
-        cached_tokens: 0,
+        cached_tokens,
         sources: valid.sources.into(),
         citation_mode: valid.citation_mode,
     };
     let reply = ReplyStream::new(events, ReplyAssembler::new(prompt_tokens, options))
         .with_attributor(std::sync::Arc::new(engine.clone()));
     Ok(Started {
+        model: engine.info().name.clone(),
+        cached_tokens,
         stream: valid.stream,
         logprobs: valid.sampling.logprobs,
         reply,

@@ -167,6 +167,11 @@ pub struct ServeArgs {
     /// connection is answered 503 and closed.
     #[arg(long, env = "COHOST_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+
+    /// Serve GET /metrics (Prometheus text format) without an API key, for a scraper inside
+    /// the cluster; by default it needs a key like every API route (when keys are set).
+    #[arg(long, env = "COHOST_METRICS_PUBLIC")]
+    pub metrics_public: bool,
 }
 
 /// Why the flags do not make a usable configuration.
@@ -274,6 +279,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             keep_alive: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            metrics_public: self.metrics_public,
         })
     }
 }

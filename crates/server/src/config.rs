@@ -37,6 +37,8 @@ pub struct Config {
     pub keep_alive: Duration,
     /// How long running streams may continue after SIGINT/SIGTERM.
     pub shutdown_grace: Duration,
+    /// Serve `/metrics` without an API key.
+    pub metrics_public: bool,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             max_connections: 1024,
             keep_alive: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            metrics_public: false,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod embed;
 pub mod error;
 pub mod listen;
+pub mod metrics;
 pub mod model_store;
 pub mod playground;
 pub mod progress;

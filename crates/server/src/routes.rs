@@ -19,6 +19,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::registry::{Backend, Registry};
 use crate::wire::{
     CheckApiKeyResponse, DetokenizeRequest, DetokenizeResponse, ListModelsResponse,
@@ -51,6 +52,8 @@ struct Shared {
     cut_streams: watch::Sender<bool>,
     /// Chat requests in progress (a stream counts until its body is dropped).
     active_chats: Arc<AtomicUsize>,
+    /// What `/metrics` exports.
+    metrics: Arc<Metrics>,
 }
 
 /// One chat request in progress, counted in [`AppState::active_chats`] until dropped.
@@ -75,6 +78,7 @@ impl AppState {
                 draining: AtomicBool::new(false),
                 cut_streams: watch::channel(false).0,
                 active_chats: Arc::new(AtomicUsize::new(0)),
+                metrics: Arc::new(Metrics::default()),
             }),
         }
     }
@@ -91,9 +95,23 @@ impl AppState {
         self.set_registry(Registry::new(vec![Backend::Chat(engine)], &names));
     }
 
-    /// Marks the server ready with every model; a second call is ignored.
+    /// Marks the server ready with every model; a second call is ignored. Each chat engine
+    /// reports its queue waits and steps to the metrics from then on.
     pub fn set_registry(&self, registry: Registry) {
+        for served in registry.models() {
+            if let Backend::Chat(engine) = &served.backend {
+                let (metrics, name) = (
+                    self.inner.metrics.clone(),
+                    served.backend.own_name().to_string(),
+                );
+                engine.observe(move |event| metrics.engine_event(&name, event));
+            }
+        }
         let _ = self.inner.registry.set(registry);
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     pub fn config(&self) -> &Config {
@@ -181,13 +199,25 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models/{*model}", get(get_model))
         .route("/v1/tokenize", post(tokenize))
         .route("/v1/detokenize", post(detokenize))
-        .route("/v1/check-api-key", post(check_api_key))
-        .route_layer(middleware::from_fn_with_state(
-            keys,
-            crate::auth::require_key,
-        ));
+        .route("/v1/check-api-key", post(check_api_key));
+    // `/metrics` needs the key like the API, unless `--metrics-public`.
+    let (api, open) = if state.config().metrics_public {
+        (
+            api,
+            Router::new().route("/metrics", get(crate::metrics::metrics)),
+        )
+    } else {
+        (
+            api.route("/metrics", get(crate::metrics::metrics)),
+            Router::new(),
+        )
+    };
+    let api = api.route_layer(middleware::from_fn_with_state(
+        keys,
+        crate::auth::require_key,
+    ));
     // No key needed: the playground page, probes, and the tokenizer file the Python SDK downloads without auth.
-    let open = Router::new()
+    let open = open
         .route("/", get(crate::playground::page))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -196,6 +226,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count_requests,
+        ))
         // Outermost: whatever answers in another shape (axum's rejections) becomes our JSON.
         .layer(middleware::from_fn(crate::error::json_errors))
         .with_state(state)

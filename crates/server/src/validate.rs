@@ -556,9 +556,14 @@ fn map_messages(
                                     let output = tool_output_of_text(&text);
                                     (text, output)
                                 }
-                                ToolBlock::Document { document } => {
-                                    (document_text(&document), document_fields(&document))
-                                }
+                                // A tool's document whose `data` is a JSON object string (how
+                                // Cohere's docs write tool results) shows the object's keys.
+                                ToolBlock::Document { document } => match &document.data {
+                                    DocumentData::Text(t) if document.id.is_none() => {
+                                        (t.clone(), tool_output_of_text(t))
+                                    }
+                                    _ => (document_text(&document), document_fields(&document)),
+                                },
                             };
                             sources.push(tool_source(&id, i, output));
                             parts.push(text);

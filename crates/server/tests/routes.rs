@@ -557,3 +557,58 @@ async fn futures_join_all<F: std::future::Future<Output = Reply> + Send + 'stati
     }
     out
 }
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_and_engine_steps_and_need_the_key() {
+    let mut config = test_config();
+    config.api_keys = server::auth::ApiKeys::new(vec!["k-123".to_string()]);
+    // An engine of its own: the counts below are this test's requests only.
+    let engine = server::cli::load_engine(&config).expect("default model loads");
+    let app = server::app(AppState::with_engine(config.clone(), engine.clone()));
+    let key = [("authorization", "Bearer k-123")];
+    let body = with(json!({"max_tokens": 3, "temperature": 0})).to_string();
+    let reply = send(&app, "POST", "/v2/chat", Some(&body), &key).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let output = reply.json()["usage"]["tokens"]["output_tokens"]
+        .as_u64()
+        .unwrap();
+    send(&app, "GET", "/no/such/route", None, &key).await;
+    let reply = send(&app, "GET", "/metrics", None, &[]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    let reply = send(&app, "GET", "/metrics", None, &key).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = reply.text();
+    let model = format!("model=\"{MODEL}\"");
+    for line in [
+        "cohost_requests_total{route=\"/v2/chat\",status=\"200\"} 1".to_string(),
+        "cohost_requests_total{route=\"unmatched\",status=\"404\"} 1".to_string(),
+        "cohost_requests_total{route=\"/metrics\",status=\"401\"} 1".to_string(),
+        format!("cohost_generation_tokens_total{{{model}}} {output}"),
+        format!("cohost_time_to_first_token_seconds_count{{{model}}} 1"),
+        format!("cohost_request_duration_seconds_count{{{model}}} 1"),
+        format!("cohost_queue_wait_seconds_count{{{model}}} 1"),
+        format!("cohost_running_sequences{{{model}}} 0"),
+        format!("cohost_queued_requests{{{model}}} 0"),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
+    let prompt: u64 = metric(&text, &format!("cohost_prompt_tokens_total{{{model}}}"));
+    assert!(prompt > 5, "{text}");
+    // One prefill step and a decode step per further token, one sequence each.
+    let steps: u64 = metric(&text, &format!("cohost_batch_size_count{{{model}}}"));
+    assert!(steps >= output, "{text}");
+    // --metrics-public opens it without the key.
+    config.metrics_public = true;
+    let app = server::app(AppState::with_engine(config, engine));
+    assert_eq!(
+        send(&app, "GET", "/metrics", None, &[]).await.status,
+        StatusCode::OK
+    );
+}
+
+/// The value of the sample whose name and labels are `series`.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}

@@ -11,7 +11,8 @@ the question as the only user message, the question's documents, `citation_optio
 - precision: of all citations, the share whose text is in one of its cited documents
   (title + snippet): the normalized text is a substring of it, or every content word of the text
   (3+ letters, not a stop word) is one of its words (goal >= 90%). Also the share of citations
-  that name the answer document, and of answered replies that cite it.
+  that name the answer document, and of the replies that state the answer, the share whose
+  answer span is covered by a citation of the answer document (answer cited).
 - cost: mean and median seconds per reply, and their ratio to OFF's.
 - structure: each citation's `text == content[content_index].text[start:end]` (code points, as
   Python indexes), `0 <= start < end <= len`, type TEXT_CONTENT, non-empty sources that are
@@ -125,7 +126,6 @@ def check_structure(message, question, mode):
     content = message.get("content") or []
     citations = message.get("citations") or []
     ids = {d["id"] for d in question["documents"]}
-    text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
     if mode == "OFF" and citations:
         problems.append(f"{len(citations)} citations in OFF mode")
     for k, c in enumerate(citations):
@@ -140,10 +140,14 @@ def check_structure(message, question, mode):
             continue
         block_text = block.get("text", "")
         start, end = c.get("start"), c.get("end")
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(block_text)):
+        if not (
+            isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(block_text)
+        ):
             problems.append(f"{where}: bad span {start!r}..{end!r} of {len(block_text)}")
         elif block_text[start:end] != c.get("text"):
-            problems.append(f"{where}: text {c.get('text')!r} != content[{start}:{end}] {block_text[start:end]!r}")
+            problems.append(
+                f"{where}: text {c.get('text')!r} != content[{start}:{end}] {block_text[start:end]!r}"
+            )
         if c.get("type") != "TEXT_CONTENT":
             problems.append(f"{where}: type {c.get('type')!r}")
         sources = c.get("sources") or []
@@ -155,7 +159,9 @@ def check_structure(message, question, mode):
             if s.get("id") not in ids:
                 problems.append(f"{where}: unknown source id {s.get('id')!r}")
             elif (s.get("document") or {}).get("id") != s.get("id"):
-                problems.append(f"{where}: source {s.get('id')!r} has document.id {(s.get('document') or {}).get('id')!r}")
+                problems.append(
+                    f"{where}: source {s.get('id')!r} has document.id {(s.get('document') or {}).get('id')!r}"
+                )
     return problems
 
 
@@ -184,6 +190,16 @@ def score(question, mode, status, payload, seconds):
                 "no_content_words": not content_words(c.get("text", "")),
             }
         )
+    # Where the reply states the answer, is that span cited to the answer document?
+    at = text.lower().find(question["answer"].lower())
+    answer_cited = at >= 0 and any(
+        c["answer_doc"]
+        and c["start"] is not None
+        and c["end"] is not None
+        and c["start"] < at + len(question["answer"])
+        and at < c["end"]
+        for c in scored
+    )
     usage = (payload.get("usage") or {}).get("tokens") or {}
     record.update(
         text=text,
@@ -191,9 +207,10 @@ def score(question, mode, status, payload, seconds):
         output_tokens=usage.get("output_tokens"),
         answered=contains_phrase(text, question["answer"]),
         quotes=quotes_source(text, question),
+        answer_cited=answer_cited,
         citations=scored,
         violations=check_structure(message, question, mode),
-        markup=sorted(set(m.group(0) for m in MARKUP.finditer(text))),
+        markup=sorted({m.group(0) for m in MARKUP.finditer(text)}),
     )
     return record
 
@@ -223,7 +240,11 @@ def summarize(records, modes):
             "precision": share(sum(c["precise"] for c in cits), len(cits)),
             "citations_of_answer_doc": share(sum(c["answer_doc"] for c in cits), len(cits)),
             "answered_citing_answer_doc": share(
-                sum(1 for r in answered if any(c["answer_doc"] for c in r["citations"])), len(answered)
+                sum(1 for r in answered if any(c["answer_doc"] for c in r["citations"])),
+                len(answered),
+            ),
+            "answer_span_cited": share(
+                sum(1 for r in answered if r["answer_cited"]), len(answered)
             ),
             "citations_without_content_words": sum(c["no_content_words"] for c in cits),
             "violations": sum(len(r["violations"]) for r in ok),
@@ -260,15 +281,15 @@ def num(x, digits=2):
 def table(summary):
     rows = [
         "| mode | replies | errors | answered | quote share | coverage (goal ≥95%) | citations "
-        "| precision (goal ≥90%) | cite answer doc | violations | markup | mean s | p50 s | mean ×OFF "
+        "| precision (goal ≥90%) | cite answer doc | answer cited | violations | markup | mean s | p50 s | mean ×OFF "
         "| paired ×OFF | same text as OFF |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, s in summary.items():
         rows.append(
             f"| {mode} | {s['replies']} | {s['errors']} | {pct(s['answered'])} | {pct(s['quote_share'])} "
             f"| {pct(s['coverage'])} | {s['citations']} | {pct(s['precision'])} "
-            f"| {pct(s['citations_of_answer_doc'])} | {s['violations']} | {s['replies_with_markup']} "
+            f"| {pct(s['citations_of_answer_doc'])} | {pct(s['answer_span_cited'])} | {s['violations']} | {s['replies_with_markup']} "
             f"| {num(s['mean_s'])} "
             f"| {num(s['p50_s'])} | {num(s.get('mean_vs_off'), 3)} "
             f"| {num(s.get('median_paired_ratio_vs_off'), 3)} | {pct(s.get('text_same_as_off'))} |"
@@ -297,7 +318,8 @@ def main():
     args = parser.parse_args()
 
     modes = [m.strip().upper() for m in args.modes.split(",") if m.strip()]
-    questions = [json.loads(line) for line in open(args.questions) if line.strip()]
+    with open(args.questions) as lines:
+        questions = [json.loads(line) for line in lines if line.strip()]
     if args.limit:
         questions = questions[: args.limit]
 
@@ -316,7 +338,9 @@ def main():
         return b
 
     for _ in range(args.warmup):
-        status, payload, _ = post(args.url, body(questions[0], modes[0]), args.api_key, args.timeout)
+        status, payload, _ = post(
+            args.url, body(questions[0], modes[0]), args.api_key, args.timeout
+        )
         if status != 200:
             sys.exit(f"warm-up request failed ({status}): {payload}")
 
@@ -324,7 +348,9 @@ def main():
     for qi, question in enumerate(questions):
         order = modes[qi % len(modes) :] + modes[: qi % len(modes)]
         for mode in order:
-            status, payload, seconds = post(args.url, body(question, mode), args.api_key, args.timeout)
+            status, payload, seconds = post(
+                args.url, body(question, mode), args.api_key, args.timeout
+            )
             record = score(question, mode, status, payload, seconds)
             records.append(record)
             if not args.quiet:
@@ -340,7 +366,11 @@ def main():
                         line += f" VIOLATIONS: {record['violations']}"
                     if record["markup"]:
                         line += f" MARKUP: {record['markup']}"
-                print(f"{question['id']} {mode:<8} {seconds:6.2f}s {line}", file=sys.stderr, flush=True)
+                print(
+                    f"{question['id']} {mode:<8} {seconds:6.2f}s {line}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     summary = summarize(records, modes)
     result = {

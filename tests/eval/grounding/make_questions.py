@@ -25,14 +25,90 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 # Syllables for invented names. Real names are avoided by construction: the generator refuses
 # any name in REAL_WORDS, a short list of the real words the syllables can spell.
-ONSETS = ["Zor", "Vel", "Quen", "Tar", "Bri", "Dra", "Kel", "Mor", "Fen", "Ost", "Pla", "Ryn",
-          "Sav", "Thu", "Ulm", "Wex", "Yar", "Gal", "Hob", "Ixa", "Jor", "Lum", "Nev", "Cor"]
-CODAS = ["blatt", "mora", "moor", "nis", "vik", "dor", "wen", "quay", "stad", "ridge", "ova",
-         "ith", "ane", "usk", "erra", "ond", "ax", "elle", "orn", "ippa"]
-FIRST = ["Ilsa", "Marek", "Odessa", "Tobin", "Priya", "Ansel", "Greta", "Hollis", "Juniper",
-         "Caspian", "Liesel", "Orrin", "Saffi", "Teodor", "Wren", "Ysolde", "Bram", "Delphine"]
-LAST = ["Quarrington", "Vasquell", "Thornebury", "Okonkwe", "Halvorsen", "Pemberly", "Strakosch",
-        "Mirelli", "Dunmore", "Ashgrove", "Kettleby", "Rourkewell", "Zabinsky", "Fennimore"]
+ONSETS = [
+    "Zor",
+    "Vel",
+    "Quen",
+    "Tar",
+    "Bri",
+    "Dra",
+    "Kel",
+    "Mor",
+    "Fen",
+    "Ost",
+    "Pla",
+    "Ryn",
+    "Sav",
+    "Thu",
+    "Ulm",
+    "Wex",
+    "Yar",
+    "Gal",
+    "Hob",
+    "Ixa",
+    "Jor",
+    "Lum",
+    "Nev",
+    "Cor",
+]
+CODAS = [
+    "blatt",
+    "mora",
+    "moor",
+    "nis",
+    "vik",
+    "dor",
+    "wen",
+    "quay",
+    "stad",
+    "ridge",
+    "ova",
+    "ith",
+    "ane",
+    "usk",
+    "erra",
+    "ond",
+    "ax",
+    "elle",
+    "orn",
+    "ippa",
+]
+FIRST = [
+    "Ilsa",
+    "Marek",
+    "Odessa",
+    "Tobin",
+    "Priya",
+    "Ansel",
+    "Greta",
+    "Hollis",
+    "Juniper",
+    "Caspian",
+    "Liesel",
+    "Orrin",
+    "Saffi",
+    "Teodor",
+    "Wren",
+    "Ysolde",
+    "Bram",
+    "Delphine",
+]
+LAST = [
+    "Quarrington",
+    "Vasquell",
+    "Thornebury",
+    "Okonkwe",
+    "Halvorsen",
+    "Pemberly",
+    "Strakosch",
+    "Mirelli",
+    "Dunmore",
+    "Ashgrove",
+    "Kettleby",
+    "Rourkewell",
+    "Zabinsky",
+    "Fennimore",
+]
 REAL_WORDS = {"Coronis", "Galond", "Morane", "Tarnis", "Moravik", "Mordor", "Morris", "Coronda"}
 
 
@@ -59,7 +135,9 @@ class Names:
 
     def thing(self, prefix_words):
         return self._fresh(
-            lambda: f"{self.rng.choice(prefix_words)} {self.rng.choice(ONSETS)}{self.rng.choice(CODAS)}"
+            lambda: (
+                f"{self.rng.choice(prefix_words)} {self.rng.choice(ONSETS)}{self.rng.choice(CODAS)}"
+            )
         )
 
 
@@ -95,11 +173,23 @@ def capital(rng, n):
         city,
         (f"{country}", f"The capital of {country} is {city}, a city of {people} people."),
         [
-            (f"Ports of {country}", f"The largest port of {country} is {port}, on the eastern coast."),
+            (
+                f"Ports of {country}",
+                f"The largest port of {country} is {port}, on the eastern coast.",
+            ),
             (f"{rival}", f"The capital of {rival} is {rival_city}, which lies on a river delta."),
-            (f"{neighbour} today", f"{neighbour} moved its capital to {other_city} after the long drought."),
-            (f"Travel in {country}", f"Trains in {country} run from the border to the old harbour twice a day."),
-            (f"Capitals of the region", f"Most capitals of the region, including those of {rival} and {neighbour}, are inland."),
+            (
+                f"{neighbour} today",
+                f"{neighbour} moved its capital to {other_city} after the long drought.",
+            ),
+            (
+                f"Travel in {country}",
+                f"Trains in {country} run from the border to the old harbour twice a day.",
+            ),
+            (
+                "Capitals of the region",
+                f"Most capitals of the region, including those of {rival} and {neighbour}, are inland.",
+            ),
         ],
     )
 
@@ -116,9 +206,18 @@ def founder(rng, n):
         [
             (f"{company} leadership", f"The current chief executive of {company} is {ceo}."),
             (f"{rival}", f"{rival} was founded by {other_founder}, a former ship engineer."),
-            (f"{company} products", f"{company} sells warehouse robots and sorting arms to shipping firms."),
-            (f"Robotics startups", f"Robotics companies like {company} and {rival} grew quickly in the last decade."),
-            (f"{company} offices", f"{company} opened its second office in {rng.choice(['a harbour town', 'an old mill', 'a former school'])}."),
+            (
+                f"{company} products",
+                f"{company} sells warehouse robots and sorting arms to shipping firms.",
+            ),
+            (
+                "Robotics startups",
+                f"Robotics companies like {company} and {rival} grew quickly in the last decade.",
+            ),
+            (
+                f"{company} offices",
+                f"{company} opened its second office in {rng.choice(['a harbour town', 'an old mill', 'a former school'])}.",
+            ),
         ],
     )
 
@@ -132,10 +231,19 @@ def population(rng, n):
         pop,
         (f"{town} census", f"According to the latest census, {pop} people live in {town}."),
         [
-            (f"{town} in the past", f"A century ago the town of {town} had about {old_pop} residents."),
-            (f"{other} census", f"According to the same census, {other_pop} people live in {other}."),
+            (
+                f"{town} in the past",
+                f"A century ago the town of {town} had about {old_pop} residents.",
+            ),
+            (
+                f"{other} census",
+                f"According to the same census, {other_pop} people live in {other}.",
+            ),
             (f"{town} economy", f"Most people in {town} work in fishing or in the salt works."),
-            (f"Towns of the valley", f"{town} and {other} are the two largest towns of the valley."),
+            (
+                "Towns of the valley",
+                f"{town} and {other} are the two largest towns of the valley.",
+            ),
             (f"Counting {town}", f"Census takers in {town} visit every house on foot."),
         ],
     )
@@ -149,13 +257,31 @@ def bridge(rng, n):
     return (
         f"In what year did the {name} Bridge open?",
         y_open,
-        (f"{name} Bridge", f"The {name} Bridge over the {river} River opened in {y_open} and is {length} metres long."),
+        (
+            f"{name} Bridge",
+            f"The {name} Bridge over the {river} River opened in {y_open} and is {length} metres long.",
+        ),
         [
-            (f"Plans for the {name} Bridge", f"Engineers first drew plans for the {name} Bridge in {y_planned}, but the money ran out."),
-            (f"{other_river} crossings", f"The {other_river} Bridge opened in {y_other} after six years of work."),
-            (f"{name} Bridge tolls", f"Cyclists cross the {name} Bridge for free; cars pay a small toll."),
-            (f"Bridges of the {river}", f"Several bridges cross the {river} River between the two old towns."),
-            (f"Repairs to the {name} Bridge", f"The {name} Bridge was closed for repairs after a winter flood."),
+            (
+                f"Plans for the {name} Bridge",
+                f"Engineers first drew plans for the {name} Bridge in {y_planned}, but the money ran out.",
+            ),
+            (
+                f"{other_river} crossings",
+                f"The {other_river} Bridge opened in {y_other} after six years of work.",
+            ),
+            (
+                f"{name} Bridge tolls",
+                f"Cyclists cross the {name} Bridge for free; cars pay a small toll.",
+            ),
+            (
+                f"Bridges of the {river}",
+                f"Several bridges cross the {river} River between the two old towns.",
+            ),
+            (
+                f"Repairs to the {name} Bridge",
+                f"The {name} Bridge was closed for repairs after a winter flood.",
+            ),
         ],
     )
 
@@ -169,13 +295,22 @@ def mountain(rng, n):
     return (
         f"How tall is {peak}?",
         f"{h} metres",
-        (f"{peak}", f"{peak} rises {h} metres above sea level and is the highest point of the {range_}."),
+        (
+            f"{peak}",
+            f"{peak} rises {h} metres above sea level and is the highest point of the {range_}.",
+        ),
         [
             (f"{other}", f"{other}, its neighbour in the {range_}, is {h2} metres tall."),
-            (f"Climbing {peak}", f"{climber} made the first recorded climb of {peak} by its north ridge."),
+            (
+                f"Climbing {peak}",
+                f"{climber} made the first recorded climb of {peak} by its north ridge.",
+            ),
             (f"{range_} passes", f"The highest road pass of the {range_} reaches {h3} metres."),
             (f"Weather on {peak}", f"Snow covers the summit of {peak} for most of the year."),
-            (f"Measuring {peak}", f"Surveyors measured {peak} again with satellites and found it had not changed."),
+            (
+                f"Measuring {peak}",
+                f"Surveyors measured {peak} again with satellites and found it had not changed.",
+            ),
         ],
     )
 
@@ -209,49 +344,94 @@ def inventor(rng, n):
         (f"{device}", f"The {device} was invented by {person}, a weaver who wanted faster cloth."),
         [
             (f"Improving the {device}", f"Later, {improver} added a second pedal to the {device}."),
-            (f"{other_device}", f"The {other_device} was invented by {other_person} in the same workshop district."),
+            (
+                f"{other_device}",
+                f"The {other_device} was invented by {other_person} in the same workshop district.",
+            ),
             (f"{device} today", f"A working {device} is on show in the textile museum."),
-            (f"How the {device} works", f"The {device} lifts every second thread with a wooden comb."),
-            (f"Looms of the guild", f"The weavers' guild kept a {device} in each of its halls."),
+            (
+                f"How the {device} works",
+                f"The {device} lifts every second thread with a wooden comb.",
+            ),
+            ("Looms of the guild", f"The weavers' guild kept a {device} in each of its halls."),
         ],
     )
 
 
 def dish(rng, n):
     name = n.place().lower() + " stew"
-    ingredients = ["smoked eel", "yellow lentils", "roasted chestnuts", "goat cheese", "black barley",
-                   "pickled plums", "sweet fennel", "river crab", "wild garlic", "salted duck"]
+    ingredients = [
+        "smoked eel",
+        "yellow lentils",
+        "roasted chestnuts",
+        "goat cheese",
+        "black barley",
+        "pickled plums",
+        "sweet fennel",
+        "river crab",
+        "wild garlic",
+        "salted duck",
+    ]
     main, side, other_main = rng.sample(ingredients, 3)
     region = n.place()
     other = n.place().lower() + " stew"
     return (
         f"What is the main ingredient of {name}?",
         main,
-        (f"Recipes from {region}", f"The main ingredient of {name} is {main}, simmered for a whole night."),
+        (
+            f"Recipes from {region}",
+            f"The main ingredient of {name} is {main}, simmered for a whole night.",
+        ),
         [
             (f"Serving {name}", f"In {region}, {name} is served with a side of {side}."),
             (f"{other}", f"The main ingredient of {other} is {other_main}."),
-            (f"Festivals of {region}", f"Every village of {region} cooks a stew for the harvest festival."),
-            (f"History of {name}", f"Sailors brought the first recipes for {name} home from the islands."),
-            (f"Cooking {name}", f"Cooks stir {name} with a long wooden spoon and add salt at the end."),
+            (
+                f"Festivals of {region}",
+                f"Every village of {region} cooks a stew for the harvest festival.",
+            ),
+            (
+                f"History of {name}",
+                f"Sailors brought the first recipes for {name} home from the islands.",
+            ),
+            (
+                f"Cooking {name}",
+                f"Cooks stir {name} with a long wooden spoon and add salt at the end.",
+            ),
         ],
     )
 
 
 def novel(rng, n):
-    title = "The " + n.place() + " " + rng.choice(["Lantern", "Orchard", "Tide", "Archive", "Crown"])
+    title = (
+        "The " + n.place() + " " + rng.choice(["Lantern", "Orchard", "Tide", "Archive", "Crown"])
+    )
     author, translator, other_author = n.person(), n.person(), n.person()
     other_title = "The " + n.place() + " " + rng.choice(["Harbour", "Mirror", "Feather"])
     return (
         f"Who wrote the novel {title}?",
         author,
-        (f"{title}", f"{title} is a novel written by {author} about a family of lighthouse keepers."),
+        (
+            f"{title}",
+            f"{title} is a novel written by {author} about a family of lighthouse keepers.",
+        ),
         [
             (f"{title} in translation", f"{translator} translated {title} into four languages."),
-            (f"{other_title}", f"{other_title}, a novel written by {other_author}, is often compared with {title}."),
-            (f"{title} on stage", f"A stage version of {title} ran for two seasons in the capital."),
-            (f"Prize winners", f"{title} and {other_title} were both shortlisted for the Coastline Prize."),
-            (f"Reading {title}", f"Readers of {title} often visit the lighthouse the book describes."),
+            (
+                f"{other_title}",
+                f"{other_title}, a novel written by {other_author}, is often compared with {title}.",
+            ),
+            (
+                f"{title} on stage",
+                f"A stage version of {title} ran for two seasons in the capital.",
+            ),
+            (
+                "Prize winners",
+                f"{title} and {other_title} were both shortlisted for the Coastline Prize.",
+            ),
+            (
+                f"Reading {title}",
+                f"Readers of {title} often visit the lighthouse the book describes.",
+            ),
         ],
     )
 
@@ -267,18 +447,32 @@ def spacecraft(rng, n):
         (f"{craft} mission", f"The {craft} probe was launched in {y} by the {agency}."),
         [
             (f"{craft} arrival", f"The {craft} probe reached the outer moons in {y2}."),
-            (f"{other} mission", f"The {other} probe was launched in {y3} and lost contact a year later."),
+            (
+                f"{other} mission",
+                f"The {other} probe was launched in {y3} and lost contact a year later.",
+            ),
             (f"{agency}", f"The {agency} builds its probes in a hangar by the sea."),
             (f"{craft} instruments", f"The {craft} probe carries two cameras and a dust counter."),
-            (f"Building the {craft}", f"Engineers tested the {craft} probe in a vacuum chamber for months."),
+            (
+                f"Building the {craft}",
+                f"Engineers tested the {craft} probe in a vacuum chamber for months.",
+            ),
         ],
     )
 
 
 def bird(rng, n):
     bird_ = n.place().lower() + " warbler"
-    colours = ["copper-orange", "slate blue", "lemon yellow", "ash grey", "emerald green",
-               "plum purple", "rust red", "cream white"]
+    colours = [
+        "copper-orange",
+        "slate blue",
+        "lemon yellow",
+        "ash grey",
+        "emerald green",
+        "plum purple",
+        "rust red",
+        "cream white",
+    ]
     c, c2, c3 = rng.sample(colours, 3)
     other = n.place().lower() + " warbler"
     isle = n.place()
@@ -289,9 +483,15 @@ def bird(rng, n):
         [
             (f"{other}", f"The {other} is a small {c2} bird of the high forests."),
             (f"{bird_} eggs", f"The {bird_} lays {c3} eggs in early spring."),
-            (f"Birds of {isle}", f"Both the {bird_} and the {other} can be seen on {isle} in summer."),
+            (
+                f"Birds of {isle}",
+                f"Both the {bird_} and the {other} can be seen on {isle} in summer.",
+            ),
             (f"{bird_} song", f"The song of the {bird_} is a fast, rising whistle."),
-            (f"Counting the {bird_}", f"Volunteers count the {bird_} every autumn along the coast."),
+            (
+                f"Counting the {bird_}",
+                f"Volunteers count the {bird_} every autumn along the coast.",
+            ),
         ],
     )
 
@@ -303,12 +503,24 @@ def phone(rng, n):
     return (
         f"How long does the battery of the {model} phone last?",
         f"{hours} hours",
-        (f"{model} specifications", f"The battery of the {model} phone lasts {hours} hours of video playback."),
+        (
+            f"{model} specifications",
+            f"The battery of the {model} phone lasts {hours} hours of video playback.",
+        ),
         [
-            (f"{other} specifications", f"The battery of the {other} phone lasts {hours2} hours of video playback."),
-            (f"{model} charging", f"The {model} charges fully in {hours3} minutes with its own charger."),
+            (
+                f"{other} specifications",
+                f"The battery of the {other} phone lasts {hours2} hours of video playback.",
+            ),
+            (
+                f"{model} charging",
+                f"The {model} charges fully in {hours3} minutes with its own charger.",
+            ),
             (f"{model} review", f"Reviewers praised the bright screen of the {model} phone."),
-            (f"Phone batteries", f"Battery life of phones like the {model} depends on screen brightness."),
+            (
+                "Phone batteries",
+                f"Battery life of phones like the {model} depends on screen brightness.",
+            ),
             (f"{model} colours", f"The {model} phone comes in sand, graphite and teal."),
         ],
     )
@@ -322,13 +534,19 @@ def moons(rng, n):
     return (
         f"How many moons does the planet {planet} have?",
         f"{m} moons",
-        (f"{planet}", f"The planet {planet} has {m} moons, the largest of which is covered in ice."),
+        (
+            f"{planet}",
+            f"The planet {planet} has {m} moons, the largest of which is covered in ice.",
+        ),
         [
             (f"{other}", f"The planet {other}, also orbiting {star}, has {m2} moons."),
             (f"Rings of {planet}", f"{planet} has {m3} faint rings made of dust."),
             (f"The {star} system", f"{planet} is the third planet from the star {star}."),
             (f"Observing {planet}", f"Small telescopes show {planet} as a pale green disc."),
-            (f"Moons of {star}", f"Astronomers still argue about how many moons orbit the planets of {star}."),
+            (
+                f"Moons of {star}",
+                f"Astronomers still argue about how many moons orbit the planets of {star}.",
+            ),
         ],
     )
 
@@ -340,12 +558,15 @@ def coach(rng, n):
     return (
         f"Who coaches the {team}?",
         person,
-        (f"{team} staff", f"The {team} are coached by {person}, who joined the club three seasons ago."),
+        (
+            f"{team} staff",
+            f"The {team} are coached by {person}, who joined the club three seasons ago.",
+        ),
         [
             (f"{team} captain", f"The captain of the {team} is {captain}, a veteran defender."),
             (f"{other}", f"The {other} are coached by {other_coach}."),
             (f"{team} stadium", f"The {team} play their home games by the old canal."),
-            (f"League table", f"The {team} finished one point ahead of the {other} last season."),
+            ("League table", f"The {team} finished one point ahead of the {other} last season."),
             (f"{team} training", f"The {team} train on a field behind the fire station."),
         ],
     )
@@ -373,8 +594,18 @@ def compound(rng, n):
 def festival(rng, n):
     fest = n.place() + " Lantern Festival"
     # Not "May" or "March": as English words they would match replies that do not name a month.
-    months = ["January", "February", "April", "June", "July", "August", "September", "October",
-              "November", "December"]
+    months = [
+        "January",
+        "February",
+        "April",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ]
     mo, mo2, mo3 = rng.sample(months, 3)
     other = n.place() + " Kite Festival"
     town = n.place()
@@ -384,7 +615,10 @@ def festival(rng, n):
         (f"{fest}", f"The {fest} is held every {mo} on the hills above {town}."),
         [
             (f"{other}", f"The {other} is held every {mo2} on the same hills."),
-            (f"Planning the {fest}", f"Volunteers start building lanterns for the {fest} in {mo3}."),
+            (
+                f"Planning the {fest}",
+                f"Volunteers start building lanterns for the {fest} in {mo3}.",
+            ),
             (f"{town}", f"{town} is a market town known for its festivals and its lanterns."),
             (f"{fest} food", f"Visitors to the {fest} eat honey cakes and roasted corn."),
             (f"Getting to the {fest}", f"Extra buses run from {town} station during the {fest}."),
@@ -392,8 +626,24 @@ def festival(rng, n):
     )
 
 
-DOMAINS = [capital, founder, population, bridge, mountain, price, inventor, dish, novel,
-           spacecraft, bird, phone, moons, coach, compound, festival]
+DOMAINS = [
+    capital,
+    founder,
+    population,
+    bridge,
+    mountain,
+    price,
+    inventor,
+    dish,
+    novel,
+    spacecraft,
+    bird,
+    phone,
+    moons,
+    coach,
+    compound,
+    festival,
+]
 PER_DOMAIN = 3
 
 # The issue's own example, kept word for word as question 1.
@@ -404,7 +654,10 @@ ZORBLATT = (
     [
         ("Ports of Zorblatt", "The largest port of Zorblatt is Dravik, on the eastern coast."),
         ("Velmora", "The capital of Velmora is Tarnwen, which lies on a river delta."),
-        ("Travel in Zorblatt", "Trains in Zorblatt run from the border to the old harbour twice a day."),
+        (
+            "Travel in Zorblatt",
+            "Trains in Zorblatt run from the border to the old harbour twice a day.",
+        ),
     ],
 )
 
@@ -440,7 +693,10 @@ def build():
                     ids.append(doc_id)
                     break
         documents = [
-            {"id": ids[j], "data": {"title": upper_first(docs[j][0]), "snippet": upper_first(docs[j][1])}}
+            {
+                "id": ids[j],
+                "data": {"title": upper_first(docs[j][0]), "snippet": upper_first(docs[j][1])},
+            }
             for j in order
         ]
         entry = {

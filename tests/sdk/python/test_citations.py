@@ -21,7 +21,10 @@ PORTS = {
     "title": "Ports of Zorblatt",
     "snippet": "The largest port of Zorblatt is Dravik, on the eastern coast.",
 }
-VELMORA = {"title": "Velmora", "snippet": "The capital of Velmora is Tarnwen, which lies on a river delta."}
+VELMORA = {
+    "title": "Velmora",
+    "snippet": "The capital of Velmora is Tarnwen, which lies on a river delta.",
+}
 # A string, an object with an id and an object without one: ids are the given one or `doc:<n>`
 # by position.
 DOCUMENTS = [ANSWER_DOC, {"id": "ports", "data": PORTS}, {"data": VELMORA}]
@@ -31,6 +34,7 @@ CITED_DOCUMENTS = {
     "ports": {"id": "ports", **PORTS},
     "doc:2": {"id": "doc:2", **VELMORA},
 }
+KNOWN_DOCUMENTS = {i: " ".join(d.values()) for i, d in CITED_DOCUMENTS.items()}
 QUESTION = [{"role": "user", "content": "What is the capital of Zorblatt?"}]
 GROUNDED = dict(messages=QUESTION, documents=DOCUMENTS, temperature=0.0, seed=7, max_tokens=48)
 # Citation markup a model or a template could leave in the text: Command's `<co: 0>...</co: 0>`
@@ -52,6 +56,8 @@ WEATHER_TOOL = {
 }
 WEATHER = {"city": "Quenmoor", "forecast": "sunny, 23 degrees"}
 WEATHER_QUESTION = {"role": "user", "content": "What is the weather forecast for Quenmoor?"}
+# Asked again after the result: without it the 135M model repeats the assistant's plan.
+FOLLOW_UP = {"role": "user", "content": "So what is the forecast?"}
 WEATHER_CALL = {
     "role": "assistant",
     "tool_plan": "I will look up the weather forecast for Quenmoor.",
@@ -76,6 +82,7 @@ def tool_history(form):
         WEATHER_QUESTION,
         WEATHER_CALL,
         {"role": "tool", "tool_call_id": "call_1", "content": TOOL_RESULTS[form]},
+        FOLLOW_UP,
     ]
 
 
@@ -107,10 +114,12 @@ def key(citation):
     )
 
 
-def check_citations(citations, texts, source_kind, known_ids):
+def check_citations(citations, texts, source_kind, known_ids, quotes):
     """Each citation is a span of its text block (code points, Python indexing) with the
-    documented type, non-empty sources of the right kind whose ids came from the request, and
-    its content words in the text of at least one of its sources."""
+    documented type and non-empty sources of the right kind whose ids came from the request.
+    `quotes`: every content word of the cited text is in its sources' text (FAST's spans are
+    quotes by construction); else it shares at least one with them (ACCURATE may attribute a
+    paraphrase, and its precision is measured by tests/eval/grounding)."""
     for c in citations:
         assert isinstance(c, cohere.Citation)
         assert c.type == "TEXT_CONTENT", c
@@ -124,7 +133,12 @@ def check_citations(citations, texts, source_kind, known_ids):
             assert s.id in known_ids, (s.id, known_ids)
         cited = " ".join(known_ids[s.id] for s in c.sources)
         missing = [w for w in content_words(c.text) if w not in words(cited)]
-        assert not missing, f"{c.text!r} cites {[s.id for s in c.sources]} without {missing}"
+        if quotes:
+            assert not missing, f"{c.text!r} cites {[s.id for s in c.sources]} without {missing}"
+        else:
+            assert len(missing) < len(content_words(c.text)), (
+                f"{c.text!r} shares nothing with {cited!r}"
+            )
 
 
 def stream(co, **request):
@@ -179,14 +193,14 @@ def test_chat_with_documents_cites_the_document_that_holds_the_answer(co):
     assert "Quenmoor" in texts[0], texts  # the documents reached the prompt
     citations = response.message.citations
     assert citations, f"no citations for {texts[0]!r}"
-    known = {i: " ".join(str(v) for v in d.values()) for i, d in CITED_DOCUMENTS.items()}
-    check_citations(citations, texts, cohere.DocumentSource, known)
+    check_citations(citations, texts, cohere.DocumentSource, KNOWN_DOCUMENTS, quotes=False)
     for c in citations:
         for s in c.sources:
             assert s.document == CITED_DOCUMENTS[s.id], s
-    # The answer is cited, to the document that holds it.
+    # The answer is cited, to the document that holds it, and that document holds the citation.
     answer = [c for c in citations if "Quenmoor" in c.text]
     assert answer and all("doc:0" in [s.id for s in c.sources] for c in answer), citations
+    check_citations(answer, texts, cohere.DocumentSource, {"doc:0": ANSWER_DOC}, quotes=True)
     assert_no_markup(texts)
     # In order and not overlapping.
     spans = [(c.start, c.end) for c in citations]
@@ -216,9 +230,10 @@ def test_stream_citations_follow_their_text_and_equal_the_non_stream_ones(co, mo
 # ---------------------------------------------------------------------------------------------
 
 
-def check_tool_citations(citations, texts):
+def check_tool_citations(citations, texts, quotes):
     assert citations, f"no citations for {texts}"
-    check_citations(citations, texts, cohere.ToolSource, {"call_1:0": " ".join(WEATHER.values())})
+    result = {"call_1:0": json.dumps(WEATHER)}
+    check_citations(citations, texts, cohere.ToolSource, result, quotes)
     for c in citations:
         for s in c.sources:
             assert s.type == "tool"
@@ -226,7 +241,10 @@ def check_tool_citations(citations, texts):
             # The tool's output as a dict: its keys, or the JSON text of the result.
             shown = json.dumps(s.tool_output)
             assert "sunny" in shown and "Quenmoor" in shown, s.tool_output
-    assert any("sunny" in c.text or "23" in c.text for c in citations), citations
+    # The forecast the answer quotes is cited, and is in the result.
+    forecast = [c for c in citations if "sunny" in c.text.lower()]
+    assert forecast, citations
+    check_citations(forecast, texts, cohere.ToolSource, result, quotes=True)
     assert_no_markup(texts)
 
 
@@ -236,16 +254,18 @@ def test_chat_cites_tool_results(co, form):
     assert not response.message.tool_calls
     texts = text_blocks(response.message)
     assert "sunny" in texts[0].lower(), texts  # the answer quotes the tool result
-    check_tool_citations(response.message.citations, texts)
+    check_tool_citations(response.message.citations, texts, quotes=False)
 
 
 def test_chat_stream_cites_tool_results_like_chat(co):
-    request = dict(messages=tool_history("document"), **TOOL_ANSWER)
+    request = dict(
+        messages=tool_history("document"), citation_options={"mode": "FAST"}, **TOOL_ANSWER
+    )
     response = co.chat(model=MODEL, **request)
     events, texts, citations = stream(co, **request)
     assert not any(e.type.startswith("tool-call") for e in events)
     assert texts == text_blocks(response.message)
-    check_tool_citations(citations, texts)
+    check_tool_citations(citations, texts, quotes=True)
     assert [key(c) for c in citations] == [key(c) for c in response.message.citations]
     assert [s.tool_output for c in citations for s in c.sources] == [
         s.tool_output for c in response.message.citations for s in c.sources
@@ -275,8 +295,9 @@ def test_fast_mode_in_lower_case_cites(co):
     response = co.chat(model=MODEL, **GROUNDED, citation_options={"mode": "fast"})
     assert response.message.citations
     texts = text_blocks(response.message)
-    known = {i: " ".join(str(v) for v in d.values()) for i, d in CITED_DOCUMENTS.items()}
-    check_citations(response.message.citations, texts, cohere.DocumentSource, known)
+    check_citations(
+        response.message.citations, texts, cohere.DocumentSource, KNOWN_DOCUMENTS, quotes=True
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -171,6 +171,26 @@ pub enum TextOpError {
     Tokenizer(String),
 }
 
+/// What the engine reports as it works, to whoever watches it (the server's metrics); see
+/// [`EngineHandle::observe`]. Reported from the engine thread, so an observer must be quick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EngineEvent {
+    /// A request left the queue for a running slot after waiting this long since `submit`.
+    Scheduled { queue_wait: std::time::Duration },
+    /// One forward pass ran over `sequences` sequences and `tokens` input tokens. After it, the
+    /// running sequences hold `cached_tokens` positions in the KV cache, of `cache_capacity`
+    /// (every slot at the full context).
+    Step {
+        sequences: usize,
+        tokens: usize,
+        cached_tokens: usize,
+        cache_capacity: usize,
+    },
+}
+
+/// A function told of every [`EngineEvent`].
+pub type Observer = Box<dyn Fn(&EngineEvent) + Send + Sync>;
+
 /// Counters the server reads for health and overload decisions.
 #[derive(Debug, Default)]
 struct Load {
@@ -201,6 +221,16 @@ struct Shared {
     max_prompt_bytes: usize,
     /// Built at the first constrained request: most requests never need it.
     compiler: std::sync::OnceLock<Result<ConstraintCompiler, ConstraintError>>,
+    /// Told of each [`EngineEvent`] once set.
+    observer: std::sync::RwLock<Option<Observer>>,
+}
+
+impl Shared {
+    fn notify(&self, event: EngineEvent) {
+        if let Some(observer) = &*self.observer.read().unwrap_or_else(|e| e.into_inner()) {
+            observer(&event);
+        }
+    }
 }
 
 /// A cheap, cloneable handle to the running engine: the server's only way in.
@@ -216,6 +246,8 @@ struct Admitted {
     sampler: Sampler,
     events: mpsc::UnboundedSender<StreamEvent>,
     place: InFlight,
+    /// When `submit` took it: the start of its queue wait.
+    submitted: std::time::Instant,
 }
 
 /// Starts the engine thread for a loaded model.
@@ -242,6 +274,7 @@ pub fn start(loaded: LoadedModel, config: EngineConfig) -> EngineHandle {
         load: Load::default(),
         end_tokens: loaded.end_token_ids.clone(),
         compiler: std::sync::OnceLock::new(),
+        observer: std::sync::RwLock::new(None),
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let worker = Worker::new(
@@ -274,6 +307,16 @@ impl EngineHandle {
     /// context holds, whatever its content, so it can be refused without tokenizing it.
     pub fn max_prompt_bytes(&self) -> usize {
         self.shared.max_prompt_bytes
+    }
+
+    /// Sets the function told of every [`EngineEvent`], in place of any earlier one.
+    pub fn observe(&self, observer: impl Fn(&EngineEvent) + Send + Sync + 'static) {
+        let mut slot = self
+            .shared
+            .observer
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        *slot = Some(Box::new(observer));
     }
 
     /// Requests waiting for a slot, and sequences running.
@@ -393,6 +436,7 @@ impl EngineHandle {
             sampler,
             events,
             place,
+            submitted: std::time::Instant::now(),
         };
         if self.requests.send(admitted).is_err() {
             return Err(SubmitError::Stopped);

@@ -106,6 +106,12 @@ impl Sequence {
         self.prefilled < self.prompt.len()
     }
 
+    /// Positions this sequence holds in the KV cache: its prompt so far and every output token
+    /// but the newest, which is fed at the next step.
+    pub fn cached_tokens(&self) -> usize {
+        self.prefilled + self.output_tokens.saturating_sub(1)
+    }
+
     fn send_text(&mut self, text: String) {
         if text.is_empty() {
             return;

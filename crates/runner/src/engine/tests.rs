@@ -357,3 +357,52 @@ async fn priority_orders_the_queue_and_equal_priorities_keep_their_order() {
         "priority 0 first (in arrival order), then 5, then 9"
     );
 }
+
+#[tokio::test]
+async fn the_observer_sees_each_queue_wait_and_each_step() {
+    let config = EngineConfig {
+        max_concurrent: 1,
+        ..EngineConfig::default()
+    };
+    let (engine, record) = engine(config, Duration::from_millis(2));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    engine.observe(move |event| sink.lock().unwrap().push(*event));
+    let first = engine.submit(greedy(vec![1, 2, 3], 4)).unwrap();
+    let second = engine.submit(greedy(vec![9], 4)).unwrap();
+    collect(first).await;
+    collect(second).await;
+    let seen = seen.lock().unwrap();
+    let waits: Vec<Duration> = seen
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::Scheduled { queue_wait } => Some(*queue_wait),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits.len(), 2, "one per request: {seen:?}");
+    // The second waited for the first's whole reply (4 steps of at least 2 ms).
+    assert!(waits[1] >= Duration::from_millis(8), "{waits:?}");
+    let steps: Vec<(usize, usize, usize, usize)> = seen
+        .iter()
+        .filter_map(|e| match *e {
+            EngineEvent::Step {
+                sequences,
+                tokens,
+                cached_tokens,
+                cache_capacity,
+            } => Some((sequences, tokens, cached_tokens, cache_capacity)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps.len(), record.lock().unwrap().batch_sizes.len());
+    // The first step prefills the 3-token prompt (and samples a token, not yet in the cache).
+    assert_eq!(steps[0], (1, 3, 3, 128));
+    // Then one token a step, each cached, until the reply of 4 ends and frees its cache.
+    assert_eq!(steps[1], (1, 1, 4, 128));
+    assert_eq!(steps[2], (1, 1, 5, 128));
+    assert_eq!(
+        steps[3].2, 0,
+        "the finished sequence's cache is freed: {steps:?}"
+    );
+}

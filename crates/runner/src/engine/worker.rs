@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::sequence::{advance, Outcome, Sequence, Steering};
-use super::{Admitted, ErrorKind, Shared};
+use super::{Admitted, EngineEvent, ErrorKind, Shared};
 use crate::detok::Detokenizer;
 use crate::model::{BatchItem, BatchModel, SeqId};
 use crate::stop::StopMatcher;
@@ -32,6 +32,15 @@ pub(super) struct Worker {
 enum Input {
     Prompt(usize, usize),
     Token([u32; 1]),
+}
+
+impl Input {
+    fn len(&self) -> usize {
+        match self {
+            Input::Prompt(start, end) => end - start,
+            Input::Token(_) => 1,
+        }
+    }
 }
 
 /// The text of a panic payload, for the error sent to the requests it ended.
@@ -120,7 +129,11 @@ impl Worker {
                 mut sampler,
                 events,
                 place,
+                submitted,
             } = admitted;
+            self.shared.notify(EngineEvent::Scheduled {
+                queue_wait: submitted.elapsed(),
+            });
             sampler.observe_all(&request.prompt);
             let id = self.next_id;
             self.next_id += 1;
@@ -250,5 +263,12 @@ impl Worker {
             self.model.release(seq.id);
         }
         self.publish_running();
+        let config = &self.shared.config;
+        self.shared.notify(EngineEvent::Step {
+            sequences: plan.len(),
+            tokens: plan.iter().map(|(_, input)| input.len()).sum(),
+            cached_tokens: self.running.iter().map(Sequence::cached_tokens).sum(),
+            cache_capacity: config.max_concurrent * config.context_length,
+        });
     }
 }
