@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crate::engine::{ErrorKind, EventStream, FinishReason, StreamEvent};
 use crate::grounding::accurate::{self, Attributor, Gains};
+use crate::grounding::native::{NativeCitations, NativeEvent};
 use crate::grounding::{Citation, CitationMode, Citer, Sentence, Source};
 use crate::tools::{ToolEvent, ToolParser};
 
@@ -122,6 +123,10 @@ pub struct ReplyOptions {
     /// [`CitationMode::Off`].
     pub sources: Arc<[Source]>,
     pub citation_mode: CitationMode,
+    /// The model marks its own citations (`<co>` markup of the Command formats): the markup is
+    /// taken out of the text and its spans cited; FAST's alignment stands only for a reply
+    /// that marks none.
+    pub native_citations: bool,
 }
 
 /// The state machine from engine events to reply events for one request.
@@ -143,6 +148,15 @@ pub struct ReplyAssembler {
     sentences: Vec<Sentence>,
     /// ACCURATE: the end, held while the model scores the sentences.
     held_end: Option<Finish>,
+    /// Takes the model's own citation markup out of the text (Command formats).
+    native: Option<NativeCitations>,
+    /// Whether the model cited anything itself.
+    native_cited: bool,
+    /// With native citations: FAST's, for a reply that marks none.
+    fallback: Vec<Citation>,
+    /// Tokens of markup only, carried to the next text that is sent.
+    markup_ids: Vec<u32>,
+    markup_logprobs: Vec<f32>,
     ended: bool,
 }
 
@@ -168,12 +182,19 @@ impl ReplyAssembler {
             next_block: 0,
             pending_ids: Vec::new(),
             pending_logprobs: Vec::new(),
-            sources: options.sources,
+            sources: options.sources.clone(),
             citation_mode: options.citation_mode,
             citer: None,
             citations: 0,
             sentences: Vec::new(),
             held_end: None,
+            native: options
+                .native_citations
+                .then(|| NativeCitations::new(&options.sources)),
+            native_cited: false,
+            fallback: Vec::new(),
+            markup_ids: Vec::new(),
+            markup_logprobs: Vec::new(),
             ended: false,
         }
     }
@@ -241,6 +262,8 @@ impl ReplyAssembler {
         };
         match self.citation_mode {
             CitationMode::Off => {}
+            // The model cites itself; the alignment waits in case it does not.
+            _ if self.native.is_some() => self.fallback.extend(citer.fast(&sentences)),
             CitationMode::Fast => {
                 let citations = citer.fast(&sentences);
                 self.emit_citations(out, citations);
@@ -295,7 +318,15 @@ impl ReplyAssembler {
                         finish = Finish::ToolCall;
                     }
                 }
+                if let Some(native) = self.native.as_mut() {
+                    let events = native.finish();
+                    self.native_events(&mut out, events, Vec::new(), Vec::new());
+                }
                 self.cite(&mut out, None);
+                if !self.native_cited {
+                    let fallback = std::mem::take(&mut self.fallback);
+                    self.emit_citations(&mut out, fallback);
+                }
                 if self.citation_mode == CitationMode::Accurate && !self.sentences.is_empty() {
                     // The end waits for the model's scores (see `attributed`).
                     self.held_end = Some(finish);
@@ -361,15 +392,49 @@ impl ReplyAssembler {
 
     /// A piece of the answer text, in the text block (opened first if need be).
     fn text(&mut self, out: &mut Vec<ReplyEvent>, text: String, ids: Vec<u32>, lps: Vec<f32>) {
-        let index = self.open_text(out);
-        let cited = text.clone();
-        out.push(ReplyEvent::ContentDelta {
-            index,
-            text,
-            token_ids: ids,
-            logprobs: lps,
-        });
-        self.cite(out, Some(&cited));
+        let events = match self.native.as_mut() {
+            Some(native) => native.push(&text),
+            None => vec![NativeEvent::Text(text)],
+        };
+        self.native_events(out, events, ids, lps);
+    }
+
+    /// Clean text and the model's own citations; the tokens go with the first text sent.
+    fn native_events(
+        &mut self,
+        out: &mut Vec<ReplyEvent>,
+        events: Vec<NativeEvent>,
+        ids: Vec<u32>,
+        lps: Vec<f32>,
+    ) {
+        self.markup_ids.extend(ids);
+        self.markup_logprobs.extend(lps);
+        for event in events {
+            match event {
+                NativeEvent::Text(text) => {
+                    let index = self.open_text(out);
+                    let cited = text.clone();
+                    out.push(ReplyEvent::ContentDelta {
+                        index,
+                        text,
+                        token_ids: std::mem::take(&mut self.markup_ids),
+                        logprobs: std::mem::take(&mut self.markup_logprobs),
+                    });
+                    self.cite(out, Some(&cited));
+                }
+                NativeEvent::Cite {
+                    start,
+                    end,
+                    sources,
+                } => {
+                    let citation = self.citer.as_ref().map(|c| c.span(start, end, &sources));
+                    if let Some(citation) = citation {
+                        self.native_cited = true;
+                        self.emit_citations(out, vec![citation]);
+                    }
+                }
+            }
+        }
     }
 
     fn open_text(&mut self, out: &mut Vec<ReplyEvent>) -> usize {
@@ -556,6 +621,101 @@ mod tests {
             Some(ReplyEvent::End(end)) => end,
             other => panic!("no end: {other:?}"),
         }
+    }
+
+    fn documents(texts: &[&str]) -> Arc<[Source]> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let fields =
+                    serde_json::Map::from_iter([("snippet".to_string(), t.to_string().into())]);
+                Source::new(
+                    format!("doc:{i}"),
+                    crate::grounding::SourceKind::Document,
+                    fields,
+                )
+            })
+            .collect()
+    }
+
+    /// A Command reply's `<co>` markup never reaches the content: its spans are cited, after
+    /// their text and before the block ends, and the markup's tokens travel with the next text.
+    #[test]
+    fn native_citation_markup_becomes_citations_in_every_mode_but_off() {
+        let sources = documents(&[
+            "Lumra is in Vextor.",
+            "Quenmoor is the capital of Zorblatt.",
+        ]);
+        let pieces = [
+            ("It is <c", 1),
+            ("o>Quen", 2),
+            ("moor</co: 0", 3),
+            (":[1]>.", 4),
+        ];
+        for mode in [
+            CitationMode::Fast,
+            CitationMode::Accurate,
+            CitationMode::Off,
+        ] {
+            let options = ReplyOptions {
+                sources: sources.clone(),
+                citation_mode: mode,
+                native_citations: true,
+                ..ReplyOptions::default()
+            };
+            let mut events: Vec<StreamEvent> =
+                pieces.iter().map(|(t, id)| text(t, &[*id])).collect();
+            events.push(done(FinishReason::EndOfTurn, 4));
+            let out = run(options, events);
+            let (mut content, mut ids, mut citations) =
+                (String::new(), Vec::<u32>::new(), Vec::new());
+            for event in &out {
+                match event {
+                    ReplyEvent::ContentDelta {
+                        text, token_ids, ..
+                    } => {
+                        content.push_str(text);
+                        ids.extend(token_ids);
+                    }
+                    ReplyEvent::Citation { citation, .. } => {
+                        assert!(content.chars().count() >= citation.end);
+                        citations.push(citation.clone());
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(content, "It is Quenmoor.", "{mode:?}");
+            assert_eq!(ids, [1, 2, 3, 4], "{mode:?}");
+            if mode == CitationMode::Off {
+                assert!(citations.is_empty());
+                continue;
+            }
+            assert_eq!(citations.len(), 1, "{mode:?}: {citations:?}");
+            assert_eq!((citations[0].start, citations[0].end), (6, 14));
+            assert_eq!(citations[0].text, "Quenmoor");
+            assert_eq!(citations[0].sources[0].id, "doc:1");
+        }
+        // A Command reply that marks nothing gets FAST's alignment instead.
+        let options = ReplyOptions {
+            sources: sources.clone(),
+            citation_mode: CitationMode::Fast,
+            native_citations: true,
+            ..ReplyOptions::default()
+        };
+        let out = run(
+            options,
+            vec![
+                text("Quenmoor is the capital of Zorblatt.", &[1]),
+                done(FinishReason::EndOfTurn, 1),
+            ],
+        );
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, ReplyEvent::Citation { citation, .. }
+                if citation.sources[0].id == "doc:1")),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -245,6 +245,7 @@ async fn start_chat(
         cached_tokens,
         sources: valid.sources.into(),
         citation_mode: valid.citation_mode,
+        native_citations: engine.tool_format() == runner::tools::ToolFormatKind::Command,
     };
     let reply = ReplyStream::new(events, ReplyAssembler::new(prompt_tokens, options))
         .with_attributor(std::sync::Arc::new(engine.clone()));

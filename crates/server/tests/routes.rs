@@ -575,6 +575,13 @@ async fn metrics_count_requests_tokens_and_engine_steps_and_need_the_key() {
     send(&app, "GET", "/no/such/route", None, &key).await;
     let reply = send(&app, "GET", "/metrics", None, &[]).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    // The reply can reach the client a moment before the engine has freed its slot and
+    // reported its last step.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.load().1 > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let reply = send(&app, "GET", "/metrics", None, &key).await;
     assert_eq!(reply.status, StatusCode::OK);
     let text = reply.text();
@@ -583,6 +590,7 @@ async fn metrics_count_requests_tokens_and_engine_steps_and_need_the_key() {
         "cohost_requests_total{route=\"/v2/chat\",status=\"200\"} 1".to_string(),
         "cohost_requests_total{route=\"unmatched\",status=\"404\"} 1".to_string(),
         "cohost_requests_total{route=\"/metrics\",status=\"401\"} 1".to_string(),
+        format!("cohost_kv_cache_tokens{{{model}}} 0"),
         format!("cohost_generation_tokens_total{{{model}}} {output}"),
         format!("cohost_time_to_first_token_seconds_count{{{model}}} 1"),
         format!("cohost_request_duration_seconds_count{{{model}}} 1"),

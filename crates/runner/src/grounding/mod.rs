@@ -12,6 +12,7 @@
 
 pub mod accurate;
 pub mod align;
+pub mod native;
 
 use std::sync::Arc;
 
@@ -189,6 +190,18 @@ impl Citer {
             start: chars_start,
             end: chars_start + text.chars().count(),
             text,
+            sources: sources.iter().map(|&i| self.sources[i].clone()).collect(),
+            content_index: self.content_index,
+        }
+    }
+
+    /// A citation of code points `start..end` of the block's text so far (a span the model
+    /// marked itself, see [`native`]).
+    pub fn span(&self, start: usize, end: usize, sources: &[usize]) -> Citation {
+        Citation {
+            start,
+            end,
+            text: self.text.chars().skip(start).take(end - start).collect(),
             sources: sources.iter().map(|&i| self.sources[i].clone()).collect(),
             content_index: self.content_index,
         }
