@@ -372,6 +372,17 @@ async fn the_observer_sees_each_queue_wait_and_each_step() {
     let second = engine.submit(greedy(vec![9], 4)).unwrap();
     collect(first).await;
     collect(second).await;
+    // A reply ends (its last event sent) just before the engine reports that step.
+    let steps_seen = || {
+        let steps = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, EngineEvent::Step { .. }))
+            .count();
+        steps == record.lock().unwrap().batch_sizes.len()
+    };
+    wait_until(steps_seen).await;
     let seen = seen.lock().unwrap();
     let waits: Vec<Duration> = seen
         .iter()
