@@ -18,6 +18,7 @@ pub mod reply;
 pub mod stop;
 pub mod template;
 pub mod text_error;
+pub mod thinking;
 pub mod tokenizer;
 pub mod tools;
 

@@ -128,6 +128,7 @@ fn assemble(
         vocab_size: model.vocab_size(),
         template_origin: template.origin().to_string(),
         tool_format: template.tool_format(),
+        thinking: crate::thinking::markers_of(template.source()),
     };
     tracing::info!(
         model = %info.name,

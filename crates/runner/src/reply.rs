@@ -27,6 +27,7 @@ use crate::engine::{ErrorKind, EventStream, FinishReason, StreamEvent};
 use crate::grounding::accurate::{self, Attributor, Gains};
 use crate::grounding::native::{NativeCitations, NativeEvent};
 use crate::grounding::{Citation, CitationMode, Citer, Sentence, Source};
+use crate::thinking::{Piece, ThinkingMarkers, ThinkingSplitter};
 use crate::tools::{ToolEvent, ToolParser};
 
 /// What a content block holds.
@@ -127,6 +128,9 @@ pub struct ReplyOptions {
     /// taken out of the text and its spans cited; FAST's alignment stands only for a reply
     /// that marks none.
     pub native_citations: bool,
+    /// The model thinks before it answers, between these markers: the thinking becomes its own
+    /// block (index 0) before the text block, and the markers never reach either.
+    pub thinking: Option<ThinkingMarkers>,
 }
 
 /// The state machine from engine events to reply events for one request.
@@ -157,6 +161,12 @@ pub struct ReplyAssembler {
     /// Tokens of markup only, carried to the next text that is sent.
     markup_ids: Vec<u32>,
     markup_logprobs: Vec<f32>,
+    /// Splits the model's thinking from its answer.
+    thinking: Option<ThinkingSplitter>,
+    /// The open block is the thinking block.
+    thinking_open: bool,
+    /// A text block has been opened.
+    text_seen: bool,
     ended: bool,
 }
 
@@ -195,6 +205,9 @@ impl ReplyAssembler {
             fallback: Vec::new(),
             markup_ids: Vec::new(),
             markup_logprobs: Vec::new(),
+            thinking: options.thinking.map(ThinkingSplitter::new),
+            thinking_open: false,
+            text_seen: false,
             ended: false,
         }
     }
@@ -285,14 +298,12 @@ impl ReplyAssembler {
                 logprobs,
             } => {
                 self.usage.output_tokens += token_ids.len();
-                match self.tools.as_mut() {
-                    Some(parser) => {
-                        self.pending_ids.extend(token_ids);
-                        self.pending_logprobs.extend(logprobs);
-                        let events = parser.push(&text);
-                        self.tool_events(&mut out, events);
+                match self.thinking.as_mut() {
+                    Some(splitter) => {
+                        let pieces = splitter.push(&text);
+                        self.pieces(&mut out, pieces, token_ids, logprobs);
                     }
-                    None => self.text(&mut out, text, token_ids, logprobs),
+                    None => self.answer(&mut out, text, token_ids, logprobs),
                 }
             }
             StreamEvent::Done {
@@ -307,6 +318,10 @@ impl ReplyAssembler {
                     FinishReason::StopSequence => Finish::StopSequence,
                     FinishReason::MaxTokens => Finish::MaxTokens,
                 };
+                if let Some(splitter) = self.thinking.as_mut() {
+                    let pieces = splitter.finish();
+                    self.pieces(&mut out, pieces, Vec::new(), Vec::new());
+                }
                 if let Some(parser) = self.tools.as_mut() {
                     let events = match reason {
                         FinishReason::MaxTokens => parser.finish_cut(),
@@ -390,6 +405,75 @@ impl ReplyAssembler {
         self.pending_logprobs.clear();
     }
 
+    /// Thinking and answer text, in order; the tokens go with the first piece (or the next
+    /// one, when these tokens were only markup).
+    fn pieces(
+        &mut self,
+        out: &mut Vec<ReplyEvent>,
+        pieces: Vec<Piece>,
+        ids: Vec<u32>,
+        lps: Vec<f32>,
+    ) {
+        self.markup_ids.extend(ids);
+        self.markup_logprobs.extend(lps);
+        for piece in pieces {
+            match piece {
+                Piece::Thinking(text) => {
+                    let index = self.open_thinking(out);
+                    out.push(ReplyEvent::ContentDelta {
+                        index,
+                        text,
+                        token_ids: std::mem::take(&mut self.markup_ids),
+                        logprobs: std::mem::take(&mut self.markup_logprobs),
+                    });
+                }
+                Piece::Answer(text) => {
+                    self.close_thinking(out);
+                    let ids = std::mem::take(&mut self.markup_ids);
+                    let lps = std::mem::take(&mut self.markup_logprobs);
+                    self.answer(out, text, ids, lps);
+                }
+            }
+        }
+    }
+
+    /// Answer text: through the tool-call parser when the request has tools.
+    fn answer(&mut self, out: &mut Vec<ReplyEvent>, text: String, ids: Vec<u32>, lps: Vec<f32>) {
+        match self.tools.as_mut() {
+            Some(parser) => {
+                self.pending_ids.extend(ids);
+                self.pending_logprobs.extend(lps);
+                let events = parser.push(&text);
+                self.tool_events(out, events);
+            }
+            None => self.text(out, text, ids, lps),
+        }
+    }
+
+    fn open_thinking(&mut self, out: &mut Vec<ReplyEvent>) -> usize {
+        if let (true, Some(index)) = (self.thinking_open, self.open_block) {
+            return index;
+        }
+        self.thinking_open = true;
+        self.start_block(out, BlockKind::Thinking)
+    }
+
+    /// Opens the next content block.
+    fn start_block(&mut self, out: &mut Vec<ReplyEvent>, kind: BlockKind) -> usize {
+        let index = self.next_block;
+        self.next_block += 1;
+        self.open_block = Some(index);
+        out.push(ReplyEvent::ContentStart { index, kind });
+        index
+    }
+
+    fn close_thinking(&mut self, out: &mut Vec<ReplyEvent>) {
+        if self.thinking_open {
+            self.thinking_open = false;
+            self.close_block(out);
+        }
+    }
+
     /// A piece of the answer text, in the text block (opened first if need be).
     fn text(&mut self, out: &mut Vec<ReplyEvent>, text: String, ids: Vec<u32>, lps: Vec<f32>) {
         let events = match self.native.as_mut() {
@@ -441,13 +525,8 @@ impl ReplyAssembler {
         if let Some(index) = self.open_block {
             return index;
         }
-        let index = self.next_block;
-        self.next_block += 1;
-        self.open_block = Some(index);
-        out.push(ReplyEvent::ContentStart {
-            index,
-            kind: BlockKind::Text,
-        });
+        self.text_seen = true;
+        let index = self.start_block(out, BlockKind::Text);
         if self.citation_mode != CitationMode::Off && !self.sources.is_empty() {
             self.citer = Some(Citer::new(self.sources.clone(), index));
         }
@@ -462,8 +541,9 @@ impl ReplyAssembler {
 
     fn end(&mut self, out: &mut Vec<ReplyEvent>, finish: Finish, error: Option<ReplyError>) {
         let made_calls = self.tools.as_ref().is_some_and(|p| p.calls() > 0);
+        self.close_thinking(out);
         // A reply without calls always has its text block, even an empty one.
-        if !made_calls && self.next_block == 0 {
+        if !made_calls && !self.text_seen {
             self.open_text(out);
         }
         self.close_block(out);
@@ -621,6 +701,72 @@ mod tests {
             Some(ReplyEvent::End(end)) => end,
             other => panic!("no end: {other:?}"),
         }
+    }
+
+    /// A thinking model's reply: its thinking is block 0, the answer block 1, the markers in
+    /// neither, and every token is accounted for.
+    #[test]
+    fn thinking_is_its_own_block_before_the_text() {
+        let options = ReplyOptions {
+            thinking: crate::thinking::markers_of("<think></think>"),
+            ..ReplyOptions::default()
+        };
+        let out = run(
+            options,
+            vec![
+                text("<think>", &[1]),
+                text("\nhm", &[2]),
+                text("m</think>\n\n", &[3]),
+                text("Yes.", &[4]),
+                done(FinishReason::EndOfTurn, 4),
+            ],
+        );
+        let mut blocks: Vec<(BlockKind, String)> = Vec::new();
+        let mut ids: Vec<u32> = Vec::new();
+        for event in &out {
+            match event {
+                ReplyEvent::ContentStart { index, kind } => {
+                    assert_eq!(*index, blocks.len());
+                    blocks.push((*kind, String::new()));
+                }
+                ReplyEvent::ContentDelta {
+                    index,
+                    text,
+                    token_ids,
+                    ..
+                } => {
+                    blocks[*index].1.push_str(text);
+                    ids.extend(token_ids);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            blocks,
+            [
+                (BlockKind::Thinking, "\nhmm".to_string()),
+                (BlockKind::Text, "Yes.".to_string())
+            ]
+        );
+        assert_eq!(ids, [1, 2, 3, 4]);
+        assert_eq!(end(&out).usage.output_tokens, 4);
+        // A reply cut while thinking still has its (empty) text block after the thinking.
+        let options = ReplyOptions {
+            thinking: crate::thinking::markers_of("<think></think>"),
+            ..ReplyOptions::default()
+        };
+        let out = run(
+            options,
+            vec![text("<think>so", &[1]), done(FinishReason::MaxTokens, 1)],
+        );
+        let kinds: Vec<BlockKind> = out
+            .iter()
+            .filter_map(|e| match e {
+                ReplyEvent::ContentStart { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, [BlockKind::Thinking, BlockKind::Text]);
     }
 
     fn documents(texts: &[&str]) -> Arc<[Source]> {

@@ -79,6 +79,7 @@ fn engine(script: Script) -> EngineHandle {
             vocab_size: vocab,
             template_origin: "builtin".into(),
             tool_format: ToolFormatKind::Generic,
+            thinking: None,
         },
         model: Box::new(ScriptedModel {
             vocab,

@@ -235,6 +235,7 @@ async fn start_chat(
         constraint,
         priority: valid.priority,
         teacher: None,
+        thinking_budget: valid.thinking_budget,
     })?;
     // Filled in by the prefix cache once it exists; counted in usage and the metrics already.
     let cached_tokens = 0;
@@ -246,6 +247,7 @@ async fn start_chat(
         sources: valid.sources.into(),
         citation_mode: valid.citation_mode,
         native_citations: engine.tool_format() == runner::tools::ToolFormatKind::Command,
+        thinking: engine.info().thinking.clone(),
     };
     let reply = ReplyStream::new(events, ReplyAssembler::new(prompt_tokens, options))
         .with_attributor(std::sync::Arc::new(engine.clone()));

@@ -213,7 +213,13 @@ impl Registry {
         let (features, embedding_dimension) = match &served.backend {
             // Every chat model takes tools: templates that cannot render them get the generic
             // tool section.
-            Backend::Chat(_) => (vec!["logprobs".to_string(), "tools".to_string()], None),
+            Backend::Chat(engine) => {
+                let mut features = vec!["logprobs".to_string(), "tools".to_string()];
+                if engine.info().thinking.is_some() {
+                    features.push("thinking".to_string());
+                }
+                (features, None)
+            }
             Backend::Encoder(e) => match e.spec().kind {
                 EncoderKind::Embed => (
                     vec![RERANK_BY_COSINE.to_string()],

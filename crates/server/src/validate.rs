@@ -41,6 +41,8 @@ pub struct ValidChat {
     /// What the reply may cite: the documents, then the tool results, in request order.
     pub sources: Vec<Source>,
     pub citation_mode: CitationMode,
+    /// Most thinking tokens, for a model that thinks and a request with thinking enabled.
+    pub thinking_budget: Option<usize>,
 }
 
 /// Checks everything but `model` (see `Registry::find`) and builds the template's chat.
@@ -83,6 +85,20 @@ pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, Ap
             ));
         }
     }
+    // The template's switch (Qwen3's `enable_thinking`, Command's `reasoning`); a model that
+    // cannot think ignores it (its /v1/models entry has no `thinking` feature).
+    let thinking = req
+        .thinking
+        .as_ref()
+        .map(|t| t.kind != Some(crate::wire::ThinkingType::Disabled));
+    let thinking_budget = match (thinking, &info.thinking) {
+        (Some(true), Some(_)) => req
+            .thinking
+            .as_ref()
+            .and_then(|t| t.token_budget)
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
+        _ => None,
+    };
 
     let tools = req.tools.as_deref().unwrap_or_default();
     let tool_defs = validate_tools(tools, req.strict_tools.unwrap_or(false))?;
@@ -132,6 +148,13 @@ pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, Ap
         // (runner::grounding::prepare_documents).
         documents: documents.into_iter().map(Value::Object).collect(),
         add_generation_prompt: true,
+        thinking,
+        // Command templates switch their safety preamble on it; others do not read it.
+        safety_mode: req.safety_mode.map(|mode| match mode {
+            crate::wire::SafetyMode::Contextual => runner::chat::SafetyMode::Contextual,
+            crate::wire::SafetyMode::Strict => runner::chat::SafetyMode::Strict,
+            crate::wire::SafetyMode::Off => runner::chat::SafetyMode::Off,
+        }),
         ..ChatPrompt::default()
     };
     Ok(ValidChat {
@@ -145,6 +168,7 @@ pub fn validate_chat(req: ChatRequest, info: &ModelInfo) -> Result<ValidChat, Ap
         priority,
         sources,
         citation_mode,
+        thinking_budget,
     })
 }
 
@@ -495,14 +519,19 @@ fn map_messages(
             }
             Message::Assistant(m) => {
                 seen_other = true;
+                // Thinking blocks a client echoes go to the template as the turn's reasoning,
+                // which it renders where the model expects it (or leaves out).
+                let mut reasoning: Vec<String> = Vec::new();
                 let text = match m.content {
                     Some(Content::Text(t)) => t,
                     Some(Content::Blocks(blocks)) => blocks
                         .into_iter()
                         .filter_map(|b| match b {
                             AssistantBlock::Text { text } => Some(text),
-                            // Earlier reasoning is not shown to the model again.
-                            AssistantBlock::Thinking { .. } => None,
+                            AssistantBlock::Thinking { thinking } => {
+                                reasoning.push(thinking);
+                                None
+                            }
                         })
                         .collect::<Vec<_>>()
                         .join("\n"),
@@ -530,6 +559,7 @@ fn map_messages(
                 }
                 out.push(ChatMessage {
                     tool_calls: template_calls,
+                    reasoning_content: (!reasoning.is_empty()).then(|| reasoning.join("\n")),
                     ..turn("assistant", text)
                 });
             }
@@ -754,6 +784,7 @@ mod tests {
             vocab_size: 49152,
             template_origin: "gguf".into(),
             tool_format: runner::tools::ToolFormatKind::Generic,
+            thinking: None,
         }
     }
 
@@ -918,6 +949,41 @@ mod tests {
         assert_eq!(v.prompt.messages[0].content, "A\n\nB");
         assert_eq!(v.prompt.messages[1].content, "one\ntwo");
         assert_eq!(v.prompt.messages[2].content, "ok");
+    }
+
+    #[test]
+    fn thinking_reaches_the_template_and_its_budget_only_a_thinking_model() {
+        let thinker = ModelInfo {
+            thinking: runner::thinking::markers_of("<think></think>"),
+            ..info()
+        };
+        let enabled =
+            json!({"thinking": {"type": "enabled", "token_budget": 64}, "safety_mode": "STRICT"});
+        let v = validate_chat(request(enabled.clone()), &thinker).unwrap();
+        assert_eq!(v.prompt.thinking, Some(true));
+        assert_eq!(v.thinking_budget, Some(64));
+        assert_eq!(v.prompt.safety_mode, Some(runner::chat::SafetyMode::Strict));
+        let v = accept(enabled);
+        assert_eq!(
+            v.thinking_budget, None,
+            "a model that cannot think has no budget"
+        );
+        let v = validate_chat(
+            request(json!({"thinking": {"type": "disabled", "token_budget": 9}})),
+            &thinker,
+        )
+        .unwrap();
+        assert_eq!((v.prompt.thinking, v.thinking_budget), (Some(false), None));
+        assert_eq!(accept(json!({})).prompt.thinking, None);
+        let v = accept(json!({"messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "because"}, {"type": "text", "text": "a"}]},
+            {"role": "user", "content": "again"}
+        ]}));
+        assert_eq!(
+            v.prompt.messages[1].reasoning_content.as_deref(),
+            Some("because")
+        );
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct GenerateRequest {
     /// the reply is their log-probabilities under the model ([`StreamEvent::Scores`]), no text.
     /// Used to score how well a text fits a context (model-scored citations).
     pub teacher: Option<Vec<u32>>,
+    /// For a model that thinks ([`ModelInfo::thinking`]): at most this many thinking tokens;
+    /// then the end of the thinking is forced and the answer follows.
+    pub thinking_budget: Option<usize>,
 }
 
 /// Why a sequence ended.
@@ -159,6 +162,8 @@ pub struct ModelInfo {
     pub template_origin: String,
     /// How the model writes tool calls (read from its chat template).
     pub tool_format: crate::tools::ToolFormatKind,
+    /// How the model marks its thinking, if its template is a thinking model's.
+    pub thinking: Option<crate::thinking::ThinkingMarkers>,
 }
 
 /// Errors of the text helpers exposed through the handle.
@@ -221,6 +226,8 @@ struct Shared {
     max_prompt_bytes: usize,
     /// Built at the first constrained request: most requests never need it.
     compiler: std::sync::OnceLock<Result<ConstraintCompiler, ConstraintError>>,
+    /// The thinking markers' token ids (open, close), for `GenerateRequest::thinking_budget`.
+    thinking_ids: Option<(Vec<u32>, Vec<u32>)>,
     /// Told of each [`EngineEvent`] once set.
     observer: std::sync::RwLock<Option<Observer>>,
 }
@@ -261,6 +268,16 @@ pub fn start(loaded: LoadedModel, config: EngineConfig) -> EngineHandle {
     };
     let mut info = loaded.info;
     info.context_length = context_length;
+    let thinking_ids = info.thinking.as_ref().and_then(|markers| {
+        let ids = |text: &str| {
+            loaded
+                .tokenizer
+                .encode(text, false)
+                .ok()
+                .filter(|ids| !ids.is_empty())
+        };
+        Some((ids(&markers.open)?, ids(&markers.close)?))
+    });
     let max_prompt_bytes = loaded
         .tokenizer
         .max_token_bytes()
@@ -275,6 +292,7 @@ pub fn start(loaded: LoadedModel, config: EngineConfig) -> EngineHandle {
         end_tokens: loaded.end_token_ids.clone(),
         compiler: std::sync::OnceLock::new(),
         observer: std::sync::RwLock::new(None),
+        thinking_ids,
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let worker = Worker::new(

@@ -12,6 +12,7 @@ use crate::constraint::Constraint;
 use crate::detok::Detokenizer;
 use crate::model::SeqId;
 use crate::stop::StopMatcher;
+use crate::thinking::ThinkingBudget;
 
 /// A constrained sequence looks for its closing path every step once the tokens left are within
 /// this many of the last path's length.
@@ -50,6 +51,8 @@ pub(super) struct Sequence {
     /// Teacher forcing: the tokens to score (see `GenerateRequest::teacher`) and their scores.
     pub teacher: Option<Vec<u32>>,
     pub scores: Vec<f32>,
+    /// Counts thinking tokens against the request's budget.
+    pub thinking: Option<ThinkingBudget>,
     /// Held until the sequence is dropped, whatever ends it.
     pub _place: InFlight,
 }
@@ -224,9 +227,21 @@ pub(super) fn advance(seq: &mut Sequence, logits: &mut [f32], end_tokens: &[u32]
     if seq.teacher.is_some() {
         return score_step(seq, logits);
     }
-    let sampled = match &mut seq.constraint {
-        None => seq.sampler.sample(logits),
-        Some(constraint) => {
+    let forced = seq.thinking.as_ref().and_then(ThinkingBudget::forced);
+    let sampled = match (&mut seq.constraint, forced) {
+        // The thinking budget is spent: its end marker, token by token.
+        (None, Some(token)) => {
+            // The mask is a bitset over the vocabulary: only the forced token.
+            let token = token as usize;
+            seq.mask.clear();
+            seq.mask.resize(logits.len().div_ceil(32), 0);
+            if let Some(word) = seq.mask.get_mut(token / 32) {
+                *word |= 1 << (token % 32);
+            }
+            seq.sampler.sample_masked(logits, &seq.mask)
+        }
+        (None, None) => seq.sampler.sample(logits),
+        (Some(constraint), _) => {
             if let Err(error) = constraint.mask(&mut seq.mask) {
                 return seq.fail(error.to_string(), ErrorKind::Request);
             }
@@ -260,6 +275,9 @@ pub(super) fn advance(seq: &mut Sequence, logits: &mut [f32], end_tokens: &[u32]
         }
     }
     seq.output_tokens += 1;
+    if let Some(thinking) = &mut seq.thinking {
+        thinking.accept(sampled.token, seq.output_tokens);
+    }
     seq.pending_ids.push(sampled.token);
     if let Some(logprob) = sampled.logprob {
         seq.pending_logprobs.push(logprob);

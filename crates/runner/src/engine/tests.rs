@@ -86,6 +86,14 @@ fn tokenizer() -> TokenizerBundle {
 }
 
 fn engine(config: EngineConfig, step_delay: Duration) -> (EngineHandle, Arc<Mutex<Record>>) {
+    engine_with(config, step_delay, None)
+}
+
+fn engine_with(
+    config: EngineConfig,
+    step_delay: Duration,
+    thinking: Option<crate::thinking::ThinkingMarkers>,
+) -> (EngineHandle, Arc<Mutex<Record>>) {
     let record = Arc::new(Mutex::new(Record::default()));
     let loaded = LoadedModel {
         info: ModelInfo {
@@ -95,6 +103,7 @@ fn engine(config: EngineConfig, step_delay: Duration) -> (EngineHandle, Arc<Mute
             vocab_size: VOCAB,
             template_origin: "builtin:chatml".into(),
             tool_format: crate::tools::ToolFormatKind::Generic,
+            thinking,
         },
         model: Box::new(CountingModel {
             record: record.clone(),
@@ -416,4 +425,22 @@ async fn the_observer_sees_each_queue_wait_and_each_step() {
         steps[3].2, 0,
         "the finished sequence's cache is freed: {steps:?}"
     );
+}
+
+/// The scripted model would think forever (each token is the last + 1): at the budget, the end
+/// marker's tokens are forced and the reply goes on after them.
+#[tokio::test]
+async fn the_thinking_budget_forces_the_end_marker_then_the_answer_follows() {
+    let markers = crate::thinking::ThinkingMarkers {
+        open: "t5".into(),
+        close: "t40 t41".into(),
+    };
+    let (engine, _) = engine_with(EngineConfig::default(), Duration::ZERO, Some(markers));
+    let mut request = greedy(vec![4], 8);
+    request.thinking_budget = Some(3);
+    let (tokens, end) = collect(engine.submit(request).unwrap()).await;
+    assert_eq!(tokens, [5, 6, 7, 8, 40, 41, 42, 43], "{end:?}");
+    // Without a budget the same request thinks on.
+    let (tokens, _) = collect(engine.submit(greedy(vec![4], 8)).unwrap()).await;
+    assert_eq!(tokens, [5, 6, 7, 8, 9, 10, 11, 12]);
 }

@@ -13,6 +13,7 @@ use super::{Admitted, EngineEvent, ErrorKind, Shared};
 use crate::detok::Detokenizer;
 use crate::model::{BatchItem, BatchModel, SeqId};
 use crate::stop::StopMatcher;
+use crate::thinking::ThinkingBudget;
 
 /// The state owned by the engine thread.
 pub(super) struct Worker {
@@ -155,6 +156,10 @@ impl Worker {
                 events,
                 teacher: request.teacher,
                 scores: Vec::new(),
+                thinking: request.thinking_budget.and_then(|budget| {
+                    let (open, close) = self.shared.thinking_ids.as_ref()?;
+                    Some(ThinkingBudget::new(open.clone(), close.clone(), budget))
+                }),
                 _place: place,
             });
         }
