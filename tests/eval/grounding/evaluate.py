@@ -239,6 +239,15 @@ def summarize(records, modes):
             "citations": len(cits),
             "precision": share(sum(c["precise"] for c in cits), len(cits)),
             "citations_of_answer_doc": share(sum(c["answer_doc"] for c in cits), len(cits)),
+            # How focused the attribution is: of every source named by a citation, the share
+            # that is the answer document (a phrase several documents share, cited to all of
+            # them, lowers it), and the sources per citation.
+            "answer_doc_share_of_sources": share(
+                sum(c["answer_doc"] for c in cits), sum(len(c["sources"]) for c in cits)
+            ),
+            "sources_per_citation": (
+                sum(len(c["sources"]) for c in cits) / len(cits) if cits else None
+            ),
             "answered_citing_answer_doc": share(
                 sum(1 for r in answered if any(c["answer_doc"] for c in r["citations"])),
                 len(answered),
@@ -281,15 +290,17 @@ def num(x, digits=2):
 def table(summary):
     rows = [
         "| mode | replies | errors | answered | quote share | coverage (goal ≥95%) | citations "
-        "| precision (goal ≥90%) | cite answer doc | answer cited | violations | markup | mean s | p50 s | mean ×OFF "
+        "| precision (goal ≥90%) | cite answer doc | sources / citation | answer doc of sources "
+        "| answer cited | violations | markup | mean s | p50 s | mean ×OFF "
         "| paired ×OFF | same text as OFF |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, s in summary.items():
         rows.append(
             f"| {mode} | {s['replies']} | {s['errors']} | {pct(s['answered'])} | {pct(s['quote_share'])} "
             f"| {pct(s['coverage'])} | {s['citations']} | {pct(s['precision'])} "
-            f"| {pct(s['citations_of_answer_doc'])} | {pct(s['answer_span_cited'])} | {s['violations']} | {s['replies_with_markup']} "
+            f"| {pct(s['citations_of_answer_doc'])} | {num(s.get('sources_per_citation'))} "
+            f"| {pct(s.get('answer_doc_share_of_sources'))} | {pct(s['answer_span_cited'])} | {s['violations']} | {s['replies_with_markup']} "
             f"| {num(s['mean_s'])} "
             f"| {num(s['p50_s'])} | {num(s.get('mean_vs_off'), 3)} "
             f"| {num(s.get('median_paired_ratio_vs_off'), 3)} | {pct(s.get('text_same_as_off'))} |"
@@ -315,7 +326,16 @@ def main():
     parser.add_argument("--timeout", type=float, default=600, help="seconds per request")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured requests first")
     parser.add_argument("--quiet", action="store_true", help="no line per reply")
+    parser.add_argument(
+        "--rescore", default=None, help="summarize the replies of an earlier --out file instead"
+    )
     args = parser.parse_args()
+    if args.rescore:
+        earlier = json.loads(pathlib.Path(args.rescore).read_text())
+        modes = list(earlier["summary"])
+        print(table(summarize(earlier["replies"], modes)))
+        print(f"\n{earlier['n_questions']} questions, model {earlier['model']}")
+        return
 
     modes = [m.strip().upper() for m in args.modes.split(",") if m.strip()]
     with open(args.questions) as lines:
