@@ -263,16 +263,16 @@ pub fn tokenize(handle: &EncoderHandle, valid: &ValidEmbed) -> Result<Vec<Encode
         .collect()
 }
 
-/// Embeds checked texts: tokenized off the async workers, run on the model's engine.
+/// Embeds checked texts: tokenized on the bounded text-work pool (as chat prompts are), run on
+/// the model's engine.
 pub async fn embed_texts(
+    state: &AppState,
     handle: &EncoderHandle,
     valid: &ValidEmbed,
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
     let inputs = {
         let (handle, valid) = (handle.clone(), valid.clone());
-        tokio::task::spawn_blocking(move || tokenize(&handle, &valid))
-            .await
-            .map_err(|e| ApiError::Internal(format!("tokenizing failed: {e}")))??
+        state.text_work(move || tokenize(&handle, &valid)).await??
     };
     let tokens = inputs.iter().map(Encoded::len).sum();
     match handle.run(inputs).await? {
@@ -352,7 +352,7 @@ async fn embed(
     let registry = state.registry()?;
     let handle = registry.encoder(request.model.as_deref(), Endpoint::Embed)?;
     let valid = validate(request, version, handle)?;
-    let (vectors, tokens) = embed_texts(handle, &valid).await?;
+    let (vectors, tokens) = embed_texts(&state, handle, &valid).await?;
     let (response_type, embeddings) = match valid.types {
         None => ("embeddings_floats", Embeddings::Floats(vectors)),
         Some(types) => (

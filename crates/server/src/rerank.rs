@@ -162,6 +162,7 @@ pub fn cosine_score(a: &[f32], b: &[f32]) -> f32 {
 
 /// Scores every document, highest first (ties by index), cut to `top_n`; and the input tokens.
 pub async fn rank(
+    state: &AppState,
     handle: &EncoderHandle,
     valid: &ValidRerank,
 ) -> Result<(Vec<(usize, f32)>, usize), ApiError> {
@@ -169,18 +170,18 @@ pub async fn rank(
         EncoderKind::Rerank => {
             let pairs = {
                 let (h, v) = (handle.clone(), valid.clone());
-                tokio::task::spawn_blocking(move || -> Result<Vec<Encoded>, ApiError> {
-                    v.texts
-                        .iter()
-                        .map(|d| {
-                            h.text()
-                                .encode_pair(&v.query, d, Some(v.max_tokens_per_doc))
-                                .map_err(ApiError::from)
-                        })
-                        .collect()
-                })
-                .await
-                .map_err(|e| ApiError::Internal(format!("tokenizing failed: {e}")))??
+                state
+                    .text_work(move || -> Result<Vec<Encoded>, ApiError> {
+                        v.texts
+                            .iter()
+                            .map(|d| {
+                                h.text()
+                                    .encode_pair(&v.query, d, Some(v.max_tokens_per_doc))
+                                    .map_err(ApiError::from)
+                            })
+                            .collect()
+                    })
+                    .await??
             };
             let tokens = pairs.iter().map(Encoded::len).sum();
             match handle.run(pairs).await? {
@@ -210,8 +211,10 @@ pub async fn rank(
                 max_tokens: Some(valid.max_tokens_per_doc.saturating_add(extra)),
                 types: None,
             };
-            let ((q, qt), (d, dt)) =
-                tokio::try_join!(embed_texts(handle, &query), embed_texts(handle, &docs))?;
+            let ((q, qt), (d, dt)) = tokio::try_join!(
+                embed_texts(state, handle, &query),
+                embed_texts(state, handle, &docs)
+            )?;
             let scores = d.iter().map(|v| cosine_score(&q[0], v)).collect();
             (scores, qt + dt)
         }
@@ -233,7 +236,7 @@ async fn rerank(
     let registry = state.registry()?;
     let handle = registry.encoder(request.model.as_deref(), Endpoint::Rerank)?;
     let valid = validate(request, version)?;
-    let (ranked, tokens) = rank(handle, &valid).await?;
+    let (ranked, tokens) = rank(&state, handle, &valid).await?;
     let results = ranked
         .into_iter()
         .map(|(index, relevance_score)| RerankResult {
