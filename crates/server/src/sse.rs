@@ -78,6 +78,8 @@ pub struct StreamOutcome {
 pub struct SseEncoder {
     logprobs: bool,
     outcome: Option<StreamOutcome>,
+    /// Indices of the thinking blocks, whose deltas carry `thinking` instead of `text`.
+    thinking_blocks: Vec<usize>,
 }
 
 impl SseEncoder {
@@ -86,6 +88,7 @@ impl SseEncoder {
         Self {
             logprobs,
             outcome: None,
+            thinking_blocks: Vec::new(),
         }
     }
 
@@ -105,21 +108,26 @@ impl SseEncoder {
             return Vec::new();
         }
         let event = match event {
-            ReplyEvent::ContentStart { index, kind } => ChatStreamEvent::ContentStart {
-                index,
-                delta: ContentStartDelta {
-                    message: ContentStartMessage {
-                        content: match kind {
-                            BlockKind::Text => ResponseContent::Text {
-                                text: String::new(),
-                            },
-                            BlockKind::Thinking => ResponseContent::Thinking {
-                                thinking: String::new(),
+            ReplyEvent::ContentStart { index, kind } => {
+                if kind == BlockKind::Thinking {
+                    self.thinking_blocks.push(index);
+                }
+                ChatStreamEvent::ContentStart {
+                    index,
+                    delta: ContentStartDelta {
+                        message: ContentStartMessage {
+                            content: match kind {
+                                BlockKind::Text => ResponseContent::Text {
+                                    text: String::new(),
+                                },
+                                BlockKind::Thinking => ResponseContent::Thinking {
+                                    thinking: String::new(),
+                                },
                             },
                         },
                     },
-                },
-            },
+                }
+            }
             ReplyEvent::ContentDelta {
                 index,
                 text,
@@ -135,7 +143,11 @@ impl SseEncoder {
                     index,
                     delta: ContentDeltaDelta {
                         message: ContentDeltaMessage {
-                            content: TextPiece { text },
+                            content: if self.thinking_blocks.contains(&index) {
+                                TextPiece::Thinking { thinking: text }
+                            } else {
+                                TextPiece::Text { text }
+                            },
                         },
                     },
                     logprobs,
@@ -296,6 +308,46 @@ mod tests {
         );
         // Nothing after the end.
         assert!(enc.event(ReplyEvent::ContentEnd { index: 0 }).is_empty());
+    }
+
+    /// A thinking model's stream: block 0 is thinking (its deltas carry `thinking`), block 1
+    /// the text, as the spec orders them.
+    #[test]
+    fn thinking_streams_as_block_0_with_thinking_deltas_then_the_text() {
+        let options = ReplyOptions {
+            thinking: runner::thinking::markers_of("<think></think>"),
+            ..ReplyOptions::default()
+        };
+        let (_, frames) = encode(
+            false,
+            options,
+            vec![
+                text("<think>hm", &[5], &[]),
+                text("</think>Yes", &[6], &[]),
+                StreamEvent::Done {
+                    reason: EngineFinish::EndOfTurn,
+                    prompt_tokens: 71,
+                    output_tokens: 2,
+                },
+            ],
+        );
+        let all = concat(&frames);
+        let expected = [
+            r#"{"type":"content-start","index":0,"delta":{"message":{"content":{"type":"thinking","thinking":""}}}}"#,
+            r#"{"type":"content-delta","index":0,"delta":{"message":{"content":{"thinking":"hm"}}}}"#,
+            r#"{"type":"content-end","index":0}"#,
+            r#"{"type":"content-start","index":1,"delta":{"message":{"content":{"type":"text","text":""}}}}"#,
+            r#"{"type":"content-delta","index":1,"delta":{"message":{"content":{"text":"Yes"}}}}"#,
+            r#"{"type":"content-end","index":1}"#,
+        ];
+        let mut at = 0;
+        for frame in expected {
+            let found = all[at..]
+                .find(frame)
+                .unwrap_or_else(|| panic!("{frame} in order in:\n{all}"));
+            at += found + frame.len();
+        }
+        assert!(!all.contains("think>"), "{all}");
     }
 
     #[test]

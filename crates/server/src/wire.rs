@@ -531,9 +531,13 @@ pub struct ContentDeltaMessage {
     pub content: TextPiece,
 }
 
+/// A content delta's piece: `{"text": ...}` in a text block, `{"thinking": ...}` in a thinking
+/// block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TextPiece {
-    pub text: String,
+#[serde(untagged)]
+pub enum TextPiece {
+    Text { text: String },
+    Thinking { thinking: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -810,7 +814,7 @@ mod tests {
             index: 1,
             delta: ContentDeltaDelta {
                 message: ContentDeltaMessage {
-                    content: TextPiece { text: "Hel".into() },
+                    content: TextPiece::Text { text: "Hel".into() },
                 },
             },
             logprobs: Some(LogprobItem {
