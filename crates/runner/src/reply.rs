@@ -744,7 +744,7 @@ mod tests {
         assert_eq!(
             blocks,
             [
-                (BlockKind::Thinking, "\nhmm".to_string()),
+                (BlockKind::Thinking, "hmm".to_string()),
                 (BlockKind::Text, "Yes.".to_string())
             ]
         );

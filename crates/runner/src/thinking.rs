@@ -50,8 +50,10 @@ enum Phase {
 pub struct ThinkingSplitter {
     markers: ThinkingMarkers,
     phase: Phase,
-    /// Text that may still be (the start of) a marker.
+    /// Text that may still be (the start of) a marker, or space next to one.
     held: String,
+    /// The thinking has just opened: its leading space is still being skipped.
+    opened: bool,
 }
 
 impl ThinkingSplitter {
@@ -60,6 +62,7 @@ impl ThinkingSplitter {
             markers,
             phase: Phase::Start,
             held: String::new(),
+            opened: false,
         }
     }
 
@@ -76,6 +79,7 @@ impl ThinkingSplitter {
                     let open = &self.markers.open;
                     if let Some(rest) = trimmed.strip_prefix(open.as_str()) {
                         self.held = rest.to_string();
+                        self.opened = true;
                         self.phase = Phase::Thinking;
                     } else if open.starts_with(trimmed) {
                         return out;
@@ -84,17 +88,27 @@ impl ThinkingSplitter {
                     }
                 }
                 Phase::Thinking => {
+                    // The line break after the open marker is markup, like the one before
+                    // the close marker.
+                    if self.opened {
+                        self.held = self.held.trim_start().to_string();
+                        if self.held.is_empty() {
+                            return out;
+                        }
+                        self.opened = false;
+                    }
                     let close = self.markers.close.clone();
                     match self.held.find(&close) {
                         Some(at) => {
                             let thinking: String = self.held.drain(..at).collect();
                             self.held.drain(..close.len());
-                            push_piece(&mut out, Piece::Thinking(thinking));
+                            push_piece(&mut out, Piece::Thinking(thinking.trim_end().into()));
                             self.phase = Phase::AfterThinking;
                         }
                         None => {
+                            // Hold what may be the close marker, and the space before it.
                             let keep = partial_suffix(&self.held, &close);
-                            let at = self.held.len() - keep;
+                            let at = self.held[..self.held.len() - keep].trim_end().len();
                             let thinking: String = self.held.drain(..at).collect();
                             push_piece(&mut out, Piece::Thinking(thinking));
                             return out;
@@ -259,9 +273,11 @@ mod tests {
         let cases = [
             (
                 "<think>\nLet me see: 2 + 2.\n</think>\n\nIt is 4.",
-                "\nLet me see: 2 + 2.\n",
+                "Let me see: 2 + 2.",
                 "It is 4.",
             ),
+            ("<think>\n\n</think>\n\nNo thought.", "", "No thought."),
+            ("<think> a \n b </think>c", "a \n b", "c"),
             (
                 "\n<think>é <b></think>Answer <think> stays",
                 "é <b>",

@@ -74,3 +74,71 @@ async fn greedy_stream_with_a_stop_sequence_and_bracket_text_matches_the_golden_
     );
     check_golden("stream-greedy-stop.sse", &normalise(&sse));
 }
+
+/// A thinking model's reply (scripted engine events, as a Qwen3-style model writes them),
+/// encoded both ways. The SDK suite parses these two files with the real Python SDK
+/// (`tests/sdk/python/test_thinking.py`), so the thinking block's shape is checked against the
+/// client, not only against the spec.
+#[test]
+fn a_thinking_reply_encodes_to_the_golden_stream_and_response() {
+    use runner::engine::{FinishReason, StreamEvent};
+    use runner::reply::{ReplyAssembler, ReplyOptions};
+    let events = || {
+        [
+            ("<think>\nThe user", 1),
+            (" greets me.\n</th", 2),
+            ("ink>\n\nHello", 3),
+            ("! How can I help?", 4),
+        ]
+        .into_iter()
+        .map(|(text, id)| StreamEvent::Text {
+            text: text.into(),
+            token_ids: vec![id],
+            logprobs: Vec::new(),
+        })
+        .chain([StreamEvent::Done {
+            reason: FinishReason::EndOfTurn,
+            prompt_tokens: 12,
+            output_tokens: 4,
+        }])
+    };
+    let options = || ReplyOptions {
+        thinking: runner::thinking::markers_of("<think></think>"),
+        ..ReplyOptions::default()
+    };
+    let id = "29f14a5a-11de-4cae-9800-25e4747408ea";
+    let mut assembler = ReplyAssembler::new(12, options());
+    let mut encoder = server::sse::SseEncoder::new(false);
+    let mut sse = String::from_utf8(encoder.start(id).to_vec()).unwrap();
+    for event in events() {
+        for reply_event in assembler.push(event) {
+            for frame in encoder.event(reply_event) {
+                sse.push_str(std::str::from_utf8(&frame).unwrap());
+            }
+        }
+    }
+    check_golden("thinking-stream.sse", &sse);
+    let mut assembler = ReplyAssembler::new(12, options());
+    let mut fold = server::response::ResponseFold::new(false);
+    let mut response = None;
+    for event in events() {
+        for reply_event in assembler.push(event) {
+            if let Some(end) = fold.push(reply_event) {
+                response = Some(end);
+            }
+        }
+    }
+    let response = fold.finish(id.into(), response.expect("an end")).unwrap();
+    let json = serde_json::to_string_pretty(&response).unwrap() + "\n";
+    let value: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["message"]["content"][0]["type"], "thinking");
+    assert_eq!(
+        value["message"]["content"][0]["thinking"],
+        "The user greets me."
+    );
+    assert_eq!(
+        value["message"]["content"][1]["text"],
+        "Hello! How can I help?"
+    );
+    check_golden("thinking-response.json", &json);
+}
