@@ -229,8 +229,10 @@ impl Worker {
 
     fn answer(&self, job: &mut Job, result: Result<Output, EngineError>) {
         if let Some(reply) = job.reply.take() {
-            let _ = reply.send(result);
+            // The place frees before the answer goes out: a caller holding its answer never
+            // sees its own request still counted.
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            let _ = reply.send(result);
         }
     }
 
