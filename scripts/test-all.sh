@@ -18,7 +18,7 @@ step() {
     timings+=("$name: $((SECONDS - started)) s")
 }
 
-step "fetch models" bash -c 'models/fetch-default.sh >/dev/null && models/fetch-gemma3.sh >/dev/null && models/fetch-minilm.sh >/dev/null'
+step "fetch models" bash -c 'models/fetch-default.sh >/dev/null && models/fetch-gemma3.sh >/dev/null && models/fetch-minilm.sh >/dev/null && models/make-test-fixtures.sh'
 step "cargo test" cargo test --workspace --all-targets
 export COHOST_BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/cohost
 step "SDK suites" tests/sdk/run.sh
