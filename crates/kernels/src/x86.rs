@@ -22,7 +22,10 @@ use std::ops::Range;
 
 use crate::formats::{q4k_scale_min, rd_f16};
 use crate::pack::{self, GROUP};
-use crate::{Isa, QMatrix, QuantType, SharedMut, Threads};
+use crate::{QMatrix, QuantType, SharedMut};
+
+mod driver;
+pub(crate) use driver::{matmul, Scratch};
 
 /// Bytes of unpacked weight rows kept in L1 at once (Zen 4 has 32 KiB of L1 data).
 const BLOCK_BYTES: usize = 12 * 1024;
@@ -96,14 +99,6 @@ const ZERO_W: WGroup = WGroup {
     mw: [0.0; 8],
 };
 
-/// Buffers reused across calls.
-#[derive(Default)]
-pub(crate) struct Scratch {
-    act: Vec<AGroup>,
-    /// One unpacked weight row per task.
-    rows: Vec<(Vec<WGroup>, Vec<WScales>, Vec<WTile>)>,
-}
-
 /// How a format's unpacked quants are dotted.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dot {
@@ -121,64 +116,6 @@ fn dot_kind(ty: QuantType, vnni: bool) -> Dot {
         QuantType::Q6K => Dot::SignedScaled,
         _ => Dot::Unsigned,
     }
-}
-
-/// `out = x · Wᵀ` on the int8 path `isa` (Avx2 or Avx512Vnni; the caller checked the CPU).
-pub(crate) fn matmul(
-    isa: Isa,
-    w: &QMatrix,
-    x: &[f32],
-    m: usize,
-    out: &mut [f32],
-    scratch: &mut Scratch,
-    threads: &Threads,
-) {
-    let (rows, cols) = (w.rows, w.cols);
-    if m == 0 || rows == 0 {
-        return;
-    }
-    let vnni = isa == Isa::Avx512Vnni;
-    let ngroups = (cols / 32).div_ceil(GROUP);
-
-    // Quantize the activations, rows split across the pool when there are many.
-    scratch.act.resize(m * ngroups, ZERO_A);
-    {
-        let act = SharedMut(scratch.act.as_mut_ptr());
-        let per = m.div_ceil(threads.len()).max(8);
-        threads.run(m.div_ceil(per), &|t| {
-            for i in t * per..((t + 1) * per).min(m) {
-                // SAFETY: task t owns activation rows [t*per, (t+1)*per).
-                let dst =
-                    unsafe { std::slice::from_raw_parts_mut(act.get().add(i * ngroups), ngroups) };
-                let src = &x[i * cols..(i + 1) * cols];
-                unsafe {
-                    if vnni {
-                        vnni::quantize_row(src, dst)
-                    } else {
-                        avx2::quantize_row(src, dst)
-                    }
-                }
-            }
-        });
-    }
-
-    let (tasks, per) = crate::row_ranges(rows, threads.len(), 1);
-    scratch.rows.resize_with(tasks, Default::default);
-    let bufs = SharedMut(scratch.rows.as_mut_ptr());
-    let outp = SharedMut(out.as_mut_ptr());
-    let act = &scratch.act[..];
-    threads.run(tasks, &|t| {
-        // SAFETY: task t owns buffer t and output columns [t*per, (t+1)*per) of every row.
-        let buf = unsafe { &mut *bufs.get().add(t) };
-        let range = t * per..((t + 1) * per).min(rows);
-        unsafe {
-            if vnni {
-                vnni::rows_task(w, act, m, ngroups, range, outp, buf)
-            } else {
-                avx2::rows_task(w, act, m, ngroups, range, outp, buf)
-            }
-        }
-    });
 }
 
 /// The kernels, compiled once per instruction set: `$vnni` picks the VNNI variants of the
