@@ -34,14 +34,7 @@ impl ResponseFold {
     /// Takes one event; returns the reply's end when it comes.
     pub fn push(&mut self, event: ReplyEvent) -> Option<ReplyEnd> {
         match event {
-            ReplyEvent::ContentStart { kind, .. } => self.content.push(match kind {
-                BlockKind::Text => ResponseContent::Text {
-                    text: String::new(),
-                },
-                BlockKind::Thinking => ResponseContent::Thinking {
-                    thinking: String::new(),
-                },
-            }),
+            ReplyEvent::ContentStart { kind, .. } => self.content.push(empty_block(kind)),
             ReplyEvent::ContentDelta {
                 index,
                 text,
@@ -98,5 +91,17 @@ impl ResponseFold {
             usage: Usage::from(end.usage),
             logprobs: self.logprobs,
         })
+    }
+}
+
+/// A content block of `kind` with nothing in it yet (the JSON reply's and `content-start`'s).
+pub(crate) fn empty_block(kind: BlockKind) -> ResponseContent {
+    match kind {
+        BlockKind::Text => ResponseContent::Text {
+            text: String::new(),
+        },
+        BlockKind::Thinking => ResponseContent::Thinking {
+            thinking: String::new(),
+        },
     }
 }

@@ -11,9 +11,9 @@ use serde::Serialize;
 use crate::wire::{
     ArgumentsPiece, ChatStreamEvent, CitationStartDelta, CitationStartMessage, ContentDeltaDelta,
     ContentDeltaMessage, ContentStartDelta, ContentStartMessage, FinishReason, LogprobItem,
-    MessageEndDelta, MessageStartBody, MessageStartDelta, ResponseContent, TextPiece,
-    ToolCallArgumentsPiece, ToolCallDeltaDelta, ToolCallDeltaMessage, ToolCallOut,
-    ToolCallStartDelta, ToolCallStartMessage, ToolPlanDeltaDelta, ToolPlanPiece, Usage,
+    MessageEndDelta, MessageStartBody, MessageStartDelta, TextPiece, ToolCallArgumentsPiece,
+    ToolCallDeltaDelta, ToolCallDeltaMessage, ToolCallOut, ToolCallStartDelta,
+    ToolCallStartMessage, ToolPlanDeltaDelta, ToolPlanPiece, Usage,
 };
 
 /// The stream terminator both SDKs look for.
@@ -116,14 +116,7 @@ impl SseEncoder {
                     index,
                     delta: ContentStartDelta {
                         message: ContentStartMessage {
-                            content: match kind {
-                                BlockKind::Text => ResponseContent::Text {
-                                    text: String::new(),
-                                },
-                                BlockKind::Thinking => ResponseContent::Thinking {
-                                    thinking: String::new(),
-                                },
-                            },
+                            content: crate::response::empty_block(kind),
                         },
                     },
                 }
