@@ -181,3 +181,81 @@ fn serves_the_tiny_cohere_cohere2_and_qwen3_models() {
         );
     }
 }
+
+/// A Command model that reasons: the tiny random cohere2 model under Cohere's Command 4 template
+/// (`reasoning` switch). With thinking enabled the prompt opens `<|START_THINKING|>`, the
+/// reply's thinking is block 0 and is closed at the token budget, the answer is block 1, and
+/// none of the format's markers reaches either; disabled, only the answer comes back.
+#[test]
+fn a_tiny_command_model_thinks_within_its_budget() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let fixture = format!("{root}/crates/runner/tests/fixtures/tiny/cohere2");
+    let dir = std::env::temp_dir().join(format!("cohost-e2e-north-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let template = std::fs::read_to_string(format!(
+        "{root}/crates/runner/tests/golden/text/templates/cohere-north.jinja"
+    ))
+    .unwrap();
+    let config_path = dir.join("tokenizer_config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["chat_template"] = Value::String(template);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+
+    let server = Server::start(&[
+        "--model",
+        dir.to_str().unwrap(),
+        "--served-model-name",
+        "north",
+    ]);
+    let models = server.request("GET", "/v1/models", None, &[]).json();
+    assert!(
+        models["models"][0]["features"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!("thinking"))),
+        "{models}"
+    );
+    let chat = |thinking: Value| {
+        let request = json!({
+            "model": "north", "temperature": 0, "max_tokens": 12, "thinking": thinking,
+            "messages": [{"role": "user", "content": "Hello there!"}]
+        });
+        let reply = server.request("POST", "/v2/chat", Some(&request), &[]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()
+    };
+    let markers = [
+        "<|START_THINKING|>",
+        "<|END_THINKING|>",
+        "<|START_TEXT|>",
+        "<|END_TEXT|>",
+        "<|START_RESPONSE|>",
+    ];
+    let thought = chat(json!({"type": "enabled", "token_budget": 3}));
+    let content = thought["message"]["content"].as_array().unwrap();
+    assert_eq!(content[0]["type"], "thinking", "{thought}");
+    assert_eq!(content[1]["type"], "text", "{thought}");
+    let thinking = content[0]["thinking"].as_str().unwrap();
+    let text = content[1]["text"].as_str().unwrap();
+    for marker in markers {
+        assert!(
+            !thinking.contains(marker) && !text.contains(marker),
+            "{thought}"
+        );
+    }
+    // The budget's 3 tokens and the forced end marker, then at least one answer token.
+    let output = thought["usage"]["tokens"]["output_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!((5..=12).contains(&output), "{thought}");
+
+    let plain = chat(json!({"type": "disabled"}));
+    let content = plain["message"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 1, "{plain}");
+    assert_eq!(content[0]["type"], "text", "{plain}");
+    std::fs::remove_dir_all(&dir).ok();
+}

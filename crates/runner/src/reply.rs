@@ -131,6 +131,8 @@ pub struct ReplyOptions {
     /// The model thinks before it answers, between these markers: the thinking becomes its own
     /// block (index 0) before the text block, and the markers never reach either.
     pub thinking: Option<ThinkingMarkers>,
+    /// The prompt opened the thinking ([`ThinkingMarkers::opened_by`]): the reply starts in it.
+    pub thinking_opened: bool,
 }
 
 /// The state machine from engine events to reply events for one request.
@@ -205,7 +207,9 @@ impl ReplyAssembler {
             fallback: Vec::new(),
             markup_ids: Vec::new(),
             markup_logprobs: Vec::new(),
-            thinking: options.thinking.map(ThinkingSplitter::new),
+            thinking: options
+                .thinking
+                .map(|markers| ThinkingSplitter::new(markers, options.thinking_opened)),
             thinking_open: false,
             text_seen: false,
             ended: false,

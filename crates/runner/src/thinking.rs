@@ -1,8 +1,11 @@
 //! Thinking: a reply's reasoning before its answer, kept apart from the answer.
 //!
 //! Models that think write their reasoning between two markers (Qwen3 and DeepSeek-style
-//! templates: `<think>` and `</think>`), found from the chat template ([`markers_of`]). Two
-//! pieces use them:
+//! templates: `<think>` and `</think>`; Command's reasoning templates: the special tokens
+//! `<|START_THINKING|>` and `<|END_THINKING|>`), found from the chat template ([`markers_of`]).
+//! Some templates open the thinking in the prompt themselves (Command with `reasoning` on,
+//! DeepSeek R1): then the reply starts inside it ([`ThinkingMarkers::opened_by`]). Two pieces
+//! use the markers:
 //! - [`ThinkingSplitter`] (reply side) takes the markers out of the text and says which text is
 //!   thinking and which is the answer, however the text is chunked: only a thinking section that
 //!   opens the reply counts, so a `<think>` later in an answer stays text.
@@ -18,13 +21,39 @@ pub struct ThinkingMarkers {
     pub close: String,
 }
 
-/// The markers a chat template writes, if it is a thinking model's.
+impl ThinkingMarkers {
+    /// Whether a rendered prompt ends inside the thinking: its template wrote the open marker
+    /// as the start of the reply.
+    pub fn opened_by(&self, prompt: &str) -> bool {
+        prompt.trim_end().ends_with(&self.open)
+    }
+}
+
+/// The markers a chat template writes, if it is a thinking model's. Command's markers count
+/// only in a template with a reasoning switch (`{% if reasoning %}`): Command R7B's tool-use
+/// template writes the same tokens around tool plans, which are not thinking (the tool-call
+/// parser reads them as `tool_plan`).
 pub fn markers_of(template_source: &str) -> Option<ThinkingMarkers> {
-    (template_source.contains("<think>") && template_source.contains("</think>")).then(|| {
-        ThinkingMarkers {
-            open: "<think>".into(),
-            close: "</think>".into(),
-        }
+    let pair = |open: &str, close: &str| {
+        (template_source.contains(open) && template_source.contains(close)).then(|| {
+            ThinkingMarkers {
+                open: open.into(),
+                close: close.into(),
+            }
+        })
+    };
+    pair("<think>", "</think>").or_else(|| {
+        pair("<|START_THINKING|>", "<|END_THINKING|>")
+            .filter(|_| has_reasoning_switch(template_source))
+    })
+}
+
+/// `{% if reasoning %}` or `{%- if reasoning -%}`, not `reasoning_content` and the like.
+fn has_reasoning_switch(source: &str) -> bool {
+    source.match_indices("if reasoning").any(|(at, found)| {
+        source[at + found.len()..]
+            .trim_start_matches([' ', '-'])
+            .starts_with("%}")
     })
 }
 
@@ -57,12 +86,18 @@ pub struct ThinkingSplitter {
 }
 
 impl ThinkingSplitter {
-    pub fn new(markers: ThinkingMarkers) -> Self {
+    /// `opened`: the prompt opened the thinking ([`ThinkingMarkers::opened_by`]), so the reply
+    /// starts inside it.
+    pub fn new(markers: ThinkingMarkers, opened: bool) -> Self {
         Self {
             markers,
-            phase: Phase::Start,
+            phase: if opened {
+                Phase::Thinking
+            } else {
+                Phase::Start
+            },
             held: String::new(),
-            opened: false,
+            opened,
         }
     }
 
@@ -178,13 +213,14 @@ pub struct ThinkingBudget {
 }
 
 impl ThinkingBudget {
-    /// `open` and `close` are the markers' token ids; `budget` thinking tokens at most.
-    pub fn new(open: Vec<u32>, close: Vec<u32>, budget: usize) -> Self {
+    /// `open` and `close` are the markers' token ids; `budget` thinking tokens at most;
+    /// `opened`: the prompt opened the thinking, so the reply starts inside it.
+    pub fn new(open: Vec<u32>, close: Vec<u32>, budget: usize, opened: bool) -> Self {
         Self {
             open,
             close,
             budget,
-            inside: false,
+            inside: opened,
             over: false,
             spent: 0,
             recent: VecDeque::new(),
@@ -248,7 +284,16 @@ mod tests {
     }
 
     fn split(reply: &str, chunk: usize) -> (String, String) {
-        let mut splitter = ThinkingSplitter::new(markers());
+        split_with(markers(), false, reply, chunk)
+    }
+
+    fn split_with(
+        markers: ThinkingMarkers,
+        opened: bool,
+        reply: &str,
+        chunk: usize,
+    ) -> (String, String) {
+        let mut splitter = ThinkingSplitter::new(markers, opened);
         let chars: Vec<char> = reply.chars().collect();
         let mut pieces = Vec::new();
         for part in chars.chunks(chunk) {
@@ -307,7 +352,7 @@ mod tests {
     #[test]
     fn the_budget_forces_the_close_marker_once_spent() {
         let (open, close) = (vec![1], vec![2, 3]);
-        let mut budget = ThinkingBudget::new(open, close, 3);
+        let mut budget = ThinkingBudget::new(open, close, 3, false);
         let mut generated = Vec::new();
         let mut next = 10;
         // A model that would think forever: it only ever proposes token `next`.
@@ -326,10 +371,63 @@ mod tests {
         assert_eq!(generated[..7], [1, 11, 12, 13, 2, 3, 14]);
         assert_eq!(budget.forced(), None);
         // A reply that does not open with the marker is left alone.
-        let mut budget = ThinkingBudget::new(vec![1], vec![2], 1);
+        let mut budget = ThinkingBudget::new(vec![1], vec![2], 1, false);
         for (i, token) in [5, 6, 7, 8, 1, 9, 9].into_iter().enumerate() {
             budget.accept(token, i + 1);
             assert_eq!(budget.forced(), None);
+        }
+        // A prompt that opened the thinking: the first generated token already counts.
+        let mut budget = ThinkingBudget::new(vec![1], vec![2], 2, true);
+        budget.accept(7, 1);
+        assert_eq!(budget.forced(), None);
+        budget.accept(8, 2);
+        assert_eq!(budget.forced(), Some(2));
+        budget.accept(2, 3);
+        assert_eq!(budget.forced(), None);
+        budget.accept(9, 4);
+        assert_eq!(budget.forced(), None);
+    }
+
+    #[test]
+    fn command_reasoning_templates_think_and_tool_use_templates_do_not() {
+        let templates = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/text/templates");
+        let read = |name: &str| std::fs::read_to_string(format!("{templates}/{name}")).unwrap();
+        let north = markers_of(&read("cohere-north.jinja")).expect("Command 4 reasons");
+        assert_eq!(
+            (north.open.as_str(), north.close.as_str()),
+            ("<|START_THINKING|>", "<|END_THINKING|>")
+        );
+        // R7B's markers are its tool plans.
+        assert_eq!(markers_of(&read("command-r7b-tool_use.jinja")), None);
+        assert_eq!(markers_of(&read("qwen3.jinja")), Some(markers()));
+        assert!(!has_reasoning_switch("{% if message.reasoning_content %}"));
+        assert!(has_reasoning_switch("{%- if reasoning -%}"));
+    }
+
+    #[test]
+    fn a_prompt_that_opens_the_thinking_starts_the_reply_inside_it() {
+        let command =
+            markers_of("{% if reasoning %}<|START_THINKING|>{% endif %}<|END_THINKING|>").unwrap();
+        assert!(command.opened_by("<|CHATBOT_TOKEN|><|START_THINKING|>"));
+        assert!(!command.opened_by("<|CHATBOT_TOKEN|><|START_THINKING|><|END_THINKING|>"));
+        assert!(markers().opened_by("<|im_start|>assistant\n<think>\n"));
+        let cases = [
+            (
+                "First, 2 + 2.<|END_THINKING|><|START_TEXT|>4<|END_TEXT|>",
+                "First, 2 + 2.",
+                "<|START_TEXT|>4<|END_TEXT|>",
+            ),
+            ("\nstill thinking", "still thinking", ""),
+            ("<|END_THINKING|>At once.", "", "At once."),
+        ];
+        for (reply, thinking, answer) in cases {
+            for chunk in 1..=reply.chars().count() {
+                assert_eq!(
+                    split_with(command.clone(), true, reply, chunk),
+                    (thinking.into(), answer.into()),
+                    "{reply:?} in {chunk}s"
+                );
+            }
         }
     }
 }

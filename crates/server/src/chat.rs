@@ -190,14 +190,19 @@ async fn start_chat(
             engine.info().context_length
         )));
     }
-    let prompt = {
+    let (prompt, thinking_opened) = {
         let engine = engine.clone();
         let chat = valid.prompt.clone();
         state
             .text_work(move || {
                 let text = engine.render_chat(&chat)?;
+                let opened = engine
+                    .info()
+                    .thinking
+                    .as_ref()
+                    .is_some_and(|markers| markers.opened_by(&text));
                 // BOS is added only where the model wants one and the template did not write it.
-                engine.tokenize_prompt(&text)
+                engine.tokenize_prompt(&text).map(|ids| (ids, opened))
             })
             .await??
     };
@@ -236,18 +241,29 @@ async fn start_chat(
         priority: valid.priority,
         teacher: None,
         thinking_budget: valid.thinking_budget,
+        thinking_opened,
     })?;
     // Filled in by the prefix cache once it exists; counted in usage and the metrics already.
     let cached_tokens = 0;
+    // Command models wrap even a plain answer in markup (`<|START_RESPONSE|>`,
+    // `<|START_TEXT|>`): their parser reads every reply, with nothing held as a plan when the
+    // request has no tools.
+    let command = engine.tool_format() == runner::tools::ToolFormatKind::Command;
+    let tool_parse = valid
+        .tool_parse
+        .or(command.then_some(runner::tools::ParseOptions {
+            plan_hold_bytes: 0,
+            id_seed: None,
+        }));
     let options = ReplyOptions {
-        tools: valid
-            .tool_parse
+        tools: tool_parse
             .map(|options| runner::tools::format(engine.tool_format()).parser(options)),
         cached_tokens,
         sources: valid.sources.into(),
         citation_mode: valid.citation_mode,
-        native_citations: engine.tool_format() == runner::tools::ToolFormatKind::Command,
+        native_citations: command,
         thinking: engine.info().thinking.clone(),
+        thinking_opened,
     };
     let reply = ReplyStream::new(events, ReplyAssembler::new(prompt_tokens, options))
         .with_attributor(std::sync::Arc::new(engine.clone()));

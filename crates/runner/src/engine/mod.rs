@@ -60,6 +60,9 @@ pub struct GenerateRequest {
     /// For a model that thinks ([`ModelInfo::thinking`]): at most this many thinking tokens;
     /// then the end of the thinking is forced and the answer follows.
     pub thinking_budget: Option<usize>,
+    /// The prompt ends inside the thinking (its template opened it): the budget counts from
+    /// the first generated token.
+    pub thinking_opened: bool,
 }
 
 /// Why a sequence ended.

@@ -158,7 +158,12 @@ impl Worker {
                 scores: Vec::new(),
                 thinking: request.thinking_budget.and_then(|budget| {
                     let (open, close) = self.shared.thinking_ids.as_ref()?;
-                    Some(ThinkingBudget::new(open.clone(), close.clone(), budget))
+                    Some(ThinkingBudget::new(
+                        open.clone(),
+                        close.clone(),
+                        budget,
+                        request.thinking_opened,
+                    ))
                 }),
                 _place: place,
             });

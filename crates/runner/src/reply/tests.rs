@@ -111,6 +111,82 @@ fn thinking_is_its_own_block_before_the_text() {
     assert_eq!(kinds, [BlockKind::Thinking, BlockKind::Text]);
 }
 
+/// The blocks of a reply, with their kinds and text.
+fn blocks_of(out: &[ReplyEvent]) -> Vec<(BlockKind, String)> {
+    let mut blocks: Vec<(BlockKind, String)> = Vec::new();
+    for event in out {
+        match event {
+            ReplyEvent::ContentStart { kind, .. } => blocks.push((*kind, String::new())),
+            ReplyEvent::ContentDelta { index, text, .. } => blocks[*index].1.push_str(text),
+            ReplyEvent::PlanDelta { .. } | ReplyEvent::ToolCallStart { .. } => {
+                panic!("a plain Command answer has no plan or call: {event:?}")
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+/// Command with reasoning on: the prompt opened `<|START_THINKING|>`, the reply closes it and
+/// answers inside `<|START_TEXT|>`; with the Command parser on a request without tools, no
+/// marker reaches either block, however the text is chunked.
+#[test]
+fn a_command_reply_thinks_from_the_prompt_and_answers_without_markup() {
+    let markers = crate::thinking::markers_of(
+        "{% if reasoning %}<|START_THINKING|>{% else %}<|END_THINKING|>{% endif %}",
+    );
+    let reply = "Two and two.<|END_THINKING|><|START_TEXT|>It is 4.<|END_TEXT|>";
+    let chars: Vec<char> = reply.chars().collect();
+    for chunk in 1..=chars.len() {
+        let options = ReplyOptions {
+            tools: Some(format(ToolFormatKind::Command).parser(ParseOptions {
+                plan_hold_bytes: 0,
+                id_seed: Some(1),
+            })),
+            thinking: markers.clone(),
+            thinking_opened: true,
+            ..ReplyOptions::default()
+        };
+        let mut events: Vec<StreamEvent> = chars
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, part)| text(&part.iter().collect::<String>(), &[i as u32]))
+            .collect();
+        let pieces = events.len();
+        events.push(done(FinishReason::EndOfTurn, pieces));
+        let out = run(options, events);
+        assert_eq!(
+            blocks_of(&out),
+            [
+                (BlockKind::Thinking, "Two and two.".to_string()),
+                (BlockKind::Text, "It is 4.".to_string())
+            ],
+            "in {chunk}s"
+        );
+        assert_eq!(end(&out).finish, Finish::Complete);
+    }
+    // R7B's plain answer, without reasoning: only the text, unwrapped.
+    let options = ReplyOptions {
+        tools: Some(format(ToolFormatKind::Command).parser(ParseOptions {
+            plan_hold_bytes: 0,
+            id_seed: Some(1),
+        })),
+        ..ReplyOptions::default()
+    };
+    let out = run(
+        options,
+        vec![
+            text("<|START_RESPONSE|>Hi", &[1]),
+            text(" there.<|END_RESPONSE|>", &[2]),
+            done(FinishReason::EndOfTurn, 2),
+        ],
+    );
+    assert_eq!(
+        blocks_of(&out),
+        [(BlockKind::Text, "Hi there.".to_string())]
+    );
+}
+
 fn documents(texts: &[&str]) -> Arc<[Source]> {
     texts
         .iter()

@@ -1,6 +1,7 @@
 //! Cohere Command R7B / A: the plan sits in `<|START_THINKING|>..<|END_THINKING|>`, the calls in
 //! `<|START_ACTION|>[{"tool_call_id": "0", "tool_name": .., "parameters": {..}}]<|END_ACTION|>`,
-//! and a direct answer in `<|START_RESPONSE|>..<|END_RESPONSE|>`.
+//! and a direct answer in `<|START_RESPONSE|>..<|END_RESPONSE|>` (R7B, Command A) or
+//! `<|START_TEXT|>..<|END_TEXT|>` (Command 4's templates).
 
 use super::{CallMarkers, CallShape, Section, SectionKind, ToolFormat, ToolFormatKind};
 
@@ -13,6 +14,11 @@ const SECTIONS: &[Section] = &[
     Section {
         open: "<|START_RESPONSE|>",
         close: "<|END_RESPONSE|>",
+        kind: SectionKind::Content,
+    },
+    Section {
+        open: "<|START_TEXT|>",
+        close: "<|END_TEXT|>",
         kind: SectionKind::Content,
     },
 ];
