@@ -1,4 +1,5 @@
-"""Tiny random encoder models, made with `transformers`, and their reference outputs.
+"""Tiny random encoder models, made with `transformers`, and their reference outputs. A
+developer's tool: the suite never runs it (models/make-test-fixtures.sh runs make_weights.py).
 
     python3 -m venv /tmp/encoder-golden && /tmp/encoder-golden/bin/pip install -r requirements.txt
     /tmp/encoder-golden/bin/python crates/encoder/tests/golden-gen/make_tiny_models.py
@@ -6,7 +7,10 @@
 No real cross-encoder is small enough to ship, so fidelity is shown on random weights: each model
 below is a complete Hugging Face directory (config, safetensors, tokenizer, sentence-transformers
 modules where they apply) under ../fixtures/, and ../golden/tiny-*.json holds what `transformers`
-/ `sentence-transformers` compute from exactly those files (each input alone, no padding).
+/ `sentence-transformers` compute from exactly those files (each input alone, no padding). This
+script writes everything but the weights, then make_weights.py writes model.safetensors from the
+config.json written here, and the reference runs on that file, loaded strictly (so its tensor
+names and shapes are checked against transformers' model).
 
 - tiny-bert-reranker: BertForSequenceClassification (the ms-marco MiniLM cross-encoder layout:
   `bert.*`, pooler, `classifier`), one label, weights stored as f16.
@@ -16,14 +20,15 @@ modules where they apply) under ../fixtures/, and ../golden/tiny-*.json holds wh
 - tiny-st-embedder: a sentence-transformers model (BertModel + CLS pooling, no Normalize, query and
   document prompts, max_seq_length 24 so truncation shows), weights stored as bf16.
 
-Weights are drawn with a wider init than training uses (initializer_range 0.3) so that outputs
-differ clearly between inputs.
+Weights are drawn (seeded numpy, in make_weights.py) with transformers' init rules and a wider
+range than training uses (initializer_range 0.3) so that outputs differ clearly between inputs.
 """
 import json
 import pathlib
 import shutil
 
 import torch
+from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     BertConfig,
@@ -34,6 +39,8 @@ from transformers import (
     XLMRobertaForSequenceClassification,
     XLMRobertaTokenizerFast,
 )
+
+import make_weights
 
 HERE = pathlib.Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "fixtures"
@@ -58,7 +65,21 @@ DOCUMENTS = [
 ]
 
 
+def committed_or_trained(name, train):
+    """The committed tokenizer of fixture `name` if there is one, else a new one from `train`:
+    the tokenizers library's WordPiece and Unigram trainers do not give the same vocabulary twice
+    (ties fall in hash-map order), so retraining would change the committed tokenizers and the
+    token ids in the goldens for nothing."""
+    path = FIXTURES / name / "tokenizer.json"
+    return Tokenizer.from_file(str(path)) if path.exists() else train()
+
+
 def wordpiece_tokenizer():
+    tok = committed_or_trained("tiny-bert-reranker", train_wordpiece)
+    return BertTokenizerFast(tokenizer_object=tok, model_max_length=64)
+
+
+def train_wordpiece():
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -71,10 +92,15 @@ def wordpiece_tokenizer():
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
-    return BertTokenizerFast(tokenizer_object=tok, model_max_length=64)
+    return tok
 
 
 def unigram_tokenizer():
+    tok = committed_or_trained("tiny-xlmr-reranker", train_unigram)
+    return XLMRobertaTokenizerFast(tokenizer_object=tok, model_max_length=64)
+
+
+def train_unigram():
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -84,16 +110,27 @@ def unigram_tokenizer():
         TRAIN, trainers.UnigramTrainer(vocab_size=120, special_tokens=specials, unk_token="<unk>")
     )
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    return XLMRobertaTokenizerFast(tokenizer_object=tok, model_max_length=64)
+    return tok
+
+
+def load_weights(model, path):
+    """make_weights.py's file into the transformers model, strictly: a name or shape that
+    make_weights.tensor_shapes gets wrong fails here. The reference runs on exactly the stored
+    weights, computed in f32."""
+    model.to(torch.float32).load_state_dict(load_file(path), strict=True)
+    return model.to(torch.float32).eval()
 
 
 def save(model, tokenizer, name, dtype):
     out = FIXTURES / name
     shutil.rmtree(out, ignore_errors=True)
-    model.to(dtype).save_pretrained(out, safe_serialization=True)
+    # config.json as transformers writes it for this model and dtype.
+    model.config.architectures = [type(model).__name__]
+    model.config.dtype = dtype
+    model.config.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    # The reference runs on exactly the stored weights, computed in f32.
-    return model.to(torch.float32).eval(), out
+    make_weights.write_model(name)
+    return load_weights(model, out / "model.safetensors"), out
 
 
 def pair_logits(model, tokenizer):
@@ -112,7 +149,6 @@ def write(name, doc):
 
 
 def bert_reranker(tokenizer):
-    torch.manual_seed(1)
     cfg = BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=32, max_position_embeddings=64, type_vocab_size=2, num_labels=1,
@@ -123,7 +159,6 @@ def bert_reranker(tokenizer):
 
 
 def xlmr_reranker():
-    torch.manual_seed(2)
     tokenizer = unigram_tokenizer()
     cfg = XLMRobertaConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -137,12 +172,13 @@ def xlmr_reranker():
 def st_embedder(tokenizer):
     from sentence_transformers import SentenceTransformer, models as st_models
 
-    torch.manual_seed(3)
     cfg = BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=32, max_position_embeddings=64, type_vocab_size=2,
         hidden_act="gelu", initializer_range=0.3, pad_token_id=0,
     )
+    # sentence-transformers writes the directory (its modules, configs and a placeholder
+    # model.safetensors, which make_weights.py then replaces).
     staging = FIXTURES / "tiny-st-embedder.staging"
     shutil.rmtree(staging, ignore_errors=True)
     BertModel(cfg, add_pooling_layer=False).to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
@@ -159,8 +195,12 @@ def st_embedder(tokenizer):
     st.save(str(out), safe_serialization=True)
     shutil.rmtree(staging)
     (out / "README.md").unlink(missing_ok=True)  # sentence-transformers' generated model card
+    make_weights.write_model("tiny-st-embedder")
+    stored = load_weights(BertModel(BertConfig.from_pretrained(out)), out / "model.safetensors").state_dict()
     st = SentenceTransformer(str(out), device="cpu")  # exactly what was saved
     st[0].auto_model.to(torch.float32)
+    loaded = st[0].auto_model.state_dict()
+    assert loaded.keys() == stored.keys() and all(torch.equal(loaded[k], stored[k]) for k in stored)
     texts = QUERIES + DOCUMENTS
     rows = []
     for prompt in [None, "query", "document"]:

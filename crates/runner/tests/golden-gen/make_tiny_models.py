@@ -1,5 +1,6 @@
 """Makes the tiny random models of the architectures cohost has no small real weights for
 (cohere, cohere2, qwen3), in both formats, with reference logits from Hugging Face `transformers`.
+A developer's tool: the suite never runs it (models/make-test-fixtures.sh runs make_weights.py).
 
     python3 -m venv /tmp/tiny && /tmp/tiny/bin/pip install -r crates/runner/tests/golden-gen/requirements-tiny.txt
     /tmp/tiny/bin/python crates/runner/tests/golden-gen/make_tiny_models.py
@@ -7,16 +8,18 @@
 (torch's CPU build is enough; the versions pinned there are the ones the committed files were made
 with.) For each architecture it writes, under crates/runner/tests/fixtures/tiny/:
 
-- `<arch>/`: a Hugging Face directory (config.json, model.safetensors in f16, tokenizer.json,
-  tokenizer_config.json with the family's real chat template, generation_config.json);
-- `<arch>.gguf`: the same weights (f16 matrices, f32 norms) under llama.cpp's GGUF names and
-  metadata keys (those of convert_hf_to_gguf.py), with the tokenizer and chat template;
+- `<arch>/`: a Hugging Face directory (config.json, tokenizer.json, tokenizer_config.json with the
+  family's real chat template, generation_config.json), then, from those files,
+  make_weights.py's model.safetensors (f16);
+- `<arch>.gguf` (make_weights.py): the same weights (f16 matrices, f32 norms) under llama.cpp's
+  GGUF names and metadata keys (those of convert_hf_to_gguf.py), with the tokenizer and chat
+  template;
 - `<arch>.reference.json`: prompts (token ids), a continuation per prompt, and transformers'
-  float32 logits for the last prompt position and each continuation position.
+  float32 logits for the last prompt position and each continuation position, computed on the
+  weights make_weights.py wrote (loaded strictly, so its tensor names and shapes are checked
+  against transformers' model).
 
-Weights are random but not transformers' init (std 0.02 would make every logit ~0): matrices are
-N(0, 1/fan_in), embeddings N(0, 1), norm weights 1 + N(0, 0.1^2), all rounded to f16 so that the
-f16 files hold exactly the values the f32 reference ran on.
+The weights' init (seeded numpy draws, rounded to f16) is described in make_weights.py.
 
 The tokenizer is a byte-level BPE of a few hundred tokens trained here on a fixed text, with the
 family's special tokens, so that `cohost serve` can run a chat end to end (the text is noise).
@@ -25,9 +28,8 @@ import json
 import pathlib
 import random
 
-import numpy as np
 import torch
-from gguf import GGUFWriter, GGMLQuantizationType, TokenType
+from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     Cohere2Config,
@@ -37,6 +39,8 @@ from transformers import (
     Qwen3Config,
     Qwen3ForCausalLM,
 )
+
+import make_weights
 
 HERE = pathlib.Path(__file__).resolve().parent
 OUT = HERE.parent / "fixtures" / "tiny"
@@ -97,110 +101,27 @@ def train_tokenizer(specials, added, digits_split):
     return tok
 
 
-def randomize(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-            elif "embed" in name:
-                p.copy_(torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
-            # f16-representable, so the f16 files hold exactly what the reference ran on.
-            p.copy_(p.half().float())
-
-
-def write_hf_dir(dir, model, tok, tokenizer_config, generation_config):
+def write_hf_dir(dir, model, cfg, tok, tokenizer_config, generation_config):
+    """Everything but the weights (make_weights.py writes those from these files)."""
     dir.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(dir, safe_serialization=True)
-    model.to(torch.float32)
+    # What model.to(float16).save_pretrained would write as config.json.
+    cfg.architectures = [type(model).__name__]
+    cfg.dtype = torch.float16
+    cfg.save_pretrained(dir)
     tok.save(str(dir / "tokenizer.json"))
     (dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     (dir / "generation_config.json").write_text(json.dumps(generation_config, indent=2) + "\n")
 
 
-def gguf_tokenizer(w, tok, pre, bos, eos, add_bos, template):
-    vocab = tok.get_vocab()
-    tokens = [None] * VOCAB
-    for t, i in vocab.items():
-        tokens[i] = t
-    added = {a.content: a for a in tok.get_added_tokens_decoder().values()}
-    types = []
-    for t in tokens:
-        if t in added:
-            types.append(TokenType.CONTROL if added[t].special else TokenType.USER_DEFINED)
-        else:
-            types.append(TokenType.NORMAL)
-    merges = json.loads(tok.to_str())["model"]["merges"]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    if bos is not None:
-        w.add_bos_token_id(vocab[bos])
-    w.add_eos_token_id(vocab[eos])
-    w.add_add_bos_token(add_bos)
-    w.add_chat_template(template)
-
-
-def f16(t):
-    return t.detach().to(torch.float16).numpy()
-
-
-def f32(t):
-    return t.detach().to(torch.float32).numpy()
-
-
-def write_gguf(path, arch, model, cfg, tok, tok_args, extra):
-    """GGUF with llama.cpp's tensor names (gguf.TENSOR_NAMES) and metadata keys."""
-    w = GGUFWriter(str(path), arch)
-    w.add_name(f"tiny-random-{arch}")
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    w.add_key_length(head_dim)
-    w.add_value_length(head_dim)
-    extra(w)
-    gguf_tokenizer(w, tok, **tok_args)
-    sd = model.state_dict()
-    w.add_tensor("token_embd.weight", f16(sd["model.embed_tokens.weight"]))
-    for i in range(cfg.num_hidden_layers):
-        p = f"model.layers.{i}."
-        names = {
-            "self_attn.q_proj.weight": "attn_q.weight",
-            "self_attn.k_proj.weight": "attn_k.weight",
-            "self_attn.v_proj.weight": "attn_v.weight",
-            "self_attn.o_proj.weight": "attn_output.weight",
-            "mlp.gate_proj.weight": "ffn_gate.weight",
-            "mlp.up_proj.weight": "ffn_up.weight",
-            "mlp.down_proj.weight": "ffn_down.weight",
-        }
-        for hf, gg in names.items():
-            w.add_tensor(f"blk.{i}.{gg}", f16(sd[p + hf]))
-        norms = {
-            "input_layernorm.weight": "attn_norm.weight",
-            "post_attention_layernorm.weight": "ffn_norm.weight",
-            "self_attn.q_norm.weight": "attn_q_norm.weight",
-            "self_attn.k_norm.weight": "attn_k_norm.weight",
-        }
-        for hf, gg in norms.items():
-            if p + hf in sd:
-                w.add_tensor(f"blk.{i}.{gg}", f32(sd[p + hf]))
-    w.add_tensor("output_norm.weight", f32(sd["model.norm.weight"]))
-    if not cfg.tie_word_embeddings:
-        w.add_tensor("output.weight", f16(sd["lm_head.weight"]))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+def load_weights(model, cfg, path):
+    """The weight maker's file into the transformers model, strictly: a name or shape that
+    make_weights.tensor_shapes gets wrong fails here."""
+    sd = load_file(path)
+    if cfg.tie_word_embeddings:
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+    model.float().load_state_dict(sd, strict=True)
+    return model.float()
 
 
 def reference(model, seed, window):
@@ -242,14 +163,11 @@ def cohere_like(arch):
     if arch == "cohere":
         cfg = CohereConfig(num_hidden_layers=2, use_qk_norm=True, **common)
         model = CohereForCausalLM(cfg)
-        gguf_arch = "command-r"
         window = 8
     else:
         cfg = Cohere2Config(num_hidden_layers=4, sliding_window=8, **common)
         model = Cohere2ForCausalLM(cfg)
-        gguf_arch = "cohere2"
         window = cfg.sliding_window
-    randomize(model, seed=len(arch))
     # Command R7B's tool_use template: it renders plain chats, documents and tools alike.
     template = (TEMPLATES / "command-r7b-tool_use.jinja").read_text()
     tokenizer_config = {
@@ -264,17 +182,7 @@ def cohere_like(arch):
         "chat_template": template,
     }
     generation = {"bos_token_id": 5, "eos_token_id": [tok.token_to_id("<|END_OF_TURN_TOKEN|>")], "pad_token_id": 0}
-
-    def extra(w):
-        w.add_layer_norm_eps(cfg.layer_norm_eps)
-        w.add_logit_scale(cfg.logit_scale)
-        w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
-        if arch == "cohere2":
-            w.add_sliding_window(cfg.sliding_window)
-
-    tok_args = dict(pre="command-r", bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", add_bos=True,
-                    template=template)
-    return arch, gguf_arch, cfg, model, tok, tokenizer_config, generation, extra, tok_args, window
+    return arch, cfg, model, tok, tokenizer_config, generation, window
 
 
 def qwen3():
@@ -296,7 +204,6 @@ def qwen3():
         attn_implementation="eager",
     )
     model = Qwen3ForCausalLM(cfg)
-    randomize(model, seed=3)
     template = (TEMPLATES / "qwen3.jinja").read_text()
     tokenizer_config = {
         "add_bos_token": False,
@@ -309,23 +216,17 @@ def qwen3():
         "chat_template": template,
     }
     generation = {"eos_token_id": [tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")]}
-
-    def extra(w):
-        w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-
-    tok_args = dict(pre="qwen2", bos=None, eos="<|im_end|>", add_bos=False, template=template)
-    return "qwen3", "qwen3", cfg, model, tok, tokenizer_config, generation, extra, tok_args, 8
+    return "qwen3", cfg, model, tok, tokenizer_config, generation, 8
 
 
 def main():
-    torch.manual_seed(0)
     OUT.mkdir(parents=True, exist_ok=True)
     for make in (lambda: cohere_like("cohere"), lambda: cohere_like("cohere2"), qwen3):
-        name, gguf_arch, cfg, model, tok, tok_cfg, gen, extra, tok_args, window = make()
-        model = model.float()
+        name, cfg, model, tok, tok_cfg, gen, window = make()
+        write_hf_dir(OUT / name, model, cfg, tok, tok_cfg, gen)
+        make_weights.write_model(name)
+        model = load_weights(model, cfg, OUT / name / "model.safetensors")
         refs = reference(model, seed=7, window=window)
-        write_hf_dir(OUT / name, model, tok, tok_cfg, gen)
-        write_gguf(OUT / f"{name}.gguf", gguf_arch, model, cfg, tok, tok_args, extra)
         (OUT / f"{name}.reference.json").write_text(
             json.dumps({"architecture": name, "vocab": VOCAB, "cases": refs}) + "\n"
         )
