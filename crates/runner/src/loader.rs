@@ -12,7 +12,7 @@
 //! Hub ids are looked up in the Hugging Face cache (`HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 //! `~/.cache/huggingface/hub`), in the layout the Python `huggingface_hub` library writes. When
 //! online, missing files are downloaded into that cache with `hf-hub`, with progress in the log.
-//! `HF_HUB_OFFLINE=1` forbids the network. hf-hub 1.0 neither reads `HF_HUB_OFFLINE` nor lists a
+//! `HF_HUB_OFFLINE=1` forbids the network. hf-hub neither reads `HF_HUB_OFFLINE` nor lists a
 //! cached snapshot, so the offline lookup is done here, by reading the cache layout directly.
 //!
 //! When a repo or directory holds several `.gguf` files and none is named, the first quantisation
@@ -20,7 +20,7 @@
 //! name, e.g. `model-Q4_K_M.gguf`); vision projectors (`mmproj`) are never picked. Otherwise the
 //! error lists the candidates.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -78,20 +78,27 @@ pub struct ResolveOptions {
     pub offline: bool,
     /// The Hub cache directory; `None` means [`default_cache_dir`].
     pub cache_dir: Option<PathBuf>,
-    /// Token for gated or private repos; `None` lets hf-hub read `HF_TOKEN`, `HF_TOKEN_PATH` or
-    /// the token file under `HF_HOME`.
+    /// Token for gated or private repos; `None` lets hf-hub read the token file under `HF_HOME`.
     pub token: Option<String>,
     /// Hub address; `None` lets hf-hub read `HF_ENDPOINT` or use the public Hub.
     pub endpoint: Option<String>,
 }
 
 impl ResolveOptions {
-    /// `HF_HUB_OFFLINE`, `HF_HUB_CACHE` / `HF_HOME` and `HF_TOKEN` as the Python library reads them.
+    /// `HF_HUB_OFFLINE`, `HF_HUB_CACHE` / `HF_HOME`, and `HF_TOKEN` (else the file at
+    /// `HF_TOKEN_PATH`) as the Python library reads them.
     pub fn from_env() -> Self {
         Self {
             offline: std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| env_flag_is_true(&v)),
             cache_dir: Some(default_cache_dir()),
-            token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+            token: std::env::var("HF_TOKEN")
+                .ok()
+                .or_else(|| {
+                    let path = std::env::var("HF_TOKEN_PATH").ok()?;
+                    std::fs::read_to_string(path).ok()
+                })
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
             endpoint: None,
         }
     }
@@ -213,7 +220,7 @@ pub enum LoadError {
     Hub {
         repo: String,
         revision: String,
-        error: Box<hf_hub::HFError>,
+        error: Box<hf_hub::api::sync::ApiError>,
     },
     #[error("{network}; the cache has no copy either: {cache}")]
     Unreachable {
@@ -230,11 +237,9 @@ fn list_or_nothing(names: &[String]) -> String {
     }
 }
 
-fn token_hint(error: &hf_hub::HFError) -> &'static str {
-    match error {
-        hf_hub::HFError::AuthRequired { .. } | hf_hub::HFError::Forbidden { .. } => {
-            " (gated and private repos need a token: set HF_TOKEN)"
-        }
+fn token_hint(error: &hf_hub::api::sync::ApiError) -> &'static str {
+    match hub_status(error) {
+        Some(401 | 403) => " (gated and private repos need a token: set HF_TOKEN)",
         _ => "",
     }
 }

@@ -2,9 +2,10 @@
 //! network is down), then the download of the chosen files, with progress in the log.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use hf_hub::progress::{DownloadEvent, Progress, ProgressEvent, ProgressHandler};
+use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::api::Progress;
+use hf_hub::{Repo, RepoType};
 
 use super::*;
 
@@ -31,14 +32,31 @@ pub(super) fn resolve_hub(hub: &HubRef, opts: &ResolveOptions) -> Result<Resolve
     })
 }
 
-/// Connection failures and timeouts, after hf-hub's own retries: the cache may still serve.
+/// Connection failures and timeouts (after hf-hub's retries): the cache may still serve.
 pub(super) fn network_unreachable(err: &LoadError) -> bool {
     match err {
-        LoadError::Hub { error, .. } => match error.as_ref() {
-            hf_hub::HFError::Request { source, .. } => source.is_connect() || source.is_timeout(),
-            _ => false,
-        },
+        LoadError::Hub { error, .. } => is_transport(error),
         _ => false,
+    }
+}
+
+fn is_transport(error: &ApiError) -> bool {
+    match error {
+        ApiError::RequestError(e) => matches!(**e, ureq::Error::Transport(_)),
+        ApiError::TooManyRetries(inner) => is_transport(inner),
+        _ => false,
+    }
+}
+
+/// The HTTP status the Hub answered with, if the request got that far.
+pub(super) fn hub_status(error: &ApiError) -> Option<u16> {
+    match error {
+        ApiError::RequestError(e) => match **e {
+            ureq::Error::Status(code, _) => Some(code),
+            ureq::Error::Transport(_) => None,
+        },
+        ApiError::TooManyRetries(inner) => hub_status(inner),
+        _ => None,
     }
 }
 
@@ -128,37 +146,43 @@ pub(super) fn download(
     cache_dir: &Path,
 ) -> Result<ModelFiles, LoadError> {
     let revision = hub.revision();
-    let hub_error = |error: hf_hub::HFError| LoadError::Hub {
+    let hub_error = |error: ApiError| LoadError::Hub {
         repo: hub.repo_id.clone(),
         revision: revision.to_string(),
         error: Box::new(error),
     };
-    let mut builder = hf_hub::HFClient::builder().cache_dir(cache_dir);
+    // HF_ENDPOINT and the token file under HF_HOME as hf-hub reads them; ours win when set.
+    let mut builder = ApiBuilder::from_env()
+        .with_cache_dir(cache_dir.to_path_buf())
+        .with_progress(false);
     if let Some(token) = &opts.token {
-        builder = builder.token(token);
+        builder = builder.with_token(Some(token.clone()));
     }
     if let Some(endpoint) = &opts.endpoint {
-        builder = builder.endpoint(endpoint);
+        builder = builder.with_endpoint(endpoint.clone());
     }
-    let client = builder.build_sync().map_err(hub_error)?;
-    let (owner, name) = hf_hub::split_id(&hub.repo_id);
-    let repo = client.model(owner, name);
-
-    let info = repo.info().revision(revision).send().map_err(hub_error)?;
-    let commit = info.sha.clone().unwrap_or_else(|| revision.to_string());
-    let files: Vec<String> = info
-        .siblings
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| s.rfilename)
-        .collect();
-    let progress = Progress::new(LogProgress::new(&hub.repo_id));
+    let api = builder.build().map_err(hub_error)?;
+    let model = |revision: &str| {
+        api.repo(Repo::with_revision(
+            hub.repo_id.clone(),
+            RepoType::Model,
+            revision.to_string(),
+        ))
+    };
+    let info = model(revision).info().map_err(hub_error)?;
+    let commit = info.sha.clone();
+    let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let repo = model(&commit);
+    let snapshot = repo_cache_dir(cache_dir, &hub.repo_id)
+        .join("snapshots")
+        .join(&commit);
     let fetch = |file: &str| -> Result<PathBuf, LoadError> {
-        repo.download_file()
-            .filename(file)
-            .revision(commit.as_str())
-            .progress(progress.clone())
-            .send()
+        // A file of this commit already in the cache is the same file: no request.
+        let cached = snapshot.join(file);
+        if cached.is_file() {
+            return Ok(cached);
+        }
+        repo.download_with_progress(file, LogProgress::new(&hub.repo_id))
             .map_err(hub_error)
     };
     let result = choose_and_fetch(hub, &files, fetch);
@@ -229,53 +253,63 @@ pub(super) fn choose_and_fetch(
 /// it completes, with bytes, so a long first start is visibly working.
 pub(super) struct LogProgress {
     repo: String,
-    /// Per file: the last tenth logged.
-    logged: Mutex<HashMap<String, u64>>,
+    file: String,
+    total: usize,
+    done: usize,
+    /// The last tenth logged.
+    logged: Option<usize>,
 }
 
 impl LogProgress {
     fn new(repo: &str) -> Self {
         Self {
             repo: repo.to_string(),
-            logged: Mutex::new(HashMap::new()),
+            file: String::new(),
+            total: 0,
+            done: 0,
+            logged: None,
+        }
+    }
+
+    fn log(&mut self) {
+        // An unknown size (0) counts as done: log it once.
+        let tenth = self
+            .done
+            .saturating_mul(10)
+            .checked_div(self.total)
+            .unwrap_or(10);
+        if self.logged.is_none_or(|last| tenth > last) {
+            self.logged = Some(tenth);
+            tracing::info!(
+                repo = %self.repo,
+                file = %self.file,
+                bytes = self.done,
+                total = self.total,
+                "download progress"
+            );
         }
     }
 }
 
-impl ProgressHandler for LogProgress {
-    fn on_progress(&self, event: &ProgressEvent) {
-        let ProgressEvent::Download(event) = event else {
-            return;
-        };
-        match event {
-            DownloadEvent::Start { total_bytes, .. } if *total_bytes > 0 => {
-                tracing::info!(repo = %self.repo, bytes = total_bytes, "downloading");
-            }
-            DownloadEvent::Progress { files } => {
-                let Ok(mut logged) = self.logged.lock() else {
-                    return;
-                };
-                for file in files {
-                    // An unknown size (0) counts as done: log it once.
-                    let tenth = file
-                        .bytes_completed
-                        .saturating_mul(10)
-                        .checked_div(file.total_bytes)
-                        .unwrap_or(10);
-                    let last = logged.entry(file.filename.clone()).or_insert(u64::MAX);
-                    if *last == u64::MAX || tenth > *last {
-                        *last = tenth;
-                        tracing::info!(
-                            repo = %self.repo,
-                            file = %file.filename,
-                            bytes = file.bytes_completed,
-                            total = file.total_bytes,
-                            "download progress"
-                        );
-                    }
-                }
-            }
-            _ => {}
+impl Progress for LogProgress {
+    fn init(&mut self, size: usize, filename: &str) {
+        // A retry starts again from its resume point (`update` gives it).
+        if self.file != filename {
+            self.file = filename.to_string();
+            self.logged = None;
+            tracing::info!(repo = %self.repo, file = %filename, bytes = size, "downloading");
         }
+        self.total = size;
+        self.done = 0;
+    }
+
+    fn update(&mut self, size: usize) {
+        self.done = self.done.saturating_add(size);
+        self.log();
+    }
+
+    fn finish(&mut self) {
+        self.done = self.total;
+        self.log();
     }
 }
