@@ -50,12 +50,14 @@ pub enum SafetyMode {
 }
 
 impl SafetyMode {
-    /// The spelling templates receive in `safety_mode` (Cohere's API spelling).
+    /// The spelling templates receive in `safety_mode`: the API's, except that off is `NONE`,
+    /// which is what Cohere's Command templates test for (`safety_mode != "NONE"` writes a
+    /// preamble, STRICT's or else CONTEXTUAL's; an undefined mode means CONTEXTUAL).
     pub fn as_str(self) -> &'static str {
         match self {
             SafetyMode::Contextual => "CONTEXTUAL",
             SafetyMode::Strict => "STRICT",
-            SafetyMode::Off => "OFF",
+            SafetyMode::Off => "NONE",
         }
     }
 }
@@ -73,7 +75,7 @@ pub struct ChatPrompt {
     /// Whether the model should think before answering: rendered as both `enable_thinking`
     /// (Qwen3) and `reasoning` (Command A Reasoning, Cohere's later templates).
     pub thinking: Option<bool>,
-    /// Rendered as `safety_mode` (`CONTEXTUAL`, `STRICT`, `OFF`).
+    /// Rendered as `safety_mode` (`CONTEXTUAL`, `STRICT`, `NONE`; see [`SafetyMode::as_str`]).
     pub safety_mode: Option<SafetyMode>,
     /// Whether answers should cite documents and tool results: `enable_citations` (Command R7B).
     pub citations: Option<bool>,

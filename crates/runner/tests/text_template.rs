@@ -280,6 +280,37 @@ fn chat_switches_reach_the_template_only_when_set() {
     assert_eq!(t.render(&prompt).unwrap(), "False|False|STRICT|True|True");
 }
 
+/// Cohere's Command templates choose their safety preamble with `safety_mode != "NONE"` and
+/// `safety_mode == "STRICT"`, defaulting to contextual when it is undefined: the API's three
+/// modes (and none given) reach such a template as the preamble each one means.
+#[test]
+fn each_safety_mode_selects_its_preamble_in_a_command_style_template() {
+    let t = ChatTemplate::new(
+        concat!(
+            "{%- set safety_mode = safety_mode if safety_mode is not undefined else \"CONTEXTUAL\" -%}",
+            "{%- if safety_mode != \"NONE\" -%}",
+            "{%- if safety_mode|upper == \"STRICT\" %}strict{% else %}contextual{% endif -%}",
+            "{%- else %}none{% endif -%}"
+        )
+        .into(),
+        None,
+        None,
+        TemplateOrigin::Gguf,
+    )
+    .unwrap();
+    let render = |mode: Option<SafetyMode>| {
+        let prompt = ChatPrompt {
+            safety_mode: mode,
+            ..ChatPrompt::default()
+        };
+        t.render(&prompt).unwrap()
+    };
+    assert_eq!(render(None), "contextual");
+    assert_eq!(render(Some(SafetyMode::Contextual)), "contextual");
+    assert_eq!(render(Some(SafetyMode::Strict)), "strict");
+    assert_eq!(render(Some(SafetyMode::Off)), "none");
+}
+
 /// What the goldens above pin byte for byte, said outright for the switches that matter.
 #[test]
 fn thinking_switches_change_the_generation_prompt() {

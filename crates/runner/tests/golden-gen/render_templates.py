@@ -44,7 +44,8 @@ def switches(chat):
         out["enable_thinking"] = chat["thinking"]
         out["reasoning"] = chat["thinking"]
     if "safety_mode" in chat:
-        out["safety_mode"] = chat["safety_mode"]
+        # Off reaches templates as NONE, the spelling Cohere's Command templates test for.
+        out["safety_mode"] = {"OFF": "NONE"}.get(chat["safety_mode"], chat["safety_mode"])
     if "citations" in chat:
         out["enable_citations"] = chat["citations"]
     return out
