@@ -416,6 +416,10 @@ pub fn matmul_on(
         supported_isas().contains(&path),
         "{path:?} is not supported by this CPU"
     );
+    // Nothing to compute: neither path needs to quantize, split or spawn anything.
+    if m == 0 || w.rows == 0 {
+        return;
+    }
     let int8 = !matches!(w.ty, QuantType::F32 | QuantType::F16);
     match path {
         #[cfg(target_arch = "x86_64")]
@@ -450,9 +454,6 @@ fn matmul_portable(
     threads: &Threads,
 ) {
     let (rows, cols) = (w.rows, w.cols);
-    if m == 0 || rows == 0 {
-        return;
-    }
     let (tasks, per) = row_ranges(rows, threads.len(), 1);
     scratch.rows.resize_with(tasks, Vec::new);
     for r in &mut scratch.rows {

@@ -12,7 +12,8 @@ pub(crate) struct Scratch {
     rows: Vec<(Vec<WGroup>, Vec<WScales>, Vec<WTile>)>,
 }
 
-/// `out = x · Wᵀ` on the int8 path `isa` (Avx2 or Avx512Vnni; the caller checked the CPU).
+/// `out = x · Wᵀ` on the int8 path `isa` (Avx2 or Avx512Vnni; the caller checked the CPU and
+/// that `m` and the rows are not zero).
 pub(crate) fn matmul(
     isa: Isa,
     w: &QMatrix,
@@ -23,9 +24,6 @@ pub(crate) fn matmul(
     threads: &Threads,
 ) {
     let (rows, cols) = (w.rows, w.cols);
-    if m == 0 || rows == 0 {
-        return;
-    }
     let vnni = isa == Isa::Avx512Vnni;
     let ngroups = (cols / 32).div_ceil(GROUP);
 

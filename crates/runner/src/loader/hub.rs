@@ -35,27 +35,26 @@ pub(super) fn resolve_hub(hub: &HubRef, opts: &ResolveOptions) -> Result<Resolve
 /// Connection failures and timeouts (after hf-hub's retries): the cache may still serve.
 pub(super) fn network_unreachable(err: &LoadError) -> bool {
     match err {
-        LoadError::Hub { error, .. } => is_transport(error),
-        _ => false,
-    }
-}
-
-fn is_transport(error: &ApiError) -> bool {
-    match error {
-        ApiError::RequestError(e) => matches!(**e, ureq::Error::Transport(_)),
-        ApiError::TooManyRetries(inner) => is_transport(inner),
+        LoadError::Hub { error, .. } => {
+            matches!(request_error(error), Some(ureq::Error::Transport(_)))
+        }
         _ => false,
     }
 }
 
 /// The HTTP status the Hub answered with, if the request got that far.
 pub(super) fn hub_status(error: &ApiError) -> Option<u16> {
+    match request_error(error)? {
+        ureq::Error::Status(code, _) => Some(*code),
+        ureq::Error::Transport(_) => None,
+    }
+}
+
+/// The HTTP client's error behind an hf-hub error, through its retries.
+fn request_error(error: &ApiError) -> Option<&ureq::Error> {
     match error {
-        ApiError::RequestError(e) => match **e {
-            ureq::Error::Status(code, _) => Some(code),
-            ureq::Error::Transport(_) => None,
-        },
-        ApiError::TooManyRetries(inner) => hub_status(inner),
+        ApiError::RequestError(e) => Some(e),
+        ApiError::TooManyRetries(inner) => request_error(inner),
         _ => None,
     }
 }
