@@ -245,23 +245,13 @@ async fn start_chat(
     })?;
     // Filled in by the prefix cache once it exists; counted in usage and the metrics already.
     let cached_tokens = 0;
-    // Command models wrap even a plain answer in markup (`<|START_RESPONSE|>`,
-    // `<|START_TEXT|>`): their parser reads every reply, with nothing held as a plan when the
-    // request has no tools.
-    let command = engine.tool_format() == runner::tools::ToolFormatKind::Command;
-    let tool_parse = valid
-        .tool_parse
-        .or(command.then_some(runner::tools::ParseOptions {
-            plan_hold_bytes: 0,
-            id_seed: None,
-        }));
+    let tool_format = runner::tools::format(engine.tool_format());
     let options = ReplyOptions {
-        tools: tool_parse
-            .map(|options| runner::tools::format(engine.tool_format()).parser(options)),
+        tools: tool_format.reply_parser(valid.tool_parse),
         cached_tokens,
         sources: valid.sources.into(),
         citation_mode: valid.citation_mode,
-        native_citations: command,
+        native_citations: tool_format.cites_natively(),
         thinking: engine.info().thinking.clone(),
         thinking_opened,
     };

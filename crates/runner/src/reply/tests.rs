@@ -139,10 +139,8 @@ fn a_command_reply_thinks_from_the_prompt_and_answers_without_markup() {
     let chars: Vec<char> = reply.chars().collect();
     for chunk in 1..=chars.len() {
         let options = ReplyOptions {
-            tools: Some(format(ToolFormatKind::Command).parser(ParseOptions {
-                plan_hold_bytes: 0,
-                id_seed: Some(1),
-            })),
+            // What the server gives a Command reply to a request without tools.
+            tools: format(ToolFormatKind::Command).reply_parser(None),
             thinking: markers.clone(),
             thinking_opened: true,
             ..ReplyOptions::default()
@@ -165,12 +163,11 @@ fn a_command_reply_thinks_from_the_prompt_and_answers_without_markup() {
         );
         assert_eq!(end(&out).finish, Finish::Complete);
     }
-    // R7B's plain answer, without reasoning: only the text, unwrapped.
+    // R7B's plain answer, without reasoning: only the text, unwrapped. Other formats need no
+    // parser for a request without tools.
+    assert!(format(ToolFormatKind::Hermes).reply_parser(None).is_none());
     let options = ReplyOptions {
-        tools: Some(format(ToolFormatKind::Command).parser(ParseOptions {
-            plan_hold_bytes: 0,
-            id_seed: Some(1),
-        })),
+        tools: format(ToolFormatKind::Command).reply_parser(None),
         ..ReplyOptions::default()
     };
     let out = run(

@@ -48,4 +48,12 @@ impl ToolFormat for Command {
     fn sections(&self) -> &'static [Section] {
         SECTIONS
     }
+
+    fn wraps_every_reply(&self) -> bool {
+        true
+    }
+
+    fn cites_natively(&self) -> bool {
+        true
+    }
 }

@@ -109,9 +109,33 @@ pub trait ToolFormat: Send + Sync {
         self.kind() != ToolFormatKind::Generic
     }
 
+    /// Whether even a reply to a request without tools carries this format's markup (a
+    /// Command answer sits in `<|START_RESPONSE|>` or `<|START_TEXT|>`), so that every reply
+    /// needs the parser.
+    fn wraps_every_reply(&self) -> bool {
+        false
+    }
+
+    /// Whether the model marks its own citations in this format (`<co>` markup).
+    fn cites_natively(&self) -> bool {
+        false
+    }
+
     /// A fresh streaming parser for one reply.
     fn parser(&self, options: ParseOptions) -> ToolParser {
         ToolParser::new(self.markers(), self.sections(), self.strip(), options)
+    }
+
+    /// The parser one reply needs: `tools` are the request's parse options when it has tools;
+    /// a format that wraps every reply gets a parser that holds nothing back as a plan.
+    fn reply_parser(&self, tools: Option<ParseOptions>) -> Option<ToolParser> {
+        let plain = ParseOptions {
+            plan_hold_bytes: 0,
+            id_seed: None,
+        };
+        tools
+            .or(self.wraps_every_reply().then_some(plain))
+            .map(|options| self.parser(options))
     }
 }
 
