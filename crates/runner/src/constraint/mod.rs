@@ -493,6 +493,7 @@ pub fn compile_with_timeout(
     spec: &ConstraintSpec,
     timeout: Duration,
 ) -> Result<Constraint, ConstraintError> {
+    let started = std::time::Instant::now();
     let (tx, rx) = mpsc::channel();
     let compiler = compiler.clone();
     let spec = spec.clone();
@@ -503,6 +504,9 @@ pub fn compile_with_timeout(
         })
         .map_err(|e| ConstraintError::Compile(format!("cannot start the compiler: {e}")))?;
     match rx.recv_timeout(timeout) {
+        // A result that arrived while this thread was descheduled past the deadline still took
+        // longer than allowed: the limit holds however the threads were scheduled.
+        Ok(_) if started.elapsed() > timeout => Err(ConstraintError::Timeout(timeout)),
         Ok(result) => result,
         Err(mpsc::RecvTimeoutError::Timeout) => Err(ConstraintError::Timeout(timeout)),
         Err(mpsc::RecvTimeoutError::Disconnected) => Err(ConstraintError::Compile(
