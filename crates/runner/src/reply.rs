@@ -118,8 +118,6 @@ pub enum ReplyEvent {
 pub struct ReplyOptions {
     /// The request has tools: the text goes through the model's tool-call parser.
     pub tools: Option<ToolParser>,
-    /// Prompt tokens served from the prefix cache.
-    pub cached_tokens: usize,
     /// What the reply may cite (documents, tool results) and how; no citations when empty or
     /// [`CitationMode::Off`].
     pub sources: Arc<[Source]>,
@@ -188,7 +186,7 @@ impl ReplyAssembler {
             usage: Usage {
                 input_tokens: prompt_tokens,
                 output_tokens: 0,
-                cached_tokens: options.cached_tokens,
+                cached_tokens: 0,
             },
             open_block: None,
             next_block: 0,
@@ -314,9 +312,11 @@ impl ReplyAssembler {
                 reason,
                 prompt_tokens,
                 output_tokens,
+                cached_tokens,
             } => {
                 self.usage.input_tokens = prompt_tokens;
                 self.usage.output_tokens = output_tokens;
+                self.usage.cached_tokens = cached_tokens;
                 let mut finish = match reason {
                     FinishReason::EndOfTurn => Finish::Complete,
                     FinishReason::StopSequence => Finish::StopSequence,

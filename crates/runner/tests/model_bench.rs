@@ -28,7 +28,10 @@ fn load(file: &str) -> Box<dyn BatchModel> {
     let threads = std::env::var("COHOST_THREADS")
         .ok()
         .and_then(|t| t.parse().ok());
-    let opts = LoadOptions { threads };
+    let opts = LoadOptions {
+        threads,
+        ..LoadOptions::default()
+    };
     Box::new(load_gguf_model(&path, &opts).unwrap().0)
 }
 

@@ -87,6 +87,7 @@ impl RequestLog {
         }
         self.input_tokens = usage.input_tokens;
         self.output_tokens = usage.output_tokens;
+        self.cached_tokens = usage.cached_tokens;
     }
 }
 
@@ -136,7 +137,6 @@ impl Drop for RequestLog {
 struct Started {
     /// The served model's own name (the metrics' label).
     model: String,
-    cached_tokens: usize,
     stream: bool,
     logprobs: bool,
     reply: ReplyStream,
@@ -149,7 +149,6 @@ pub async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Body)
     match start_chat(&state, &headers, body).await {
         Ok(started) => {
             log.model = Some(started.model.clone());
-            log.cached_tokens = started.cached_tokens;
             log.stream = started.stream;
             log.input_tokens = started.reply.usage().input_tokens;
             if started.stream {
@@ -243,12 +242,9 @@ async fn start_chat(
         thinking_budget: valid.thinking_budget,
         thinking_opened,
     })?;
-    // Filled in by the prefix cache once it exists; counted in usage and the metrics already.
-    let cached_tokens = 0;
     let tool_format = runner::tools::format(engine.tool_format());
     let options = ReplyOptions {
         tools: tool_format.reply_parser(valid.tool_parse),
-        cached_tokens,
         sources: valid.sources.into(),
         citation_mode: valid.citation_mode,
         native_citations: tool_format.cites_natively(),
@@ -259,7 +255,6 @@ async fn start_chat(
         .with_attributor(std::sync::Arc::new(engine.clone()));
     Ok(Started {
         model: engine.info().name.clone(),
-        cached_tokens,
         stream: valid.stream,
         logprobs: valid.sampling.logprobs,
         reply,

@@ -130,6 +130,20 @@ pub struct ServeArgs {
     #[arg(long, env = "COHOST_CONTEXT_LENGTH")]
     pub context_length: Option<usize>,
 
+    /// MiB of memory for each chat model's KV cache, a pool of 16-token blocks shared by every
+    /// sequence and kept for repeated prompt prefixes (default: room for --max-concurrent full
+    /// contexts, capped at a quarter of the memory available at start-up). It must hold one
+    /// sequence at the full context; the size chosen is logged at start-up. Requests wait in the
+    /// queue while their prompt does not fit.
+    #[arg(long, env = "COHOST_KV_CACHE_MB")]
+    pub kv_cache_mb: Option<u64>,
+
+    /// Reuse the keys and values of prompt prefixes seen before (multi-turn chats, shared system
+    /// prompts and documents): they are computed once and the usage reports them as
+    /// cached_tokens. Replies are the same with or without it.
+    #[arg(long, env = "COHOST_PREFIX_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub prefix_cache: bool,
+
     /// Compute threads of each model's forward pass (default: all cores; each model has its own
     /// pool, so an embedding burst shares the cores with chat instead of holding its pool).
     #[arg(long, env = "COHOST_THREADS")]
@@ -214,6 +228,11 @@ impl ServeArgs {
                 return Err(ConfigError::Zero { flag });
             }
         }
+        if self.kv_cache_mb == Some(0) {
+            return Err(ConfigError::Zero {
+                flag: "kv-cache-mb",
+            });
+        }
         for (flag, value) in [
             ("context-length", self.context_length),
             ("threads", self.threads),
@@ -271,6 +290,8 @@ impl ServeArgs {
             max_queue: self.max_queue,
             context_length: self.context_length,
             threads: self.threads,
+            kv_cache_mb: self.kv_cache_mb,
+            prefix_cache: self.prefix_cache,
             encoder_nice: self.encoder_nice,
             max_tokens: self.max_tokens,
             max_body_bytes: self.max_body_bytes,
@@ -516,6 +537,12 @@ pub fn load_engine(config: &Config) -> anyhow::Result<EngineHandle> {
 pub fn load_chat(config: &Config, model: &str) -> anyhow::Result<EngineHandle> {
     let run = runner::model::LoadOptions {
         threads: config.threads,
+        kv: runner::model::KvBudget {
+            mib: config.kv_cache_mb,
+            max_concurrent: config.max_concurrent,
+            context_length: config.context_length,
+            prefix_cache: config.prefix_cache,
+        },
     };
     let loaded = runner::load_with(model, &runner::loader::ResolveOptions::from_env(), &run)?;
     // The engine caps this again at the model's own context.

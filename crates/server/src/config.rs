@@ -21,6 +21,10 @@ pub struct Config {
     pub context_length: Option<usize>,
     /// Compute threads; `None` lets the runtime decide.
     pub threads: Option<usize>,
+    /// MiB of each chat model's KV pool; `None`: the default for the model and the machine.
+    pub kv_cache_mb: Option<u64>,
+    /// Reuse the KV cache of repeated prompt prefixes.
+    pub prefix_cache: bool,
     /// Added to encoder models' thread priority (Linux nice), so chat streams go first.
     pub encoder_nice: i32,
     /// Server-side ceiling on output tokens per request; `None` means only the context limits it.
@@ -53,6 +57,8 @@ impl Config {
             max_queue: 16,
             context_length: None,
             threads: None,
+            kv_cache_mb: None,
+            prefix_cache: true,
             encoder_nice: 5,
             max_tokens: None,
             max_body_bytes: 8 << 20,

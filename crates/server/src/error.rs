@@ -83,6 +83,9 @@ impl From<SubmitError> for ApiError {
             SubmitError::PromptTooLong { prompt, context } => Self::BadRequest(format!(
                 "too many tokens: the prompt has {prompt} tokens, at least as many as the {context} tokens of context this model serves, so no room is left for the reply."
             )),
+            SubmitError::TooBigForCache { prompt, capacity } => Self::BadRequest(format!(
+                "too many tokens: the prompt has {prompt} tokens, and this server's KV cache holds {capacity} (see --kv-cache-mb), so it can never run."
+            )),
             SubmitError::Sampling(e) => Self::invalid(e),
             SubmitError::Invalid(m) => Self::invalid(m),
             SubmitError::Stopped => Self::ShuttingDown,

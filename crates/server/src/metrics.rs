@@ -155,12 +155,12 @@ impl Default for Metrics {
         let kv_cache_tokens = gauge(
             &mut registry,
             "kv_cache_tokens",
-            "Positions held in the KV cache by running sequences",
+            "Positions of the KV pool's blocks held by running sequences",
         );
         let kv_cache_capacity = gauge(
             &mut registry,
             "kv_cache_capacity_tokens",
-            "Positions the KV cache holds at most",
+            "Positions the KV pool holds (--kv-cache-mb)",
         );
         Self {
             registry,

@@ -266,6 +266,7 @@ mod tests {
                     reason: EngineFinish::EndOfTurn,
                     prompt_tokens: 71,
                     output_tokens: 2,
+                    cached_tokens: 0,
                 },
             ],
         );
@@ -321,6 +322,7 @@ mod tests {
                     reason: EngineFinish::EndOfTurn,
                     prompt_tokens: 71,
                     output_tokens: 2,
+                    cached_tokens: 0,
                 },
             ],
         );
@@ -458,6 +460,7 @@ mod tests {
             reason: EngineFinish::EndOfTurn,
             prompt_tokens: 9,
             output_tokens: 8,
+            cached_tokens: 0,
         });
         let (enc, frames) = encode(true, tool_options(256), input);
         assert!(concat(&frames).ends_with("data: [DONE]\n\n"));
@@ -521,6 +524,7 @@ mod tests {
                     reason: EngineFinish::EndOfTurn,
                     prompt_tokens: 9,
                     output_tokens: 4,
+                    cached_tokens: 0,
                 },
             ],
         );

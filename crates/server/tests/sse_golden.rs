@@ -100,6 +100,7 @@ fn a_thinking_reply_encodes_to_the_golden_stream_and_response() {
             reason: FinishReason::EndOfTurn,
             prompt_tokens: 12,
             output_tokens: 4,
+            cached_tokens: 0,
         }])
     };
     let options = || ReplyOptions {

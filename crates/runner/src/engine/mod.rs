@@ -89,6 +89,8 @@ pub enum StreamEvent {
         reason: FinishReason,
         prompt_tokens: usize,
         output_tokens: usize,
+        /// Prompt tokens whose keys and values came from the prefix cache, not computed.
+        cached_tokens: usize,
     },
     Error {
         message: String,
@@ -117,6 +119,9 @@ pub enum SubmitError {
     /// The prompt leaves no room for output: it has at least as many tokens as the context.
     #[error("too many tokens: the prompt has {prompt} tokens, at least as many as the {context} tokens of context")]
     PromptTooLong { prompt: usize, context: usize },
+    /// The prompt alone needs more KV memory than the whole pool has: it could never run.
+    #[error("too many tokens: the prompt has {prompt} tokens, and the KV cache holds {capacity}")]
+    TooBigForCache { prompt: usize, capacity: usize },
     #[error("invalid sampling parameters: {0}")]
     Sampling(#[from] sampler::SamplingError),
     #[error("invalid request: {0}")]
@@ -186,8 +191,9 @@ pub enum EngineEvent {
     /// A request left the queue for a running slot after waiting this long since `submit`.
     Scheduled { queue_wait: std::time::Duration },
     /// One forward pass ran over `sequences` sequences and `tokens` input tokens. After it, the
-    /// running sequences hold `cached_tokens` positions in the KV cache, of `cache_capacity`
-    /// (every slot at the full context).
+    /// running sequences hold blocks of `cached_tokens` positions in the KV pool, of
+    /// `cache_capacity` (a model without a pool: positions held, of every slot at the full
+    /// context).
     Step {
         sequences: usize,
         tokens: usize,
@@ -227,6 +233,8 @@ struct Shared {
     end_tokens: Vec<u32>,
     /// Prompt text longer than this cannot fit in the context (see [`EngineHandle::max_prompt_bytes`]).
     max_prompt_bytes: usize,
+    /// Positions the model's KV pool holds, if it has one.
+    kv_tokens: Option<usize>,
     /// Built at the first constrained request: most requests never need it.
     compiler: std::sync::OnceLock<Result<ConstraintCompiler, ConstraintError>>,
     /// The thinking markers' token ids (open, close), for `GenerateRequest::thinking_budget`.
@@ -285,8 +293,10 @@ pub fn start(loaded: LoadedModel, config: EngineConfig) -> EngineHandle {
         .tokenizer
         .max_token_bytes()
         .saturating_mul(context_length);
+    let kv_tokens = loaded.model.kv_usage().map(|u| u.total * u.block_tokens);
     let shared = Arc::new(Shared {
         max_prompt_bytes,
+        kv_tokens,
         info,
         tokenizer: loaded.tokenizer.clone(),
         template: loaded.template,
@@ -440,6 +450,15 @@ impl EngineHandle {
                 ));
             }
             request.max_tokens = teacher.len();
+        }
+        if let Some(capacity) = shared.kv_tokens {
+            if request.prompt.len() >= capacity {
+                return Err(SubmitError::TooBigForCache {
+                    prompt: request.prompt.len(),
+                    capacity,
+                });
+            }
+            request.max_tokens = request.max_tokens.min(capacity - request.prompt.len());
         }
         request.max_tokens = request.max_tokens.min(context - request.prompt.len());
         let sampler = Sampler::new(request.sampling.clone(), shared.info.vocab_size)?;

@@ -30,9 +30,21 @@ const CLOSING_MARGIN: usize = 2;
 /// One running request: its place in the prompt, its sampler and its text pipeline.
 pub(super) struct Sequence {
     pub id: SeqId,
-    pub prompt: Vec<u32>,
-    /// How many prompt tokens are already in the cache.
+    /// Every token the model is given, in order: the prompt, then each output token once it is
+    /// fed back. A preempted sequence gives its cache up and prefills all of it again (mostly
+    /// from the prefix cache) before it samples on.
+    pub input: Vec<u32>,
+    /// How many tokens of `input` are in the cache.
     pub prefilled: usize,
+    /// The request's prompt tokens (the usage's input tokens).
+    pub prompt_len: usize,
+    /// Whether the cache was pointed at the longest cached prefix of `input` since the
+    /// sequence was (re)admitted: done when its prefill starts, so that it sees what a sequence
+    /// prefilled just before it left in the cache.
+    pub attached: bool,
+    /// Prompt tokens served from the prefix cache (the usage's `cached_tokens`), as of the
+    /// first start.
+    pub cached: Option<usize>,
     pub sampler: Sampler,
     pub constraint: Option<Constraint>,
     /// The constraint's allowed tokens for this step (reused buffer).
@@ -106,13 +118,18 @@ pub(super) enum Outcome {
 
 impl Sequence {
     pub fn in_prefill(&self) -> bool {
-        self.prefilled < self.prompt.len()
+        self.prefilled < self.input.len()
     }
 
-    /// Positions this sequence holds in the KV cache: its prompt so far and every output token
-    /// but the newest, which is fed at the next step.
-    pub fn cached_tokens(&self) -> usize {
-        self.prefilled + self.output_tokens.saturating_sub(1)
+    /// Gives the cache up (the caller releases it): the token sampled last becomes the end of
+    /// the input, so that the prefill that resumes the sequence ends in the logits it would
+    /// have decoded next.
+    pub fn preempt(&mut self) {
+        if let Some(token) = self.next_input.take() {
+            self.input.push(token);
+        }
+        self.prefilled = 0;
+        self.attached = false;
     }
 
     fn send_text(&mut self, text: String) {
@@ -129,8 +146,9 @@ impl Sequence {
     fn finish(&mut self, reason: FinishReason) {
         let _ = self.events.send(StreamEvent::Done {
             reason,
-            prompt_tokens: self.prompt.len(),
+            prompt_tokens: self.prompt_len,
             output_tokens: self.output_tokens,
+            cached_tokens: self.cached.unwrap_or(0),
         });
     }
 

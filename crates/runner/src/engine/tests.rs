@@ -163,7 +163,8 @@ async fn generates_until_max_tokens_and_counts() {
         StreamEvent::Done {
             reason: FinishReason::MaxTokens,
             prompt_tokens: 3,
-            output_tokens: 5
+            output_tokens: 5,
+            cached_tokens: 0,
         }
     );
     wait_until(|| record.lock().unwrap().live.is_empty()).await;

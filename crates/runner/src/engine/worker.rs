@@ -1,5 +1,15 @@
 //! The loop on the engine thread: take in requests, order the queue, admit into free slots, run
 //! one forward pass over every running sequence, and advance each of them.
+//!
+//! KV memory (for a model with a pool): a request is admitted only when the pool can hold its
+//! whole prompt and first output token, so it waits in the queue while memory is short; the
+//! queue limit still refuses the rest. A sequence starts its prefill on the longest cached prefix
+//! of its prompt, and waits a step or two while a sequence ahead of it is prefilling a block it
+//! shares, so that simultaneous requests with one system prompt compute it once. When a decode
+//! step finds the pool full, the most recently admitted sequence is preempted: its cache is
+//! released (its full blocks stay cached), it goes back ahead of the queue, and it resumes by
+//! prefilling its prompt and output so far, mostly from the cache. Its reply is unchanged: a
+//! position's keys and values do not depend on the batch that computed them.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -24,6 +34,8 @@ pub(super) struct Worker {
     incoming: mpsc::UnboundedReceiver<Admitted>,
     /// Ordered by priority (0 first), then arrival.
     queue: VecDeque<Admitted>,
+    /// Sequences that gave their cache up for memory, oldest first; admitted before the queue.
+    preempted: VecDeque<Sequence>,
     running: Vec<Sequence>,
     next_id: SeqId,
     logits: Vec<f32>,
@@ -68,6 +80,7 @@ impl Worker {
             end_tokens,
             incoming,
             queue: VecDeque::new(),
+            preempted: VecDeque::new(),
             running: Vec::new(),
             next_id: 0,
             logits: Vec::new(),
@@ -76,7 +89,7 @@ impl Worker {
 
     pub fn run(mut self) {
         loop {
-            if self.running.is_empty() && self.queue.is_empty() {
+            if self.running.is_empty() && self.queue.is_empty() && self.preempted.is_empty() {
                 // Idle: sleep until a request arrives, or stop when every handle is gone.
                 match self.incoming.blocking_recv() {
                     Some(admitted) => self.enqueue(admitted),
@@ -108,6 +121,7 @@ impl Worker {
     /// Removes sequences (and queued requests) whose client has gone, freeing their caches.
     fn drop_cancelled(&mut self) {
         self.queue.retain(|a| !a.events.is_closed());
+        self.preempted.retain(|seq| !seq.events.is_closed());
         let model = &mut self.model;
         self.running.retain(|seq| {
             let keep = !seq.events.is_closed();
@@ -120,28 +134,53 @@ impl Worker {
         self.publish_running();
     }
 
+    /// Moves preempted sequences, then queued requests, into free slots while the KV pool can
+    /// hold their input and first output token; the first that does not fit waits, and so does
+    /// everything behind it.
     fn admit(&mut self) {
         while self.running.len() < self.shared.config.max_concurrent {
-            let Some(admitted) = self.queue.pop_front() else {
+            if let Some(seq) = self.preempted.front() {
+                if !self.model.reserve(seq.id, seq.input.len() + 1) {
+                    break;
+                }
+                let seq = self.preempted.pop_front().expect("front exists");
+                tracing::debug!(
+                    seq = seq.id,
+                    tokens = seq.input.len(),
+                    "preempted sequence resumes"
+                );
+                self.running.push(seq);
+                continue;
+            }
+            let Some(front) = self.queue.front() else {
                 break;
             };
+            let id = self.next_id;
+            // Attach first, so that a cached prefix counts as room already there.
+            self.model.attach_prefix(id, &front.request.prompt);
+            if !self.model.reserve(id, front.request.prompt.len() + 1) {
+                self.model.release(id);
+                break;
+            }
+            self.next_id += 1;
             let Admitted {
                 request,
                 mut sampler,
                 events,
                 place,
                 submitted,
-            } = admitted;
+            } = self.queue.pop_front().expect("front exists");
             self.shared.notify(EngineEvent::Scheduled {
                 queue_wait: submitted.elapsed(),
             });
             sampler.observe_all(&request.prompt);
-            let id = self.next_id;
-            self.next_id += 1;
             self.running.push(Sequence {
                 id,
-                prompt: request.prompt,
+                prompt_len: request.prompt.len(),
+                input: request.prompt,
                 prefilled: 0,
+                attached: false,
+                cached: None,
                 sampler,
                 constraint: request.constraint,
                 mask: Vec::new(),
@@ -171,6 +210,57 @@ impl Worker {
         self.publish_running();
     }
 
+    /// Gives the cache of running sequence `i` up and puts it ahead of the queue.
+    fn preempt(&mut self, i: usize) {
+        let mut seq = self.running.remove(i);
+        self.model.release(seq.id);
+        tracing::info!(
+            seq = seq.id,
+            tokens = seq.input.len() + usize::from(seq.next_input.is_some()),
+            "KV pool full: sequence preempted, to resume from the prefix cache"
+        );
+        seq.preempt();
+        self.preempted.push_front(seq);
+        self.publish_running();
+    }
+
+    /// Makes room in the pool for this step's decode tokens (prompts reserved theirs when
+    /// admitted). When the pool is full, the most recently admitted sequence steps aside, until
+    /// the rest fit.
+    fn reserve_decodes(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            let seq = &self.running[i];
+            if seq.in_prefill()
+                || seq.next_input.is_none()
+                || self.model.reserve(seq.id, seq.prefilled + 1)
+            {
+                i += 1;
+                continue;
+            }
+            self.preempt(self.running.len() - 1);
+        }
+    }
+
+    /// Whether sequence `i`, whose prefill has not started, should wait for a sequence ahead of
+    /// it that is prefilling at least one whole block of its prompt not yet in the cache.
+    fn awaits_shared_prefill(&self, i: usize, block: usize) -> bool {
+        let input = &self.running[i].input;
+        self.running[..i].iter().any(|ahead| {
+            if !ahead.in_prefill() {
+                return false;
+            }
+            let common = ahead
+                .input
+                .iter()
+                .zip(input)
+                .take_while(|(a, b)| a == b)
+                .count();
+            // Blocks below `ahead.prefilled` are committed: attaching finds them now.
+            common / block > ahead.prefilled / block
+        })
+    }
+
     fn publish_running(&self) {
         self.shared
             .load
@@ -191,18 +281,38 @@ impl Worker {
     /// One forward pass over every running sequence: decoding sequences feed their last token,
     /// prefilling ones a slice of their prompt within the step's prefill budget.
     fn step(&mut self) {
+        self.reserve_decodes();
         let mut prefill_budget = self.shared.config.prefill_chunk;
+        let block = self.model.kv_usage().map(|u| u.block_tokens);
         // (index into running, start, end) of the prompt slice, or the decode token.
         let mut plan: Vec<(usize, Input)> = Vec::with_capacity(self.running.len());
-        for (i, seq) in self.running.iter().enumerate() {
-            if seq.in_prefill() {
+        for i in 0..self.running.len() {
+            if self.running[i].in_prefill() {
                 if prefill_budget == 0 {
                     continue;
                 }
-                let take = (seq.prompt.len() - seq.prefilled).min(prefill_budget);
+                if !self.running[i].attached {
+                    if block.is_some_and(|b| self.awaits_shared_prefill(i, b)) {
+                        continue;
+                    }
+                    let seq = &mut self.running[i];
+                    seq.prefilled = self.model.attach_prefix(seq.id, &seq.input);
+                    seq.attached = true;
+                    if seq.cached.is_none() {
+                        seq.cached = Some(seq.prefilled);
+                        tracing::debug!(
+                            seq = seq.id,
+                            cached = seq.prefilled,
+                            prompt = seq.input.len(),
+                            "prefix cache"
+                        );
+                    }
+                }
+                let seq = &self.running[i];
+                let take = (seq.input.len() - seq.prefilled).min(prefill_budget);
                 prefill_budget -= take;
                 plan.push((i, Input::Prompt(seq.prefilled, seq.prefilled + take)));
-            } else if let Some(token) = seq.next_input {
+            } else if let Some(token) = self.running[i].next_input {
                 plan.push((i, Input::Token([token])));
             }
         }
@@ -214,7 +324,7 @@ impl Worker {
             .map(|(i, input)| {
                 let seq = &self.running[*i];
                 let tokens: &[u32] = match input {
-                    Input::Prompt(start, end) => &seq.prompt[*start..*end],
+                    Input::Prompt(start, end) => &seq.input[*start..*end],
                     Input::Token(token) => token,
                 };
                 BatchItem {
@@ -248,10 +358,16 @@ impl Worker {
         for (row, (i, input)) in plan.iter().enumerate() {
             let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
             let seq = &mut self.running[*i];
-            if let Input::Prompt(_, end) = input {
-                seq.prefilled = *end;
-                if seq.in_prefill() {
-                    continue;
+            match input {
+                Input::Prompt(_, end) => {
+                    seq.prefilled = *end;
+                    if seq.in_prefill() {
+                        continue;
+                    }
+                }
+                Input::Token([token]) => {
+                    seq.input.push(*token);
+                    seq.prefilled = seq.input.len();
                 }
             }
             let end_tokens = &self.end_tokens;
@@ -274,11 +390,18 @@ impl Worker {
         }
         self.publish_running();
         let config = &self.shared.config;
+        let (cached_tokens, cache_capacity) = match self.model.kv_usage() {
+            Some(u) => (u.held * u.block_tokens, u.total * u.block_tokens),
+            None => (
+                self.running.iter().map(|s| s.prefilled).sum(),
+                config.max_concurrent * config.context_length,
+            ),
+        };
         self.shared.notify(EngineEvent::Step {
             sequences: plan.len(),
             tokens: plan.iter().map(|(_, input)| input.len()).sum(),
-            cached_tokens: self.running.iter().map(Sequence::cached_tokens).sum(),
-            cache_capacity: config.max_concurrent * config.context_length,
+            cached_tokens,
+            cache_capacity,
         });
     }
 }

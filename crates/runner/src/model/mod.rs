@@ -19,6 +19,7 @@
 mod arch;
 mod cpu;
 pub mod desc;
+pub mod kv_pool;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -26,8 +27,9 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file;
 
 pub use arch::{GGUF_ARCHITECTURES, SAFETENSORS_ARCHITECTURES};
-pub use cpu::{KvCache, Transformer};
+pub use cpu::Transformer;
 pub use desc::ModelDesc;
+pub use kv_pool::PoolUsage;
 
 pub type SeqId = u64;
 
@@ -39,6 +41,11 @@ pub struct BatchItem<'a> {
 }
 
 /// A model the engine can drive: it owns its weights and the KV cache of every sequence.
+///
+/// KV memory: a model with a pool ([`Self::kv_usage`] is Some) holds each sequence's positions
+/// in shared blocks under a fixed budget. The engine reserves a sequence's memory before it runs
+/// ([`Self::reserve`]) and starts it on the longest cached prefix of its prompt
+/// ([`Self::attach_prefix`]); `forward` itself only fails for memory when nobody reserved.
 pub trait BatchModel: Send {
     fn vocab_size(&self) -> usize;
     /// The longest context (prompt + output) the model supports.
@@ -51,8 +58,28 @@ pub trait BatchModel: Send {
     /// On error no sequence's cache changes.
     fn forward(&mut self, batch: &[BatchItem<'_>], logits: &mut Vec<f32>)
         -> Result<(), ModelError>;
-    /// Frees a sequence's cache (no-op for an unknown id).
+    /// Frees a sequence's cache (no-op for an unknown id). Full blocks of computed tokens stay
+    /// cached for later prompts that start the same way, until their memory is needed.
     fn release(&mut self, seq: SeqId);
+    /// Points `seq` (new, or holding only shared cached blocks so far) at the longest cached
+    /// prefix of `prompt`, in whole blocks and never its last token, and returns its length: the
+    /// engine then feeds `prompt[attached..]`. Blocks it had reserved for those positions are
+    /// given back. Models without a prefix cache attach nothing.
+    fn attach_prefix(&mut self, seq: SeqId, prompt: &[u32]) -> usize {
+        let _ = (seq, prompt);
+        0
+    }
+    /// Makes `seq` (created when new) hold KV memory for `tokens` positions in all. False,
+    /// changing nothing, when the pool cannot hold them even after evicting every cached block
+    /// nobody holds. Models without a pool always have room.
+    fn reserve(&mut self, seq: SeqId, tokens: usize) -> bool {
+        let _ = (seq, tokens);
+        true
+    }
+    /// How full the KV pool is; None for a model without one.
+    fn kv_usage(&self) -> Option<PoolUsage> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +117,14 @@ pub enum ModelError {
     },
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
+    #[error("sequence {seq} needs KV memory for {needed} tokens; the pool has room for {available} more")]
+    KvFull {
+        seq: SeqId,
+        needed: usize,
+        available: usize,
+    },
+    #[error("{0}")]
+    KvBudget(String),
 }
 
 /// How to run a loaded model.
@@ -97,6 +132,111 @@ pub enum ModelError {
 pub struct LoadOptions {
     /// Threads of the forward pass; `None` uses every available core.
     pub threads: Option<usize>,
+    pub kv: KvBudget,
+}
+
+/// How much memory the KV pool gets, and whether it reuses prompt prefixes.
+#[derive(Debug, Clone)]
+pub struct KvBudget {
+    /// MiB of keys and values; None: enough for `max_concurrent` full contexts, capped at a
+    /// quarter of the memory available at start-up.
+    pub mib: Option<u64>,
+    /// Sequences expected at once (the engine's slots), for the default.
+    pub max_concurrent: usize,
+    /// The context served, when shorter than the model's: the pool must hold one sequence of it.
+    pub context_length: Option<usize>,
+    /// Reuse the cached keys and values of prompt prefixes.
+    pub prefix_cache: bool,
+}
+
+impl Default for KvBudget {
+    fn default() -> Self {
+        Self {
+            mib: None,
+            max_concurrent: 16,
+            context_length: None,
+            prefix_cache: true,
+        }
+    }
+}
+
+/// A budget turned into blocks for one model.
+#[derive(Debug, Clone)]
+pub struct ResolvedBudget {
+    pub blocks: usize,
+    pub bytes: u64,
+    /// The served context the budget was checked against.
+    pub context: usize,
+    /// Where the size came from, for the start-up line.
+    pub origin: String,
+}
+
+impl KvBudget {
+    /// Blocks of `block_tokens` positions at `bytes_per_token`, for a model of `max_context`.
+    /// An explicit budget under one full-context sequence is an error that names the minimum.
+    pub fn resolve(
+        &self,
+        bytes_per_token: usize,
+        max_context: usize,
+        block_tokens: usize,
+    ) -> Result<ResolvedBudget, ModelError> {
+        const MIB: u64 = 1 << 20;
+        let context = self
+            .context_length
+            .map_or(max_context, |c| c.min(max_context))
+            .max(1);
+        let block_bytes = (bytes_per_token * block_tokens) as u64;
+        let min_blocks = context.div_ceil(block_tokens) as u64;
+        let (bytes, origin) = match self.mib {
+            Some(mib) => {
+                let bytes = mib.saturating_mul(MIB);
+                if bytes / block_bytes < min_blocks {
+                    return Err(ModelError::KvBudget(format!(
+                        "--kv-cache-mb {mib} holds {} tokens, less than one sequence at the \
+                         served context of {context} tokens: use at least {} MiB, or a shorter \
+                         --context-length",
+                        bytes / block_bytes * block_tokens as u64,
+                        (min_blocks * block_bytes).div_ceil(MIB)
+                    )));
+                }
+                (bytes, "--kv-cache-mb".to_string())
+            }
+            None => {
+                let want = self.max_concurrent.max(1) as u64 * min_blocks * block_bytes;
+                let (cap, of) = match available_memory() {
+                    Some(avail) => (
+                        avail / 4,
+                        format!("a quarter of {} MiB available", avail >> 20),
+                    ),
+                    None => (4 << 30, "4 GiB, the memory available being unknown".into()),
+                };
+                let bytes = want.min(cap).max(min_blocks * block_bytes);
+                let origin = if bytes == want {
+                    format!("default: {} full contexts", self.max_concurrent.max(1))
+                } else if bytes > cap {
+                    "default: one full context, above the memory cap".into()
+                } else {
+                    format!("default, capped at {of}")
+                };
+                (bytes, origin)
+            }
+        };
+        let blocks = (bytes / block_bytes) as usize;
+        Ok(ResolvedBudget {
+            blocks,
+            bytes: blocks as u64 * block_bytes,
+            context,
+            origin,
+        })
+    }
+}
+
+/// Bytes of memory the system can still give (Linux's MemAvailable), if known.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl LoadOptions {

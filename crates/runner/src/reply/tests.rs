@@ -16,6 +16,7 @@ fn done(reason: FinishReason, output: usize) -> StreamEvent {
         reason,
         prompt_tokens: 7,
         output_tokens: output,
+        cached_tokens: 0,
     }
 }
 

@@ -1,20 +1,20 @@
-//! Per-sequence KV caches and the bookkeeping of one batched step.
+//! The CPU backend's KV memory: every sequence's keys and values, in the blocks of one
+//! [`KvPool`], and the bookkeeping of one batched step.
 //!
-//! A cache keeps, for each layer, the keys in blocks of [`KEY_BLOCK`] positions, transposed
-//! within the block (`[kv_heads][capacity / KEY_BLOCK][head_dim][KEY_BLOCK]`, so the scores of a
-//! query against a block are vector FMAs over contiguous memory) and the values
-//! (`[kv_heads][capacity][head_dim]`), both in f16 as llama.cpp does: attention streams the whole
-//! cache every step, and half the bytes is half the time once contexts grow. Capacity grows by a
-//! quarter (at least 64 tokens) when full, so that the cache stays close to what a sequence holds
-//! while copies stay rare.
+//! The pool decides which block each position of a sequence lives in (and which blocks sequences
+//! share); this file keeps their bytes. Each layer has one slab of `total` blocks; block `b` of a
+//! KV head holds [`KEY_BLOCK`] positions of keys transposed within the block (`[head_dim]
+//! [KEY_BLOCK]`, so the scores of a query against a block are vector FMAs over contiguous memory)
+//! and the same positions' values (`[KEY_BLOCK][head_dim]`), both in f16 as llama.cpp does:
+//! attention streams the whole cache every step, and half the bytes is half the time once contexts
+//! grow. The slabs are allocated zeroed up front, so the operating system only backs the blocks
+//! that are ever used: memory stays within the budget and grows only as far as traffic needs.
 
 use std::collections::HashMap;
 
+use super::super::kv_pool::{BlockId, BlockTable, KvPool, PoolUsage};
 use super::super::{validate_batch, BatchItem, ModelError, SeqId};
 use super::ops::KEY_BLOCK;
-
-/// Capacity is a multiple of this (and so of the key block).
-const CAPACITY_STEP: usize = 64;
 
 /// The shape every cache of one model shares.
 #[derive(Debug, Clone, Copy)]
@@ -25,103 +25,62 @@ pub(super) struct CacheShape {
     pub max_context: usize,
 }
 
-#[derive(Debug, Default)]
-struct LayerKv {
-    /// f16 bits.
-    k: Vec<u16>,
-    /// f16 bits.
-    v: Vec<u16>,
+impl CacheShape {
+    /// f16 values of one block of one layer, keys or values: every KV head's positions.
+    fn block_values(&self) -> usize {
+        self.kv_heads * self.head_dim * KEY_BLOCK
+    }
+
+    /// Bytes one position takes over every layer, keys and values.
+    pub fn bytes_per_token(&self) -> usize {
+        self.n_layers * self.kv_heads * self.head_dim * 2 * 2
+    }
 }
 
-/// The keys and values of one sequence, for every layer.
+/// The bytes of every block, for each layer (see the module docs).
 #[derive(Debug)]
-pub struct KvCache {
-    seq: SeqId,
-    layers: Vec<LayerKv>,
-    /// Tokens committed: positions `0..len` hold valid keys and values.
-    len: usize,
-    capacity: usize,
+struct KvStore {
+    shape: CacheShape,
+    /// f16 bits, `[block][kv_head][head_dim][KEY_BLOCK]` per layer.
+    k: Vec<Vec<u16>>,
+    /// f16 bits, `[block][kv_head][KEY_BLOCK][head_dim]` per layer.
+    v: Vec<Vec<u16>>,
 }
 
-impl KvCache {
-    fn new(seq: SeqId, n_layers: usize) -> Self {
+impl KvStore {
+    fn new(shape: CacheShape, blocks: usize) -> Self {
+        let values = blocks * shape.block_values();
+        // `vec![0; n]` asks for zeroed memory, which the allocator maps lazily: untouched blocks
+        // cost address space, not memory.
+        let slab = || (0..shape.n_layers).map(|_| vec![0u16; values]).collect();
         Self {
-            seq,
-            layers: (0..n_layers).map(|_| LayerKv::default()).collect(),
-            len: 0,
-            capacity: 0,
+            shape,
+            k: slab(),
+            v: slab(),
         }
     }
 
-    /// Tokens held.
-    pub fn len(&self) -> usize {
-        self.len
+    fn range(&self, block: BlockId, head: usize) -> std::ops::Range<usize> {
+        let per_head = self.shape.head_dim * KEY_BLOCK;
+        let at = block as usize * self.shape.block_values() + head * per_head;
+        at..at + per_head
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Tokens that fit before the buffers must grow.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Makes room for `extra` more tokens.
-    fn reserve(&mut self, extra: usize, shape: &CacheShape) {
-        let needed = self.len + extra;
-        if needed <= self.capacity {
-            return;
-        }
-        let capacity = needed
-            .max(self.capacity + (self.capacity / 4).max(CAPACITY_STEP))
-            .min(shape.max_context.max(needed))
-            .next_multiple_of(CAPACITY_STEP);
-        let (heads, hd, old) = (shape.kv_heads, shape.head_dim, self.capacity);
-        // Both layouts keep a head's positions as a prefix of its slab, so growing copies each
-        // head's old slab to the start of its new one. Fresh buffers are zeroed: attention may
-        // read (with weight 0) a few slots past the end.
-        for layer in &mut self.layers {
-            let mut k = vec![0u16; heads * hd * capacity];
-            let mut v = vec![0u16; heads * capacity * hd];
-            if old > 0 {
-                for h in 0..heads {
-                    let (from, to) = (h * old * hd, h * capacity * hd);
-                    k[to..to + old * hd].copy_from_slice(&layer.k[from..from + old * hd]);
-                    v[to..to + old * hd].copy_from_slice(&layer.v[from..from + old * hd]);
-                }
-            }
-            layer.k = k;
-            layer.v = v;
-        }
-        self.capacity = capacity;
-    }
-
-    /// Writes one token's key and value rows (`kv_heads * head_dim` each) of one layer at
-    /// position `pos`. Nothing counts as cached until [`SeqCaches::finish`] commits the step.
-    pub(super) fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32], hd: usize) {
-        let cap = self.capacity;
-        let l = &mut self.layers[layer];
-        let f16 = kernels::f32_to_f16;
-        for (h, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
-            let block = h * cap * hd + pos / KEY_BLOCK * hd * KEY_BLOCK + pos % KEY_BLOCK;
-            for (d, &x) in kh.iter().enumerate() {
-                l.k[block + d * KEY_BLOCK] = f16(x);
-            }
-            for (o, &x) in l.v[(h * cap + pos) * hd..][..hd].iter_mut().zip(vh) {
-                *o = f16(x);
-            }
+    /// Zeroes a block taken for new work. Attention reads the unwritten tail of a sequence's last
+    /// block with weight zero, and zero times stale data that overflowed f16 (an infinity) would
+    /// be NaN.
+    fn clear(&mut self, block: BlockId) {
+        let n = self.shape.block_values();
+        let at = block as usize * n;
+        for slab in self.k.iter_mut().chain(self.v.iter_mut()) {
+            slab[at..at + n].fill(0);
         }
     }
 
-    /// Keys (blocked, see the module docs) and values `[capacity][head_dim]` of one head.
-    pub(super) fn head(&self, layer: usize, head: usize, hd: usize) -> (&[u16], &[u16]) {
-        let slab = self.capacity * hd;
-        let l = &self.layers[layer];
-        (
-            &l.k[head * slab..(head + 1) * slab],
-            &l.v[head * slab..(head + 1) * slab],
-        )
+    /// Keys `[head_dim][KEY_BLOCK]` and values `[KEY_BLOCK][head_dim]` of one block of one head.
+    pub fn block(&self, layer: usize, block: BlockId, head: usize) -> (&[u16], &[u16]) {
+        let r = self.range(block, head);
+        (&self.k[layer][r.clone()], &self.v[layer][r])
     }
 }
 
@@ -161,19 +120,30 @@ impl StepPlan {
     }
 }
 
-/// Every live sequence's cache, in a slab indexed by slot (slots are stable within a step).
+#[derive(Debug)]
+struct SeqKv {
+    seq: SeqId,
+    table: BlockTable,
+}
+
+/// Every live sequence's block table, in a slab indexed by slot (slots are stable within a
+/// step), the pool they draw from and the memory behind it.
 #[derive(Debug)]
 pub(super) struct SeqCaches {
     shape: CacheShape,
-    caches: Vec<KvCache>,
+    pool: KvPool,
+    store: KvStore,
+    seqs: Vec<SeqKv>,
     slots: HashMap<SeqId, usize>,
 }
 
 impl SeqCaches {
-    pub fn new(shape: CacheShape) -> Self {
+    pub fn new(shape: CacheShape, blocks: usize, prefix_cache: bool) -> Self {
         Self {
             shape,
-            caches: Vec::new(),
+            pool: KvPool::new(blocks, KEY_BLOCK, prefix_cache),
+            store: KvStore::new(shape, blocks),
+            seqs: Vec::new(),
             slots: HashMap::new(),
         }
     }
@@ -182,10 +152,61 @@ impl SeqCaches {
         self.shape.max_context
     }
 
-    /// Validates a batch, creates caches for new sequences and makes room for the new tokens.
+    pub fn usage(&self) -> PoolUsage {
+        self.pool.usage()
+    }
+
+    /// The slot of `seq`, created empty when new (the bool says whether it was).
+    fn slot_of(&mut self, seq: SeqId) -> (usize, bool) {
+        match self.slots.get(&seq) {
+            Some(&slot) => (slot, false),
+            None => {
+                self.seqs.push(SeqKv {
+                    seq,
+                    table: BlockTable::default(),
+                });
+                self.slots.insert(seq, self.seqs.len() - 1);
+                (self.seqs.len() - 1, true)
+            }
+        }
+    }
+
+    /// See `BatchModel::attach_prefix`.
+    pub fn attach(&mut self, seq: SeqId, prompt: &[u32]) -> usize {
+        let (slot, _) = self.slot_of(seq);
+        self.pool.attach(&mut self.seqs[slot].table, prompt)
+    }
+
+    /// See `BatchModel::reserve`.
+    pub fn reserve(&mut self, seq: SeqId, tokens: usize) -> bool {
+        if tokens > self.shape.max_context {
+            return false;
+        }
+        let (slot, created) = self.slot_of(seq);
+        let table = &mut self.seqs[slot].table;
+        match self.pool.reserve(table, tokens) {
+            Some(taken) => {
+                for &b in &table.blocks()[taken] {
+                    self.store.clear(b);
+                }
+                true
+            }
+            None => {
+                if created {
+                    self.release(seq);
+                }
+                false
+            }
+        }
+    }
+
+    /// Validates a batch, creates caches for new sequences and makes room for the new tokens
+    /// (the engine reserves ahead, so this only fails when a caller did not).
     pub fn begin(&mut self, batch: &[BatchItem<'_>], vocab: usize) -> Result<StepPlan, ModelError> {
         validate_batch(batch, vocab, self.shape.max_context, |seq| {
-            self.get(seq).map_or(0, KvCache::len)
+            self.slots
+                .get(&seq)
+                .map_or(0, |&slot| self.seqs[slot].table.len())
         })?;
         let mut plan = StepPlan {
             spans: Vec::with_capacity(batch.len()),
@@ -194,19 +215,20 @@ impl SeqCaches {
             created: Vec::new(),
         };
         for item in batch {
-            let slot = match self.slots.get(&item.seq) {
-                Some(&slot) => slot,
-                None => {
-                    plan.created.push(item.seq);
-                    self.caches
-                        .push(KvCache::new(item.seq, self.shape.n_layers));
-                    self.slots.insert(item.seq, self.caches.len() - 1);
-                    self.caches.len() - 1
-                }
-            };
-            let cache = &mut self.caches[slot];
-            let start = cache.len();
-            cache.reserve(item.tokens.len(), &self.shape);
+            let (slot, created) = self.slot_of(item.seq);
+            if created {
+                plan.created.push(item.seq);
+            }
+            let start = self.seqs[slot].table.len();
+            if !self.reserve(item.seq, start + item.tokens.len()) {
+                let usage = self.pool.usage();
+                self.finish(&plan, false);
+                return Err(ModelError::KvFull {
+                    seq: item.seq,
+                    needed: start + item.tokens.len(),
+                    available: usage.available() * usage.block_tokens,
+                });
+            }
             plan.spans.push(ItemSpan {
                 slot,
                 offset: plan.ids.len(),
@@ -219,19 +241,44 @@ impl SeqCaches {
         Ok(plan)
     }
 
-    pub fn slot_mut(&mut self, slot: usize) -> &mut KvCache {
-        &mut self.caches[slot]
+    /// Writes one token's key and value rows (`kv_heads * head_dim` each) of one layer at
+    /// position `pos` of the sequence in `slot`. Nothing counts as cached until
+    /// [`Self::finish`] commits the step.
+    pub fn write(&mut self, slot: usize, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let hd = self.shape.head_dim;
+        let block = self.seqs[slot].table.blocks()[pos / KEY_BLOCK];
+        let at = pos % KEY_BLOCK;
+        let f16 = kernels::f32_to_f16;
+        for (h, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
+            let r = self.store.range(block, h);
+            let keys = &mut self.store.k[layer][r.clone()];
+            for (d, &x) in kh.iter().enumerate() {
+                keys[d * KEY_BLOCK + at] = f16(x);
+            }
+            let values = &mut self.store.v[layer][r][at * hd..(at + 1) * hd];
+            for (o, &x) in values.iter_mut().zip(vh) {
+                *o = f16(x);
+            }
+        }
     }
 
-    pub fn slot(&self, slot: usize) -> &KvCache {
-        &self.caches[slot]
+    /// The blocks of the sequence in `slot`, in position order.
+    pub fn blocks(&self, slot: usize) -> &[BlockId] {
+        self.seqs[slot].table.blocks()
     }
 
-    /// Commits a step's tokens, or forgets the sequences it created when it failed.
+    /// Keys and values of one block of one head (see [`KvStore::block`]).
+    pub fn block(&self, layer: usize, block: BlockId, head: usize) -> (&[u16], &[u16]) {
+        self.store.block(layer, block, head)
+    }
+
+    /// Commits a step's tokens (which indexes the blocks they filled), or forgets the
+    /// sequences it created when it failed.
     pub fn finish(&mut self, plan: &StepPlan, ok: bool) {
         if ok {
             for span in &plan.spans {
-                self.caches[span.slot].len = span.start + span.len;
+                let tokens = &plan.ids[span.offset..span.offset + span.len];
+                self.pool.commit(&mut self.seqs[span.slot].table, tokens);
             }
         } else {
             for &seq in &plan.created {
@@ -242,18 +289,22 @@ impl SeqCaches {
 
     pub fn release(&mut self, seq: SeqId) {
         if let Some(slot) = self.slots.remove(&seq) {
-            self.caches.swap_remove(slot);
-            if let Some(moved) = self.caches.get(slot) {
+            let gone = self.seqs.swap_remove(slot);
+            self.pool.release(gone.table);
+            if let Some(moved) = self.seqs.get(slot) {
                 self.slots.insert(moved.seq, slot);
             }
         }
     }
 
-    pub fn get(&self, seq: SeqId) -> Option<&KvCache> {
-        self.slots.get(&seq).map(|&slot| &self.caches[slot])
+    /// Tokens `seq` holds (0 when unknown).
+    pub fn len(&self, seq: SeqId) -> usize {
+        self.slots
+            .get(&seq)
+            .map_or(0, |&slot| self.seqs[slot].table.len())
     }
 
     pub fn live(&self) -> usize {
-        self.caches.len()
+        self.seqs.len()
     }
 }

@@ -1,13 +1,12 @@
 //! The CPU backend: turns a [`ModelDesc`] and its weights into a [`Transformer`], the batched
 //! forward pass over plain f32 buffers and the `kernels` crate's quantized matmuls, with
-//! per-sequence f16 KV caches.
+//! f16 KV caches in the blocks of a shared pool.
 
 mod kv_cache;
 mod ops;
 mod proj;
 mod transformer;
 
-pub use kv_cache::KvCache;
 pub use transformer::Transformer;
 
 use super::desc::{Linear, ModelDesc};

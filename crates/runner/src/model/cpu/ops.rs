@@ -40,6 +40,9 @@ pub(super) const KEY_CHUNK: usize = 128;
 /// Most query rows one attention call handles (they share every key and value loaded).
 pub(super) const ATTN_ROWS: usize = 4;
 
+/// Key blocks in one chunk.
+pub(super) const CHUNK_BLOCKS: usize = KEY_CHUNK / KEY_BLOCK;
+
 /// `out = x / sqrt(mean(x^2) + eps) * w`, for each row of `x` (row length `w.len()`).
 pub(super) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
@@ -252,11 +255,17 @@ pub(super) struct AttnRows<'a> {
     pub q: &'a [&'a [f32]],
     /// Per row: the first and one past the last visible key.
     pub visible: &'a [(usize, usize)],
-    /// Keys, f16 bits, `[capacity / KEY_BLOCK][head_dim][KEY_BLOCK]`.
-    pub k: &'a [u16],
-    /// Values, f16 bits, `[capacity][head_dim]`.
-    pub v: &'a [u16],
     pub head_dim: usize,
+}
+
+/// The keys and values of one chunk of one KV head, as the cache's blocks hold them (wherever in
+/// memory each block is): block `i` holds positions `chunk * KEY_CHUNK + i * KEY_BLOCK..`, keys
+/// `[head_dim][KEY_BLOCK]` and values `[KEY_BLOCK][head_dim]`, f16 bits. At most
+/// [`CHUNK_BLOCKS`] blocks; fewer at the end of a sequence, whose last block may be partly
+/// written (the rest is never visible).
+pub(super) struct ChunkKv<'a> {
+    pub k: &'a [&'a [u16]],
+    pub v: &'a [&'a [u16]],
 }
 
 /// Floats of one row's partial result: the unnormalised output, then the max score and the sum
@@ -269,15 +278,16 @@ pub(super) fn partial_len(head_dim: usize) -> usize {
 /// (`rows * partial_len`), `sum_j e^(s_j - m) v_j`, `m` and `sum_j e^(s_j - m)`, where `m` is the
 /// row's largest score in the chunk. A row that sees no key of the chunk gets `m = -inf` and
 /// zeros.
-pub(super) fn attend_chunk(a: &AttnRows<'_>, chunk: usize, partial: &mut [f32]) {
+pub(super) fn attend_chunk(a: &AttnRows<'_>, kv: &ChunkKv<'_>, chunk: usize, partial: &mut [f32]) {
     let rows = a.q.len();
     debug_assert!(rows <= ATTN_ROWS);
+    debug_assert!(kv.k.len() == kv.v.len() && kv.k.len() <= CHUNK_BLOCKS);
     let stride = partial_len(a.head_dim);
     let c0 = chunk * KEY_CHUNK;
     let lo = a.visible.iter().map(|v| v.0).min().unwrap_or(0);
     let hi = a.visible.iter().map(|v| v.1).max().unwrap_or(0);
     let j0 = c0.max(lo / KEY_BLOCK * KEY_BLOCK);
-    let j1 = (c0 + KEY_CHUNK).min(hi.next_multiple_of(KEY_BLOCK));
+    let j1 = (c0 + kv.k.len() * KEY_BLOCK).min(hi.next_multiple_of(KEY_BLOCK));
     let mut scores = [[0f32; KEY_CHUNK]; ATTN_ROWS];
     for r in 0..rows {
         let p = &mut partial[r * stride..(r + 1) * stride];
@@ -289,15 +299,18 @@ pub(super) fn attend_chunk(a: &AttnRows<'_>, chunk: usize, partial: &mut [f32]) 
     }
     #[cfg(target_arch = "x86_64")]
     if simd() && a.head_dim.is_multiple_of(8) {
-        // SAFETY: AVX2, FMA and F16C were detected; j0 and j1 are multiples of KEY_BLOCK.
-        unsafe { x86::attend_chunk(a, j0, j1, &mut scores, partial) };
+        // SAFETY: AVX2, FMA and F16C were detected; j0 and j1 are multiples of KEY_BLOCK
+        // within the chunk's blocks.
+        unsafe { x86::attend_chunk(a, kv, c0, j0, j1, &mut scores, partial) };
         return;
     }
-    portable_attend_chunk(a, j0, j1, &mut scores, partial);
+    portable_attend_chunk(a, kv, c0, j0, j1, &mut scores, partial);
 }
 
 fn portable_attend_chunk(
     a: &AttnRows<'_>,
+    kv: &ChunkKv<'_>,
+    c0: usize,
     j0: usize,
     j1: usize,
     scores: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
@@ -311,7 +324,7 @@ fn portable_attend_chunk(
         let (vlo, vhi) = a.visible[r];
         for (i, sj) in s.iter_mut().enumerate() {
             let j = j0 + i;
-            let block = &a.k[(j / KEY_BLOCK) * hd * KEY_BLOCK + j % KEY_BLOCK..];
+            let block = &kv.k[(j - c0) / KEY_BLOCK][j % KEY_BLOCK..];
             let dot: f32 = (0..hd).map(|d| q[d] * half(block[d * KEY_BLOCK])).sum();
             *sj = if j >= vlo && j < vhi {
                 dot
@@ -328,7 +341,8 @@ fn portable_attend_chunk(
         for (i, sj) in s.iter_mut().enumerate() {
             *sj = exp_scalar(*sj - max);
             sum += *sj;
-            let v = &a.v[(j0 + i) * hd..][..hd];
+            let j = j0 + i;
+            let v = &kv.v[(j - c0) / KEY_BLOCK][(j % KEY_BLOCK) * hd..][..hd];
             for (o, &x) in p[..hd].iter_mut().zip(v) {
                 *o += *sj * half(x);
             }
@@ -446,6 +460,8 @@ mod x86 {
     #[allow(clippy::needless_range_loop)]
     unsafe fn scores<const R: usize>(
         a: &AttnRows<'_>,
+        kv: &ChunkKv<'_>,
+        c0: usize,
         j0: usize,
         j1: usize,
         s: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
@@ -454,7 +470,7 @@ mod x86 {
         let q: [*const f32; R] = std::array::from_fn(|r| a.q[r].as_ptr());
         let mut j = j0;
         while j < j1 {
-            let kb = a.k.as_ptr().add(j / KEY_BLOCK * hd * KEY_BLOCK);
+            let kb = kv.k.get_unchecked((j - c0) / KEY_BLOCK).as_ptr();
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
             for d in 0..hd {
                 let raw = _mm256_loadu_si256(kb.add(d * KEY_BLOCK) as *const __m256i);
@@ -481,6 +497,8 @@ mod x86 {
     #[allow(clippy::needless_range_loop)]
     unsafe fn weighted_values<const R: usize, const ND: usize>(
         a: &AttnRows<'_>,
+        kv: &ChunkKv<'_>,
+        c0: usize,
         j0: usize,
         j1: usize,
         s: &[[f32; KEY_CHUNK]; ATTN_ROWS],
@@ -488,12 +506,12 @@ mod x86 {
     ) {
         let hd = a.head_dim;
         let stride = partial_len(hd);
-        let v = a.v.as_ptr();
         let mut d0 = 0;
         while d0 < hd {
             let mut acc = [[_mm256_setzero_ps(); ND]; R];
             for j in j0..j1 {
-                let vj = v.add(j * hd + d0);
+                let block = kv.v.get_unchecked((j - c0) / KEY_BLOCK).as_ptr();
+                let vj = block.add((j % KEY_BLOCK) * hd + d0);
                 let vv: [__m256; ND] = std::array::from_fn(|n| {
                     _mm256_cvtph_ps(_mm_loadu_si128(vj.add(8 * n) as *const __m128i))
                 });
@@ -517,6 +535,8 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn attend_chunk(
         a: &AttnRows<'_>,
+        kv: &ChunkKv<'_>,
+        c0: usize,
         j0: usize,
         j1: usize,
         s: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
@@ -527,10 +547,10 @@ mod x86 {
         let hd = a.head_dim;
         let stride = partial_len(hd);
         match rows {
-            1 => scores::<1>(a, j0, j1, s),
-            2 => scores::<2>(a, j0, j1, s),
-            3 => scores::<3>(a, j0, j1, s),
-            _ => scores::<4>(a, j0, j1, s),
+            1 => scores::<1>(a, kv, c0, j0, j1, s),
+            2 => scores::<2>(a, kv, c0, j0, j1, s),
+            3 => scores::<3>(a, kv, c0, j0, j1, s),
+            _ => scores::<4>(a, kv, c0, j0, j1, s),
         }
         // Softmax within the chunk per row; lanes follow the absolute key index (j0 is
         // block-aligned). A row that sees no key here keeps zero weights.
@@ -565,15 +585,15 @@ mod x86 {
         }
         let nd8 = hd / 8;
         match (rows, nd8.is_multiple_of(4), nd8.is_multiple_of(2)) {
-            (1, true, _) => weighted_values::<1, 4>(a, j0, j1, s, partial),
-            (1, false, true) => weighted_values::<1, 2>(a, j0, j1, s, partial),
-            (1, false, false) => weighted_values::<1, 1>(a, j0, j1, s, partial),
-            (2, _, true) => weighted_values::<2, 2>(a, j0, j1, s, partial),
-            (2, _, false) => weighted_values::<2, 1>(a, j0, j1, s, partial),
-            (3, _, true) => weighted_values::<3, 2>(a, j0, j1, s, partial),
-            (3, _, false) => weighted_values::<3, 1>(a, j0, j1, s, partial),
-            (_, _, true) => weighted_values::<4, 2>(a, j0, j1, s, partial),
-            (_, _, false) => weighted_values::<4, 1>(a, j0, j1, s, partial),
+            (1, true, _) => weighted_values::<1, 4>(a, kv, c0, j0, j1, s, partial),
+            (1, false, true) => weighted_values::<1, 2>(a, kv, c0, j0, j1, s, partial),
+            (1, false, false) => weighted_values::<1, 1>(a, kv, c0, j0, j1, s, partial),
+            (2, _, true) => weighted_values::<2, 2>(a, kv, c0, j0, j1, s, partial),
+            (2, _, false) => weighted_values::<2, 1>(a, kv, c0, j0, j1, s, partial),
+            (3, _, true) => weighted_values::<3, 2>(a, kv, c0, j0, j1, s, partial),
+            (3, _, false) => weighted_values::<3, 1>(a, kv, c0, j0, j1, s, partial),
+            (_, _, true) => weighted_values::<4, 2>(a, kv, c0, j0, j1, s, partial),
+            (_, _, false) => weighted_values::<4, 1>(a, kv, c0, j0, j1, s, partial),
         }
     }
 }
@@ -638,8 +658,9 @@ mod tests {
         k
     }
 
-    /// Every chunk a block of rows sees, merged: what the transformer does for one block.
-    fn attend(a: &AttnRows<'_>) -> Vec<f32> {
+    /// Every chunk a block of rows sees, merged: what the transformer does for one block. `k`
+    /// and `v` are the blocks of the whole context.
+    fn attend(a: &AttnRows<'_>, k: &[&[u16]], v: &[&[u16]]) -> Vec<f32> {
         let hd = a.head_dim;
         let rows = a.q.len();
         let hi = a.visible.iter().map(|v| v.1).max().unwrap();
@@ -648,7 +669,12 @@ mod tests {
         let chunks = lo / KEY_CHUNK..hi.div_ceil(KEY_CHUNK);
         let mut parts = vec![0f32; chunks.len() * slot];
         for (c, p) in chunks.zip(parts.chunks_exact_mut(slot)) {
-            attend_chunk(a, c, p);
+            let b = c * CHUNK_BLOCKS..((c + 1) * CHUNK_BLOCKS).min(k.len());
+            let kv = ChunkKv {
+                k: &k[b.clone()],
+                v: &v[b],
+            };
+            attend_chunk(a, &kv, c, p);
         }
         let mut got = vec![0f32; rows * hd];
         let mut outs: Vec<&mut [f32]> = got.chunks_exact_mut(hd).collect();
@@ -682,7 +708,18 @@ mod tests {
             let q = pseudo(rows * hd, 1);
             let (kh, keys) = halves(&pseudo(cap * hd, 2));
             let (vh, v) = halves(&pseudo(cap * hd, 3));
+            // Each block in its own allocation: a sequence's blocks sit anywhere in the pool.
             let k = blocked(&kh, hd);
+            let k_mem: Vec<Vec<u16>> = k
+                .chunks_exact(hd * KEY_BLOCK)
+                .map(<[u16]>::to_vec)
+                .collect();
+            let v_mem: Vec<Vec<u16>> = vh
+                .chunks_exact(hd * KEY_BLOCK)
+                .map(<[u16]>::to_vec)
+                .collect();
+            let k_blocks: Vec<&[u16]> = k_mem.iter().map(Vec::as_slice).collect();
+            let v_blocks: Vec<&[u16]> = v_mem.iter().map(Vec::as_slice).collect();
             let visible: Vec<(usize, usize)> = (0..rows)
                 .map(|r| {
                     let hi = (cap - 5 - r * 3).max(1);
@@ -700,12 +737,10 @@ mod tests {
             let a = AttnRows {
                 q: &q_rows,
                 visible: &visible,
-                k: &k,
-                v: &vh,
                 head_dim: hd,
             };
             let want = reference(&q_rows, &visible, &keys, &v);
-            let got = attend(&a);
+            let got = attend(&a, &k_blocks, &v_blocks);
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-5, "hd {hd} cap {cap}: {g} vs {w}");
             }
@@ -716,7 +751,11 @@ mod tests {
                     visible: &visible[r..r + 1],
                     ..a
                 };
-                assert_eq!(attend(&one), got[r * hd..(r + 1) * hd], "hd {hd} row {r}");
+                assert_eq!(
+                    attend(&one, &k_blocks, &v_blocks),
+                    got[r * hd..(r + 1) * hd],
+                    "hd {hd} row {r}"
+                );
             }
         }
     }

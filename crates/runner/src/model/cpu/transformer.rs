@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use kernels::{QMatrix, Scratch, Threads};
 
 use super::super::desc::{Activation, BlockKind, ModelDesc};
+use super::super::kv_pool::PoolUsage;
 use super::super::{BatchItem, BatchModel, LoadOptions, ModelError, SeqId};
 use super::kv_cache::{CacheShape, SeqCaches, StepPlan};
-use super::ops::{self, AttnRows, RopeTable, ATTN_ROWS, KEY_CHUNK};
+use super::ops::{
+    self, AttnRows, ChunkKv, RopeTable, ATTN_ROWS, CHUNK_BLOCKS, KEY_BLOCK, KEY_CHUNK,
+};
 use super::proj::Proj;
 
 /// One transformer block's weights.
@@ -185,12 +188,28 @@ impl Transformer {
     pub(super) fn new(w: Weights, opts: &LoadOptions) -> Result<Self, ModelError> {
         w.check()?;
         let a = &w.desc;
-        let caches = SeqCaches::new(CacheShape {
+        let shape = CacheShape {
             n_layers: w.layers.len(),
             kv_heads: a.n_kv_heads,
             head_dim: a.head_dim,
             max_context: a.max_context,
-        });
+        };
+        let budget = opts
+            .kv
+            .resolve(shape.bytes_per_token(), a.max_context, KEY_BLOCK)?;
+        tracing::info!(
+            "KV cache: {} MiB, {} blocks of {KEY_BLOCK} tokens ({} tokens, {:.1} KiB per token, \
+             {:.1} full {}-token contexts; {}), prefix cache {}",
+            budget.bytes >> 20,
+            budget.blocks,
+            budget.blocks * KEY_BLOCK,
+            shape.bytes_per_token() as f64 / 1024.0,
+            (budget.blocks * KEY_BLOCK) as f64 / budget.context as f64,
+            budget.context,
+            budget.origin,
+            if opts.kv.prefix_cache { "on" } else { "off" },
+        );
+        let caches = SeqCaches::new(shape, budget.blocks, opts.kv.prefix_cache);
         let rope = a
             .rope_bases
             .iter()
@@ -209,7 +228,7 @@ impl Transformer {
 
     /// Tokens a sequence holds in its cache (0 when unknown).
     pub fn cached_len(&self, seq: SeqId) -> usize {
-        self.caches.get(seq).map_or(0, |c| c.len())
+        self.caches.len(seq)
     }
 
     /// Sequences holding a cache.
@@ -274,11 +293,10 @@ impl Transformer {
                 q.iter_mut().for_each(|v| *v *= scale);
             }
             for span in &plan.spans {
-                let cache = caches.slot_mut(span.slot);
                 for t in 0..span.len {
                     let row = &qkv[(span.offset + t) * qkv_dim..][..qkv_dim];
                     let (k, v) = row[q_dim..].split_at(kv_dim);
-                    cache.write(li, span.start + t, k, v, hd);
+                    caches.write(span.slot, li, span.start + t, k, v);
                 }
             }
 
@@ -493,18 +511,27 @@ fn attention(
                 visible[r] = (window.map_or(0, |w| (p + 1).saturating_sub(w)), p + 1);
                 q_rows[r] = &qkv[row * qkv_dim + head * hd..][..hd];
             }
-            let cache = caches.slot(plan.spans[it.span as usize].slot);
-            let (k, v) = cache.head(li, it.kvh as usize, hd);
+            let blocks = caches.blocks(plan.spans[it.span as usize].slot);
+            let chunk = it.chunk as usize;
+            let first = chunk * CHUNK_BLOCKS;
+            let in_chunk = &blocks[first..(first + CHUNK_BLOCKS).min(blocks.len())];
+            let mut k: [&[u16]; CHUNK_BLOCKS] = [&[]; CHUNK_BLOCKS];
+            let mut v: [&[u16]; CHUNK_BLOCKS] = [&[]; CHUNK_BLOCKS];
+            for (i, &b) in in_chunk.iter().enumerate() {
+                (k[i], v[i]) = caches.block(li, b, it.kvh as usize);
+            }
+            let kv = ChunkKv {
+                k: &k[..in_chunk.len()],
+                v: &v[..in_chunk.len()],
+            };
             let block = AttnRows {
                 q: &q_rows[..rows],
                 visible: &visible[..rows],
-                k,
-                v,
                 head_dim: hd,
             };
             // SAFETY: slot i belongs to item i alone.
             let part = unsafe { parts.slice(i * slot, slot) };
-            ops::attend_chunk(&block, it.chunk as usize, part);
+            ops::attend_chunk(&block, &kv, chunk, part);
         });
 
         let parts = &partials[..];
@@ -584,6 +611,18 @@ impl BatchModel for Transformer {
         let result = self.run(&plan, logits);
         self.caches.finish(&plan, result.is_ok());
         result
+    }
+
+    fn attach_prefix(&mut self, seq: SeqId, prompt: &[u32]) -> usize {
+        self.caches.attach(seq, prompt)
+    }
+
+    fn reserve(&mut self, seq: SeqId, tokens: usize) -> bool {
+        self.caches.reserve(seq, tokens)
+    }
+
+    fn kv_usage(&self) -> Option<PoolUsage> {
+        Some(self.caches.usage())
     }
 
     fn release(&mut self, seq: SeqId) {
