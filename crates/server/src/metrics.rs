@@ -10,7 +10,8 @@
 //!   histograms `cohost_time_to_first_token_seconds`, `cohost_inter_token_latency_seconds`,
 //!   `cohost_request_duration_seconds` (end to end, also for streams a client left) from the
 //!   chat handler; `cohost_queue_wait_seconds` and `cohost_batch_size` (sequences in one forward
-//!   pass) from the engine's observer ([`runner::engine::EngineEvent`]).
+//!   pass) from the engine's observer ([`runner::engine::EngineEvent`]), and
+//!   `cohost_preemptions_total` (sequences that gave their KV cache up to a full pool).
 //! - Gauges per model, read when scraped or at each engine step: `cohost_running_sequences`,
 //!   `cohost_queued_requests`, `cohost_kv_cache_tokens` and `cohost_kv_cache_capacity_tokens`.
 
@@ -59,6 +60,7 @@ pub struct Metrics {
     queued: Family<ModelLabels, Gauge>,
     kv_cache_tokens: Family<ModelLabels, Gauge>,
     kv_cache_capacity: Family<ModelLabels, Gauge>,
+    preemptions: Family<ModelLabels, Counter>,
 }
 
 /// Seconds from 1 ms to about 65 s (doubling): first-token and end-to-end times.
@@ -162,6 +164,11 @@ impl Default for Metrics {
             "kv_cache_capacity_tokens",
             "Positions the KV pool holds (--kv-cache-mb)",
         );
+        let preemptions = counter(
+            &mut registry,
+            "preemptions",
+            "Running sequences that gave their KV cache up because the pool was full (they resume from the prefix cache)",
+        );
         Self {
             registry,
             requests,
@@ -177,6 +184,7 @@ impl Default for Metrics {
             queued,
             kv_cache_tokens,
             kv_cache_capacity,
+            preemptions,
         }
     }
 }
@@ -257,6 +265,9 @@ impl Metrics {
                 self.kv_cache_capacity
                     .get_or_create(&labels)
                     .set(cache_capacity as i64);
+            }
+            EngineEvent::Preempted { .. } => {
+                self.preemptions.get_or_create(&labels).inc();
             }
         }
     }

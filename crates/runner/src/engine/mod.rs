@@ -200,6 +200,9 @@ pub enum EngineEvent {
         cached_tokens: usize,
         cache_capacity: usize,
     },
+    /// The KV pool was full at a decode step: a running sequence of `tokens` positions gave
+    /// its cache up, to resume later from the prefix cache.
+    Preempted { tokens: usize },
 }
 
 /// A function told of every [`EngineEvent`].

@@ -214,11 +214,13 @@ impl Worker {
     fn preempt(&mut self, i: usize) {
         let mut seq = self.running.remove(i);
         self.model.release(seq.id);
+        let tokens = seq.input.len() + usize::from(seq.next_input.is_some());
         tracing::info!(
             seq = seq.id,
-            tokens = seq.input.len() + usize::from(seq.next_input.is_some()),
+            tokens,
             "KV pool full: sequence preempted, to resume from the prefix cache"
         );
+        self.shared.notify(EngineEvent::Preempted { tokens });
         seq.preempt();
         self.preempted.push_front(seq);
         self.publish_running();
