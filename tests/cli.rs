@@ -465,3 +465,23 @@ fn an_installed_copy_serves_from_any_directory_and_fetches_into_the_user_cache()
         "nothing is written to the working directory"
     );
 }
+
+#[test]
+fn a_kv_cache_too_small_for_one_context_is_a_start_up_error_that_names_the_minimum() {
+    let model = default_model_file();
+    let out = Command::new(BIN)
+        .args(["serve", "--port", "0", "--context-length", "1024"])
+        .args(["--kv-cache-mb", "1", "--model"])
+        .arg(&model)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "served anyway: {stderr}");
+    // SmolLM2 keeps 22.5 KiB per token: 1,024 tokens take 22.5 MiB.
+    assert!(
+        stderr.contains("--kv-cache-mb 1 holds 32 tokens")
+            && stderr.contains("served context of 1024 tokens: use at least 23 MiB"),
+        "{stderr}"
+    );
+}

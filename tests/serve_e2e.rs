@@ -63,6 +63,8 @@ fn serves_the_default_model_and_streams_a_reply() {
             assert!(usage["input_tokens"].as_u64().unwrap() > 5);
             let out = usage["output_tokens"].as_u64().unwrap();
             assert!((1..=12).contains(&out), "{event}");
+            // The first chat of a fresh server finds nothing cached.
+            assert_eq!(event["delta"]["usage"]["cached_tokens"], 0, "{event}");
             let finish = event["delta"]["finish_reason"].as_str().unwrap();
             assert!(["COMPLETE", "MAX_TOKENS"].contains(&finish), "{finish}");
         }
@@ -74,7 +76,7 @@ fn serves_the_default_model_and_streams_a_reply() {
     assert!(types.iter().filter(|t| *t == "content-delta").count() >= 1);
     assert!(!text.trim().is_empty());
 
-    // The same request without streaming gives the same greedy text.
+    // The same request without streaming gives the same greedy text, computed on ...
     let mut plain = request.clone();
     plain["stream"] = json!(false);
     let reply = server.request("POST", "/v2/chat", Some(&plain), &[]);
@@ -83,6 +85,13 @@ fn serves_the_default_model_and_streams_a_reply() {
     assert_eq!(
         body["message"]["content"][0]["text"].as_str().unwrap(),
         text
+    );
+    // ... its prompt from the prefix cache, in whole 16-token blocks before the last token.
+    let prompt = body["usage"]["tokens"]["input_tokens"].as_u64().unwrap();
+    assert_eq!(
+        body["usage"]["cached_tokens"].as_u64(),
+        Some((prompt - 1) / 16 * 16),
+        "{body}"
     );
 
     // A client mistake is a JSON 400, an unknown model a 404.

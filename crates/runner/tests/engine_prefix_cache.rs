@@ -24,8 +24,8 @@ fn engine_on(file: &str, kv: KvBudget, config: EngineConfig) -> EngineHandle {
         kv,
         ..LoadOptions::default()
     };
-    let loaded = runner::load_with(path.to_str().unwrap(), &ResolveOptions::from_env(), &opts)
-        .unwrap();
+    let loaded =
+        runner::load_with(path.to_str().unwrap(), &ResolveOptions::from_env(), &opts).unwrap();
     engine::start(loaded, config)
 }
 
@@ -98,7 +98,9 @@ async fn collect(mut stream: EventStream) -> (Reply, usize) {
                 logprobs,
             } => {
                 reply.ids.extend(token_ids);
-                reply.logprob_bits.extend(logprobs.iter().map(|l| l.to_bits()));
+                reply
+                    .logprob_bits
+                    .extend(logprobs.iter().map(|l| l.to_bits()));
                 reply.text.push_str(&text);
             }
             StreamEvent::Done { cached_tokens, .. } => return (reply, cached_tokens),
@@ -155,13 +157,20 @@ async fn a_repeated_prompt_is_served_from_the_cache_and_replies_as_cold() {
 #[tokio::test]
 async fn a_hit_that_ends_inside_a_block_reuses_whole_blocks_and_replies_as_cold() {
     let (cached, cold) = pair(text_support::SMOLLM2_FILE);
-    let a = prompt_of(&cached, &[("system", SYSTEM), ("user", "Can I renew online?")]);
+    let a = prompt_of(
+        &cached,
+        &[("system", SYSTEM), ("user", "Can I renew online?")],
+    );
     let (_, none) = generate(&cached, &a, greedy(), 4).await;
     assert_eq!(none, 0);
     // The same first 16 * 3 + 7 tokens, then another question: the common prefix ends
     // inside block 3, so blocks 0..3 are reused and the rest computed.
     let mut b = a[..16 * 3 + 7].to_vec();
-    b.extend(cached.tokenize(" How many books may a member borrow?", false).unwrap());
+    b.extend(
+        cached
+            .tokenize(" How many books may a member borrow?", false)
+            .unwrap(),
+    );
     b.extend(&a[a.len() - 5..]);
     let (want, _) = generate(&cold, &b, greedy(), 24).await;
     let (got, hit) = generate(&cached, &b, greedy(), 24).await;
@@ -242,7 +251,10 @@ async fn requests_sharing_a_system_prompt_side_by_side_compute_it_once_and_reply
         hits.push(hit);
     }
     assert_eq!(hits[0], 0);
-    assert!(hits[1..].iter().all(|&h| h >= shared), "hits {hits:?}, shared {shared}");
+    assert!(
+        hits[1..].iter().all(|&h| h >= shared),
+        "hits {hits:?}, shared {shared}"
+    );
 }
 
 #[tokio::test]
@@ -251,8 +263,14 @@ async fn gemma3_sliding_window_layers_reuse_a_prefix_longer_than_the_window() {
     // Past Gemma 3 270M's 512-token window, so that the sliding layers of the new tokens read
     // only cached positions and the global layers read all of them.
     let long = SYSTEM.repeat(9);
-    let a = prompt_of(&cached, &[("system", &long), ("user", "When does it open?")]);
-    let b = prompt_of(&cached, &[("system", &long), ("user", "Who reads on Wednesdays?")]);
+    let a = prompt_of(
+        &cached,
+        &[("system", &long), ("user", "When does it open?")],
+    );
+    let b = prompt_of(
+        &cached,
+        &[("system", &long), ("user", "Who reads on Wednesdays?")],
+    );
     assert!(a.len() > 700, "{} tokens", a.len());
     generate(&cached, &a, greedy(), 2).await;
     let (want, _) = generate(&cold, &b, greedy(), 16).await;
@@ -284,13 +302,16 @@ async fn sequences_preempted_for_memory_resume_and_reply_as_unpressed() {
         }
     });
     let roomy = engine_on(file, KvBudget::default(), config);
-    let prompts: Vec<Vec<u32>> = ["Tell me a long story about a fox.", "Describe the sea at night."]
-        .iter()
-        .flat_map(|q| {
-            let p = prompt_of(&pressed, &[("system", SYSTEM), ("user", q)]);
-            [p.clone(), p]
-        })
-        .collect();
+    let prompts: Vec<Vec<u32>> = [
+        "Tell me a long story about a fox.",
+        "Describe the sea at night.",
+    ]
+    .iter()
+    .flat_map(|q| {
+        let p = prompt_of(&pressed, &[("system", SYSTEM), ("user", q)]);
+        [p.clone(), p]
+    })
+    .collect();
     let mut want = Vec::new();
     for (i, p) in prompts.iter().enumerate() {
         want.push(generate(&roomy, p, seeded(i as u64), 120).await.0);
@@ -314,5 +335,8 @@ async fn sequences_preempted_for_memory_resume_and_reply_as_unpressed() {
         assert!(got.ids.len() > 60, "request {i} stopped early: {got:?}");
         assert_eq!(got, want[i], "request {i} changed under memory pressure");
     }
-    assert!(preempted.load(Ordering::Relaxed) > 0, "nothing was preempted");
+    assert!(
+        preempted.load(Ordering::Relaxed) > 0,
+        "nothing was preempted"
+    );
 }

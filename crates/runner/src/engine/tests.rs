@@ -1,7 +1,8 @@
 //! The scheduling logic against a scripted model: each sequence's next token is its last
 //! token + 1, so every stream's content is known in advance.
 use super::*;
-use crate::model::{BatchItem, BatchModel, ModelError, SeqId};
+use crate::model::kv_pool::{BlockTable, KvPool};
+use crate::model::{BatchItem, BatchModel, ModelError, PoolUsage, SeqId};
 use crate::template::ChatTemplate;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,6 +26,8 @@ struct CountingModel {
     record: Arc<Mutex<Record>>,
     /// Slows each step down so that tests can observe sequences while they run.
     step_delay: Duration,
+    /// A KV pool to budget memory with (blocks of 16), and each sequence's blocks.
+    pool: Option<(KvPool, HashMap<SeqId, BlockTable>)>,
 }
 
 impl BatchModel for CountingModel {
@@ -52,6 +55,18 @@ impl BatchModel for CountingModel {
                 record.first_tokens.push(item.tokens[0]);
             }
             *record.live.entry(item.seq).or_default() += item.tokens.len();
+            if let Some((pool, tables)) = &mut self.pool {
+                let table = tables.entry(item.seq).or_default();
+                let needed = table.len() + item.tokens.len();
+                if pool.reserve(table, needed).is_none() {
+                    return Err(ModelError::KvFull {
+                        seq: item.seq,
+                        needed,
+                        available: pool.usage().available() * 16,
+                    });
+                }
+                pool.commit(table, item.tokens);
+            }
             let last = *item.tokens.last().unwrap() as usize;
             logits[row * VOCAB + (last + 1) % VOCAB] = 10.0;
         }
@@ -61,6 +76,22 @@ impl BatchModel for CountingModel {
         let mut record = self.record.lock().unwrap();
         record.live.remove(&seq);
         record.released.push(seq);
+        if let Some((pool, tables)) = &mut self.pool {
+            if let Some(table) = tables.remove(&seq) {
+                pool.release(table);
+            }
+        }
+    }
+    fn reserve(&mut self, seq: SeqId, tokens: usize) -> bool {
+        match &mut self.pool {
+            Some((pool, tables)) => pool
+                .reserve(tables.entry(seq).or_default(), tokens)
+                .is_some(),
+            None => true,
+        }
+    }
+    fn kv_usage(&self) -> Option<PoolUsage> {
+        self.pool.as_ref().map(|(pool, _)| pool.usage())
     }
 }
 
@@ -94,6 +125,15 @@ fn engine_with(
     step_delay: Duration,
     thinking: Option<crate::thinking::ThinkingMarkers>,
 ) -> (EngineHandle, Arc<Mutex<Record>>) {
+    engine_with_pool(config, step_delay, thinking, None)
+}
+
+fn engine_with_pool(
+    config: EngineConfig,
+    step_delay: Duration,
+    thinking: Option<crate::thinking::ThinkingMarkers>,
+    pool_blocks: Option<usize>,
+) -> (EngineHandle, Arc<Mutex<Record>>) {
     let record = Arc::new(Mutex::new(Record::default()));
     let loaded = LoadedModel {
         info: ModelInfo {
@@ -108,6 +148,7 @@ fn engine_with(
         model: Box::new(CountingModel {
             record: record.clone(),
             step_delay,
+            pool: pool_blocks.map(|n| (KvPool::new(n, 16, true), HashMap::new())),
         }),
         tokenizer: tokenizer(),
         template: ChatTemplate::fallback_for("llama", None, None).unwrap(),
@@ -444,4 +485,47 @@ async fn the_thinking_budget_forces_the_end_marker_then_the_answer_follows() {
     // Without a budget the same request thinks on.
     let (tokens, _) = collect(engine.submit(greedy(vec![4], 8)).unwrap()).await;
     assert_eq!(tokens, [5, 6, 7, 8, 9, 10, 11, 12]);
+}
+
+#[tokio::test]
+async fn a_request_waits_in_the_queue_while_its_prompt_does_not_fit_in_the_pool() {
+    // 4 blocks of 16: the first request's 40-token prompt and its output take 4; the second's
+    // 30-token prompt needs 2 more, so it starts only when the first has finished.
+    let (engine, record) = engine_with_pool(
+        EngineConfig::default(),
+        Duration::from_millis(1),
+        None,
+        Some(4),
+    );
+    let a = engine.submit(greedy(vec![1; 40], 20)).unwrap();
+    let b = engine.submit(greedy(vec![30; 30], 5)).unwrap();
+    let (ids_a, done_a) = collect(a).await;
+    let (ids_b, done_b) = collect(b).await;
+    assert_eq!(ids_a, (2..22).collect::<Vec<u32>>());
+    assert_eq!(ids_b, (31..36).collect::<Vec<u32>>());
+    assert!(
+        matches!(done_a, StreamEvent::Done { .. }) && matches!(done_b, StreamEvent::Done { .. })
+    );
+    let record = record.lock().unwrap();
+    assert!(
+        record.batch_sizes.iter().all(|&n| n == 1),
+        "the two ran side by side although both could not fit: {:?}",
+        record.batch_sizes
+    );
+}
+
+#[tokio::test]
+async fn a_prompt_larger_than_the_whole_pool_is_refused_before_any_work() {
+    let (engine, record) = engine_with_pool(EngineConfig::default(), Duration::ZERO, None, Some(4));
+    match engine.submit(greedy(vec![1; 70], 4)) {
+        Err(SubmitError::TooBigForCache {
+            prompt: 70,
+            capacity: 64,
+        }) => {}
+        other => panic!("not refused: {:?}", other.map(|_| ())),
+    }
+    // A prompt that fits runs, with max_tokens capped to what the pool leaves.
+    let (ids, _) = collect(engine.submit(greedy(vec![1; 60], 50)).unwrap()).await;
+    assert_eq!(ids.len(), 4);
+    assert!(record.lock().unwrap().first_tokens == vec![1]);
 }
