@@ -399,6 +399,7 @@ fn json_logs_are_one_object_per_line_and_keep_the_request_fields() {
         logged["tokens_in"],
         reply["usage"]["tokens"]["input_tokens"]
     );
+    assert_eq!(logged["tokens_cached"], reply["usage"]["cached_tokens"]);
     assert_eq!(
         logged["tokens_out"],
         reply["usage"]["tokens"]["output_tokens"]

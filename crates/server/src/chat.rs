@@ -125,6 +125,7 @@ impl Drop for RequestLog {
             stream = self.stream,
             tokens_in = self.input_tokens,
             tokens_out = self.output_tokens,
+            tokens_cached = self.cached_tokens,
             ttft_ms = self.first_token.map(|d| d.as_millis() as u64),
             total_ms = self.started.elapsed().as_millis() as u64,
             finish = %finish,

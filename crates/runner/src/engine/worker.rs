@@ -140,7 +140,10 @@ impl Worker {
     fn admit(&mut self) {
         while self.running.len() < self.shared.config.max_concurrent {
             if let Some(seq) = self.preempted.front() {
+                // Attach first, so that the reservation cannot evict the blocks it will reuse.
+                self.model.attach_prefix(seq.id, &seq.input);
                 if !self.model.reserve(seq.id, seq.input.len() + 1) {
+                    self.model.release(seq.id);
                     break;
                 }
                 let seq = self.preempted.pop_front().expect("front exists");
@@ -156,7 +159,8 @@ impl Worker {
                 break;
             };
             let id = self.next_id;
-            // Attach first, so that a cached prefix counts as room already there.
+            // Attach first, so that a cached prefix counts as room already there and the
+            // reservation cannot evict it.
             self.model.attach_prefix(id, &front.request.prompt);
             if !self.model.reserve(id, front.request.prompt.len() + 1) {
                 self.model.release(id);

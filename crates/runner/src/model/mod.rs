@@ -396,3 +396,51 @@ fn validate_batch(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SmolLM2's KV bytes per token (30 layers, 3 KV heads of 64, keys and values in f16).
+    const SMOLLM2: usize = 30 * 3 * 64 * 2 * 2;
+
+    #[test]
+    fn an_explicit_budget_is_whole_blocks_and_must_hold_one_full_context() {
+        let budget = KvBudget {
+            mib: Some(100),
+            context_length: Some(2048),
+            ..KvBudget::default()
+        };
+        let resolved = budget.resolve(SMOLLM2, 8192, 16).unwrap();
+        assert_eq!(resolved.blocks, (100 << 20) / (SMOLLM2 * 16));
+        assert_eq!(resolved.context, 2048);
+        assert!(resolved.bytes <= 100 << 20);
+
+        let small = KvBudget {
+            mib: Some(40),
+            ..budget
+        };
+        let message = small.resolve(SMOLLM2, 8192, 16).unwrap_err().to_string();
+        assert!(
+            message.contains("served context of 2048 tokens: use at least 45 MiB"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_default_budget_holds_every_slot_at_full_context_within_the_memory_cap() {
+        let budget = KvBudget {
+            max_concurrent: 4,
+            context_length: Some(1024),
+            ..KvBudget::default()
+        };
+        let resolved = budget.resolve(SMOLLM2, 8192, 16).unwrap();
+        let full = 4 * 1024 / 16;
+        match available_memory() {
+            Some(avail) if (full * SMOLLM2 * 16) as u64 > avail / 4 => {
+                assert!(resolved.blocks >= 1024 / 16 && resolved.blocks < full)
+            }
+            _ => assert_eq!(resolved.blocks, full),
+        }
+    }
+}
