@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bench::{Api, BenchConfig, BenchError, LlamaPrompt};
 use serde_json::{json, Value};
-use server::bench::{self, Api, BenchConfig, BenchError, LlamaPrompt};
 
 #[derive(Default)]
 struct Fake {

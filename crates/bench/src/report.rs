@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::client::Api;
-use super::stats::LevelReport;
+use crate::client::Api;
+use crate::stats::LevelReport;
 
 /// Everything one `cohost bench` run measured, as written to `--out`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,7 +193,7 @@ pub fn markdown(reports: &[Report]) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bench::stats::Spread;
+    use crate::stats::Spread;
 
     pub(crate) fn level(c: usize, agg: f64, ttft: f64) -> LevelReport {
         LevelReport {

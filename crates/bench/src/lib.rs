@@ -1,5 +1,7 @@
-//! `cohost bench`: a load benchmark for any Cohere-compatible server (or llama-server, through its
-//! native `/completion` endpoint, so both are measured by the same client code).
+//! bench: `cohost bench`, the load benchmark. Its one job is to drive a running server over HTTP
+//! (any Cohere-compatible one, or llama-server through its native `/completion` endpoint, so both
+//! are measured by the same client code) and report what a client sees; it knows nothing of how
+//! the server works inside.
 //!
 //! For each concurrency level N it sends N streamed chats at once (distinct prompts, greedy,
 //! fixed `max_tokens`), times every streamed chunk at the client, and reports aggregate and

@@ -6,8 +6,8 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::events::{read_cohere, read_llama, Reading, SseEvent, SseParser, StreamEnd};
-use super::stats::RequestOutcome;
+use crate::events::{read_cohere, read_llama, Reading, SseEvent, SseParser, StreamEnd};
+use crate::stats::RequestOutcome;
 
 /// Which wire format the server under test speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
