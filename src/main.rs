@@ -23,8 +23,10 @@ enum Command {
     #[command(flatten)]
     Server(server::cli::Command),
     /// Load-test a running server: N concurrent streamed chats per level (sweeping N), reporting
-    /// aggregate and per-stream tokens/s, time to first token and inter-token latency; JSON report
-    /// and SVG chart. Works against any Cohere-compatible URL, or llama-server (--api llama).
+    /// aggregate and per-stream tokens/s, time to first token and inter-token latency; or a
+    /// prompt-cache workload (--workload multi-turn, round-robin, shared-prefix) reporting time
+    /// to first token where prompts repeat. JSON report, tables, SVG chart. Works against any
+    /// Cohere-compatible URL, or llama-server (--api llama).
     Bench(bench::BenchArgs),
 }
 
@@ -56,7 +58,7 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Bench(args) => assert_eq!(args.concurrency, [2, 3]),
+            Command::Bench(args) => assert_eq!(args.concurrency, Some(vec![2, 3])),
             other => panic!("not bench: {other:?}"),
         }
         assert!(matches!(

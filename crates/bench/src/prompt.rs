@@ -1,5 +1,9 @@
-//! Distinct prompts: nothing one request sends is a prefix another could reuse beyond the chat
-//! template's own header, so every request pays its full prefill.
+//! The texts the bench sends. The throughput workload's prompts are distinct: nothing one request
+//! sends is a prefix another could reuse beyond the chat template's own header, so every request
+//! pays its full prefill. The prompt-cache workloads repeat on purpose, and only where they mean
+//! to: a conversation resends its own history (and nothing of another conversation's), and a
+//! shared-prefix run sends one system message with every question. Every text starts with the
+//! run's tag, so a second run against the same server finds nothing of the first in its cache.
 
 /// Short chat questions (about 15-25 tokens each once salted), cycled through.
 const QUESTIONS: &[&str] = &[
@@ -46,27 +50,91 @@ pub fn user_message(salt: &str, index: usize, prompt_tokens: Option<usize>) -> S
     match prompt_tokens {
         None => format!("Request {salt}. {question}"),
         Some(n) => {
-            let header = format!("Request {salt}. Summarise these notes in one sentence:");
+            let mut text = format!("Request {salt}. Summarise these notes in one sentence:");
             // The salt, the header and the template take roughly 30 tokens of the budget.
-            let words = n.saturating_sub(30).max(1);
-            let mut text = String::with_capacity(header.len() + words * 7);
-            text.push_str(&header);
-            // A small LCG seeded by the salt: a different word sequence per request.
-            let mut state = salt
-                .bytes()
-                .fold(index as u64 ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                });
-            for _ in 0..words {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                text.push(' ');
-                text.push_str(WORDS[(state >> 33) as usize % WORDS.len()]);
-            }
+            push_filler(&mut text, salt, index, n.saturating_sub(30).max(1));
             text
         }
     }
+}
+
+/// Appends `words` filler words (each with a leading space), a sequence of its own for each
+/// (`seed`, `index`): a small LCG seeded by them.
+pub fn push_filler(text: &mut String, seed: &str, index: usize, words: usize) {
+    text.reserve(words * 7);
+    let mut state = seed
+        .bytes()
+        .fold(index as u64 ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    for _ in 0..words {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        text.push(' ');
+        text.push_str(WORDS[(state >> 33) as usize % WORDS.len()]);
+    }
+}
+
+/// Tokens of a turn's own words (its header and the template's role markers), taken off its
+/// budget so that a turn adds about the asked-for number of tokens.
+const TURN_OVERHEAD_TOKENS: usize = 20;
+
+/// The user message of turn `turn` (1-based) of conversation `conversation`, about `tokens`
+/// tokens: the first turn opens the conversation with a question of its own, every turn brings
+/// notes no other turn or conversation has.
+pub fn turn_message(tag: &str, conversation: usize, turn: usize, tokens: usize) -> String {
+    let mut text = if turn == 1 {
+        let question = QUESTIONS[conversation % QUESTIONS.len()];
+        format!("Conversation {tag}-{conversation}, turn 1. {question} First, my notes:")
+    } else {
+        format!(
+            "Conversation {tag}-{conversation}, turn {turn}. More notes; answer in one sentence:"
+        )
+    };
+    let seed = format!("{tag}-c{conversation}-t{turn}");
+    push_filler(
+        &mut text,
+        &seed,
+        conversation,
+        tokens.saturating_sub(TURN_OVERHEAD_TOKENS).max(1),
+    );
+    text
+}
+
+/// Documents in the shared system message.
+const DOCUMENTS: usize = 4;
+
+const DOCUMENT_TITLES: [&str; DOCUMENTS] = [
+    "Travel notes from the river towns",
+    "Minutes of the garden society",
+    "A history of the old market",
+    "Letters about the winter train",
+];
+
+/// The system message every request of a shared-prefix run sends, about `tokens` tokens: a
+/// preamble and a few documents of filler text, the same for every request of the run.
+pub fn shared_system_message(tag: &str, tokens: usize) -> String {
+    let mut text = format!(
+        "You are the archive assistant of session {tag}. Answer the user's question from the \
+         documents below. Quote the document you use by its number, keep answers short, and say \
+         so when the documents do not answer the question."
+    );
+    // The preamble, the document headers and the template take about 80 tokens.
+    let words = tokens.saturating_sub(80).max(DOCUMENTS);
+    for (i, title) in DOCUMENT_TITLES.iter().enumerate() {
+        text.push_str(&format!("\n\nDocument {}: {title}.", i + 1));
+        let share = words / DOCUMENTS + usize::from(i < words % DOCUMENTS);
+        push_filler(&mut text, tag, 1000 + i, share);
+    }
+    text
+}
+
+/// Request `index`'s question in round `round` (0-based) of a shared-prefix run: short, and
+/// different for every request of the run.
+pub fn shared_question(tag: &str, round: usize, index: usize) -> String {
+    let question = QUESTIONS[(round * 7 + index) % QUESTIONS.len()];
+    format!("Question {tag}-{round}-{index}: according to the documents, {question}")
 }
 
 #[cfg(test)]
@@ -87,6 +155,64 @@ mod tests {
         // Past the salt and header, the word sequences differ too.
         let tail = |s: &str| s.split_once(':').unwrap().1.to_string();
         assert_ne!(tail(&long_a), tail(&long_b));
+    }
+
+    #[test]
+    fn turns_add_about_their_budget_and_differ_everywhere() {
+        let words = |s: &str| s.split_whitespace().count();
+        // Whitespace words undercount tokens a little (punctuation, the salt); the target is
+        // met within the header's size.
+        for turn in 1..=6 {
+            let n = words(&turn_message("tag", 3, turn, 300));
+            assert!((280..=300).contains(&n), "turn {turn}: {n} words");
+        }
+        let history: usize = (1..=6)
+            .map(|t| words(&turn_message("tag", 0, t, 300)))
+            .sum();
+        // Six turns of ~300 plus five replies of up to 32 tokens: about 2,000 by turn 6.
+        assert!((1_700..=1_800).contains(&history), "{history}");
+        // Turn 1 opens with the conversation's own question.
+        assert!(turn_message("tag", 1, 1, 300).contains(QUESTIONS[1]));
+        // No two turns anywhere share their notes.
+        let notes = |c, t| {
+            turn_message("tag", c, t, 300)
+                .split_once(':')
+                .unwrap()
+                .1
+                .to_string()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for c in 0..8 {
+            for t in 1..=6 {
+                assert!(
+                    seen.insert(notes(c, t)),
+                    "conversation {c} turn {t} repeats"
+                );
+            }
+        }
+        // Another run's texts are other texts.
+        assert_ne!(turn_message("a", 0, 2, 300), turn_message("b", 0, 2, 300));
+        assert_eq!(turn_message("a", 0, 2, 300), turn_message("a", 0, 2, 300));
+    }
+
+    #[test]
+    fn the_shared_system_message_is_one_text_of_about_its_budget() {
+        let a = shared_system_message("tag", 1_500);
+        assert_eq!(a, shared_system_message("tag", 1_500));
+        assert_ne!(a, shared_system_message("other", 1_500));
+        let words = a.split_whitespace().count();
+        assert!((1_420..=1_500).contains(&words), "{words}");
+        assert_eq!(a.matches("\n\nDocument ").count(), DOCUMENTS);
+        assert!(shared_system_message("tag", 10).contains("Document 4:"));
+        // Questions: short, and no two alike within a run.
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..3 {
+            for i in 0..16 {
+                let q = shared_question("tag", round, i);
+                assert!(q.split_whitespace().count() < 30, "{q}");
+                assert!(seen.insert(q));
+            }
+        }
     }
 
     #[test]
