@@ -54,10 +54,9 @@ pub fn figures(report: &Report) -> Vec<Figure> {
     let mut out = Vec::new();
     if let Some(c) = &report.conversations {
         let first = c.first_turn().cloned().unwrap_or_default();
-        let later = if c.turns >= 2 {
-            format!("turns 2-{}", c.turns)
-        } else {
-            "turns 2-".to_string()
+        let later = match c.turns {
+            2 => "turn 2".to_string(),
+            t => format!("turns 2-{t}"),
         };
         out.push(figure("TTFT turn 1, median ms", p50(&first), Kind::Millis));
         out.push(figure(
@@ -71,7 +70,14 @@ pub fn figures(report: &Report) -> Vec<Figure> {
             mean(&c.later_turns),
             Kind::Millis,
         ));
-        for (i, turn) in c.per_turn.iter().enumerate().skip(1) {
+        // With two turns, the later turns are turn 2 alone: their rows above say it.
+        for (i, turn) in c
+            .per_turn
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|_| c.turns > 2)
+        {
             out.push(figure(
                 format!("TTFT turn {}, median ms", i + 1),
                 p50(turn),
@@ -251,7 +257,7 @@ pub fn table(report: &Report) -> String {
         for (i, g) in c.per_turn.iter().enumerate() {
             rows.push(((i + 1).to_string(), g));
         }
-        if c.turns >= 2 {
+        if c.turns > 2 {
             rows.push((format!("2-{}", c.turns), &c.later_turns));
         }
         rows.push(("all".to_string(), &c.all));
@@ -385,6 +391,18 @@ mod tests {
         // A server that does not report cached tokens has no share.
         let plain = figures(&multi_turn("b", 900.0, 60.0, None));
         assert_eq!(plain[7].value, None);
+        // Two turns: the later turns are turn 2, named so, once.
+        let mut two = multi_turn("c", 900.0, 60.0, None);
+        let c = two.conversations.as_mut().unwrap();
+        c.turns = 2;
+        c.per_turn.pop();
+        let names: Vec<String> = figures(&two).into_iter().map(|f| f.name).collect();
+        assert_eq!(
+            names.iter().filter(|n| n.contains("turn 2")).count(),
+            3,
+            "{names:?}"
+        );
+        assert!(names.contains(&"TTFT turn 2, median ms".to_string()));
     }
 
     #[test]

@@ -217,14 +217,18 @@ fn write_outputs(args: &BenchArgs, reports: &[Report]) -> anyhow::Result<()> {
             other.workload.name()
         );
     }
-    let md = if workload == Workload::Throughput {
+    if args.svg.is_some() && workload != Workload::Throughput {
+        anyhow::bail!("--svg charts the throughput workload only");
+    }
+    // Each run's own table, except for several runs of a prompt-cache workload: their
+    // markdown table (medians of each label's runs) is what says something.
+    if workload == Workload::Throughput || reports.len() == 1 {
         for report in reports {
             println!("{}", report.table());
         }
+    }
+    let md = if workload == Workload::Throughput {
         markdown(reports)
-    } else if reports.len() == 1 {
-        println!("{}", first.table());
-        cache_report::markdown(reports)
     } else {
         cache_report::markdown(reports)
     };
@@ -243,9 +247,6 @@ fn write_outputs(args: &BenchArgs, reports: &[Report]) -> anyhow::Result<()> {
         }
     }
     if let Some(path) = &args.svg {
-        if workload != Workload::Throughput {
-            anyhow::bail!("--svg charts the throughput workload only");
-        }
         write(path, &svg::chart(reports))?;
     }
     if let Some(path) = &args.markdown {
