@@ -69,19 +69,8 @@ if [[ ",$SERVERS," == *,uncached,* ]] && ! "$COHOST_BIN" serve --help | grep -q 
 fi
 mkdir -p "$OUT"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-SERVER_PID=
-stop_server() {
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
-trap stop_server EXIT
+# shellcheck source=scripts/server-run.sh
+source "$ROOT/scripts/server-run.sh"
 
 label_of() { # SERVER
     case $1 in
@@ -137,8 +126,8 @@ for workload in "${workloads[@]}"; do
                 --url "http://127.0.0.1:$port" --wait-ready 300 --out "$OUT/$name.json" \
                 "${extra[@]}" >"$OUT/$name.txt"
             cat "$OUT/$name.txt"
-            # Peak resident memory of the server over the run, in MB, just before it stops.
-            awk '/^VmHWM:/ { printf "%.0f\n", $2 / 1024 }' "/proc/$SERVER_PID/status" >"$OUT/$name.rss"
+            # Peak resident memory of the server over the run, just before it stops.
+            peak_rss_mb >"$OUT/$name.rss"
             stop_server
         done
     done
