@@ -38,24 +38,8 @@ fi
 [[ -x $COHOST_BIN ]] || { echo "no cohost binary at $COHOST_BIN" >&2; exit 1; }
 mkdir -p "$OUT"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-SERVER_PID=
-stop_server() {
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
-trap stop_server EXIT
-
-# Peak resident memory so far of the running server, in MB.
-peak_rss_mb() {
-    awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER_PID/status"
-}
+# shellcheck source=scripts/server-run.sh
+source "$ROOT/scripts/server-run.sh"
 
 bench() { # LABEL API PORT REPORT_NAME [extra bench flags...]
     local label=$1 api=$2 port=$3 name=$4

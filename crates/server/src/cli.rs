@@ -1,11 +1,11 @@
-//! The `cohost` command line: flags (each also an environment variable) -> one validated
-//! [`Config`] -> a listening server whose model loads in the background.
+//! The server's command line (`cohost serve`, `cohost pull`): flags (each also an environment
+//! variable) -> one validated [`Config`] -> a listening server whose model loads in the background.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use runner::engine::{EngineConfig, EngineHandle};
 
 use crate::auth::ApiKeys;
@@ -13,27 +13,14 @@ use crate::config::Config;
 use crate::registry::Registry;
 use crate::routes::{app, AppState};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "cohost",
-    version = version(),
-    about = "Self-hosted inference server speaking Cohere's Chat API v2"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
+/// The server's subcommands. The `cohost` binary (`src/main.rs`) parses them together with
+/// `bench`, which lives in its own crate.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve models over HTTP: POST /v2/chat (Cohere v2), /v1|v2/embed, /v1|v2/rerank, /v1/models,
     /// /v1/tokenize, /v1/detokenize, /v1/check-api-key, GET / (the playground page), GET /health
     /// (liveness) and GET /ready (503 until every model is loaded).
     Serve(ServeArgs),
-    /// Load-test a running server: N concurrent streamed chats per level (sweeping N), reporting
-    /// aggregate and per-stream tokens/s, time to first token and inter-token latency; JSON report
-    /// and SVG chart. Works against any Cohere-compatible URL, or llama-server (--api llama).
-    Bench(crate::bench::BenchArgs),
     /// Fetch a model ahead of serving it: a known one (the default SmolLM2, Gemma 3 270M, the
     /// embedding model all-MiniLM-L6-v2) into the model directory, or a Hugging Face id into the
     /// Hugging Face cache. Prints each model's path.
@@ -335,11 +322,10 @@ fn known_model_path(
     crate::model_store::ensure(known, &dir).map_err(fetch_error(known.path_in(&dir)))
 }
 
-pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+/// Runs one of the server's subcommands.
+pub fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => serve(args),
-        Command::Bench(args) => crate::bench::main(args),
         Command::Pull(args) => {
             init_tracing(LogFormat::Text);
             crate::pull::main(args)
@@ -559,7 +545,15 @@ pub fn load_chat(config: &Config, model: &str) -> anyhow::Result<EngineHandle> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
+
+    /// The server's commands as the binary parses them (`src/main.rs` adds `bench`).
+    #[derive(Debug, Parser)]
+    #[command(name = "cohost")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
 
     fn parse(args: &[&str]) -> ServeArgs {
         let mut argv = vec!["cohost", "serve"];

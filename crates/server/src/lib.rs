@@ -1,13 +1,12 @@
 //! server: the Cohere HTTP API (chat v2, embed and rerank v1 and v2, models, tokenize) in front
 //! of the models' engines (the runner's for chat, the encoder's for embed and rerank), and the
-//! `cohost` command line.
+//! server's subcommands of the `cohost` command line (`serve`, `pull`).
 //!
 //! Invariant: only this crate knows Cohere's wire format; the runner sees chats and sampling
 //! parameters and answers with reply events (`runner::reply`), which `response` and `sse`
 //! encode; the encoder sees token ids and answers vectors.
 
 pub mod auth;
-pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod config;

@@ -82,6 +82,9 @@ impl SseParser {
 pub struct StreamEnd {
     pub output_tokens: Option<usize>,
     pub prompt_tokens: Option<usize>,
+    /// Prompt tokens the server took from its prompt cache, where it says (Cohere's
+    /// `usage.cached_tokens`, llama-server's `timings.cache_n`).
+    pub cached_tokens: Option<usize>,
     /// The server ended the stream with an error.
     pub error: Option<String>,
 }
@@ -89,10 +92,14 @@ pub struct StreamEnd {
 /// What one event means to the bench.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reading {
-    /// A piece of generated output arrived.
-    Content,
+    /// A piece of generated output arrived, with its reply text (empty for output that is not
+    /// reply text, such as thinking, or a token that ends inside a UTF-8 character).
+    Content(String),
     /// The stream is over (possibly with a last piece of content in the same event).
-    End { content: bool, end: StreamEnd },
+    End {
+        content: Option<String>,
+        end: StreamEnd,
+    },
     /// Framing and bookkeeping events (message-start, content-start, `[DONE]`, ...).
     Other,
 }
@@ -106,7 +113,12 @@ pub fn read_cohere(event: &SseEvent) -> Result<Reading, String> {
         .map_err(|e| format!("unreadable stream event ({e}): {}", clip(&event.data)))?;
     let kind = v["type"].as_str().or(event.event.as_deref()).unwrap_or("");
     match kind {
-        "content-delta" => Ok(Reading::Content),
+        "content-delta" => Ok(Reading::Content(
+            v["delta"]["message"]["content"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )),
         "message-end" => {
             let delta = &v["delta"];
             let usage = &delta["usage"];
@@ -123,10 +135,12 @@ pub fn read_cohere(event: &SseEvent) -> Result<Reading, String> {
                     .to_string()
             });
             Ok(Reading::End {
-                content: false,
+                content: None,
                 end: StreamEnd {
                     output_tokens: count("output_tokens"),
                     prompt_tokens: count("input_tokens"),
+                    // Cohere's `Usage.cached_tokens`: next to `billed_units` and `tokens`.
+                    cached_tokens: usage["cached_tokens"].as_u64().map(|n| n as usize),
                     error,
                 },
             })
@@ -149,14 +163,14 @@ pub fn read_llama(event: &SseEvent) -> Result<Reading, String> {
             .map(String::from)
             .unwrap_or_else(|| error.to_string());
         return Ok(Reading::End {
-            content: false,
+            content: None,
             end: StreamEnd {
                 error: Some(message),
                 ..StreamEnd::default()
             },
         });
     }
-    let content = v["content"].as_str().is_some_and(|c| !c.is_empty());
+    let text = v["content"].as_str().unwrap_or_default().to_string();
     if v["stop"].as_bool() == Some(true) {
         let count = |field: &str, timing: &str| {
             v[field]
@@ -165,17 +179,20 @@ pub fn read_llama(event: &SseEvent) -> Result<Reading, String> {
                 .map(|n| n as usize)
         };
         return Ok(Reading::End {
-            content,
+            content: (!text.is_empty()).then_some(text),
             end: StreamEnd {
                 output_tokens: count("tokens_predicted", "predicted_n"),
+                // `tokens_evaluated` is the whole prompt; `timings.prompt_n` only the part the
+                // server computed (the rest, `cache_n`, came from its prompt cache).
                 prompt_tokens: count("tokens_evaluated", "prompt_n"),
+                cached_tokens: v["timings"]["cache_n"].as_u64().map(|n| n as usize),
                 error: None,
             },
         });
     }
     // llama-server sends one chunk per generated token; a token that ends inside a UTF-8
     // character has empty content but is still a token.
-    Ok(Reading::Content)
+    Ok(Reading::Content(text))
 }
 
 fn clip(s: &str) -> &str {
@@ -258,8 +275,15 @@ mod tests {
             .iter()
             .map(|e| read_cohere(e).unwrap())
             .collect();
-        let contents = readings.iter().filter(|r| **r == Reading::Content).count();
-        assert_eq!(contents, 2);
+        let contents: Vec<&str> = readings
+            .iter()
+            .filter_map(|r| match r {
+                Reading::Content(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        // The reply text as sent, `\u005b` unescaped by the JSON parser.
+        assert_eq!(contents, ["Hi [there]", "!"]);
         let ends: Vec<&Reading> = readings
             .iter()
             .filter(|r| matches!(r, Reading::End { .. }))
@@ -267,14 +291,43 @@ mod tests {
         assert_eq!(
             ends,
             [&Reading::End {
-                content: false,
+                content: None,
                 end: StreamEnd {
                     output_tokens: Some(3),
                     prompt_tokens: Some(31),
+                    cached_tokens: None,
                     error: None
                 }
             }]
         );
+    }
+
+    #[test]
+    fn cohere_cached_tokens_are_read_from_usage_when_present() {
+        let end = |usage: &str| {
+            let e = SseEvent {
+                event: Some("message-end".into()),
+                data: format!(
+                    r#"{{"type":"message-end","delta":{{"finish_reason":"COMPLETE","usage":{usage}}}}}"#
+                ),
+            };
+            match read_cohere(&e).unwrap() {
+                Reading::End { end, .. } => end,
+                other => panic!("{other:?}"),
+            }
+        };
+        let hit = end(
+            r#"{"billed_units":{"input_tokens":7,"output_tokens":3},"tokens":{"input_tokens":1200,"output_tokens":3},"cached_tokens":1152}"#,
+        );
+        assert_eq!(
+            (hit.prompt_tokens, hit.cached_tokens, hit.output_tokens),
+            (Some(1200), Some(1152), Some(3))
+        );
+        let cold = end(r#"{"tokens":{"input_tokens":40,"output_tokens":2},"cached_tokens":0}"#);
+        assert_eq!(cold.cached_tokens, Some(0));
+        // A server without a prompt cache leaves the field out: nothing to report, not zero.
+        let absent = end(r#"{"tokens":{"input_tokens":40,"output_tokens":2}}"#);
+        assert_eq!(absent.cached_tokens, None);
     }
 
     #[test]
@@ -314,13 +367,14 @@ mod tests {
         assert_eq!(
             readings,
             vec![
-                Reading::Content,
-                Reading::Content,
+                Reading::Content(" The".into()),
+                Reading::Content(String::new()),
                 Reading::End {
-                    content: false,
+                    content: None,
                     end: StreamEnd {
                         output_tokens: Some(2),
                         prompt_tokens: Some(30),
+                        cached_tokens: None,
                         error: None
                     }
                 }
@@ -334,14 +388,27 @@ mod tests {
         assert_eq!(
             read_llama(&e).unwrap(),
             Reading::End {
-                content: true,
+                content: Some("!".into()),
                 end: StreamEnd {
                     output_tokens: Some(9),
                     prompt_tokens: Some(5),
+                    cached_tokens: None,
                     error: None
                 }
             }
         );
+        // With cache_prompt: the whole prompt in tokens_evaluated, the reused part in cache_n.
+        let e = SseEvent {
+            event: None,
+            data: r#"{"content":"","stop":true,"tokens_predicted":4,"tokens_evaluated":900,"timings":{"cache_n":870,"prompt_n":30,"predicted_n":4}}"#.into(),
+        };
+        match read_llama(&e).unwrap() {
+            Reading::End { end, .. } => assert_eq!(
+                (end.prompt_tokens, end.cached_tokens),
+                (Some(900), Some(870))
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

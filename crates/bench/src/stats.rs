@@ -53,6 +53,10 @@ pub struct RequestOutcome {
     pub output_tokens: usize,
     /// Prompt tokens as the server counted them, where it says.
     pub prompt_tokens: Option<usize>,
+    /// Of those, the ones the server took from its prompt cache, where it says.
+    pub cached_tokens: Option<usize>,
+    /// The reply text as streamed (what a conversation's next turn sends back as the assistant's).
+    pub text: String,
     /// Why the request failed (HTTP status, broken stream, server-side error event).
     pub error: Option<String>,
 }
@@ -145,6 +149,73 @@ impl LevelReport {
     }
 }
 
+/// Time to first token of a group of requests (one turn of every conversation, one round of a
+/// shared-prefix run, ...), in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TtftSpread {
+    pub p50: f64,
+    pub p90: f64,
+    pub mean: f64,
+}
+
+/// What a group of requests of a prompt-cache workload measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TtftGroup {
+    pub requests: usize,
+    pub errors: usize,
+    /// Over every request that streamed something (a stream that broke later still had its
+    /// first token).
+    pub ttft_ms: Option<TtftSpread>,
+    /// Prompt tokens the server counted, summed over the requests it counted them for.
+    pub prompt_tokens: Option<usize>,
+    /// Prompt tokens the server says came from its prompt cache, summed; `None` when no
+    /// response said (a server without a prompt cache, or one that does not report it).
+    pub cached_tokens: Option<usize>,
+    /// Mean prompt tokens per request that has a count.
+    pub mean_prompt_tokens: Option<f64>,
+}
+
+impl TtftGroup {
+    pub fn of<'a>(outcomes: impl IntoIterator<Item = &'a RequestOutcome>) -> Self {
+        let mut group = TtftGroup::default();
+        let mut ttft = Vec::new();
+        let mut counted = 0usize;
+        for o in outcomes {
+            group.requests += 1;
+            group.errors += usize::from(o.error.is_some());
+            if let Some(t) = o.ttft() {
+                ttft.push(t.as_secs_f64() * 1e3);
+            }
+            if let Some(p) = o.prompt_tokens {
+                *group.prompt_tokens.get_or_insert(0) += p;
+                counted += 1;
+            }
+            if let Some(c) = o.cached_tokens {
+                *group.cached_tokens.get_or_insert(0) += c;
+            }
+        }
+        group.ttft_ms = (|| {
+            Some(TtftSpread {
+                p50: percentile(&ttft, 0.5)?,
+                p90: percentile(&ttft, 0.9)?,
+                mean: mean(&ttft)?,
+            })
+        })();
+        group.mean_prompt_tokens = group
+            .prompt_tokens
+            .map(|p| p as f64 / counted.max(1) as f64);
+        group
+    }
+
+    /// The share of the counted prompt tokens that came from the cache, 0..=1.
+    pub fn cached_share(&self) -> Option<f64> {
+        match (self.cached_tokens, self.prompt_tokens) {
+            (Some(c), Some(p)) if p > 0 => Some(c as f64 / p as f64),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +253,7 @@ mod tests {
             chunk_times: vec![ms(100), ms(110), ms(130), ms(140)],
             output_tokens: 4,
             prompt_tokens: Some(30),
-            error: None,
+            ..Default::default()
         };
         assert_eq!(o.ttft(), Some(ms(100)));
         // 3 tokens after the first in 40 ms.
@@ -205,7 +276,7 @@ mod tests {
             chunk_times: (0..n).map(|i| ms(first + 10 * i)).collect(),
             output_tokens: n as usize,
             prompt_tokens: Some(20),
-            error: None,
+            ..Default::default()
         };
         let outcomes = vec![
             ok(100, 11),
@@ -224,6 +295,39 @@ mod tests {
         assert!((ttft.p50 - 200.0).abs() < 1e-6 && (ttft.p95 - 290.0).abs() < 1e-6);
         let itl = level.itl_ms.unwrap();
         assert!((itl.p50 - 10.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_group_pools_ttft_prompt_and_cached_tokens() {
+        let req = |ttft: u64, prompt: usize, cached: Option<usize>| RequestOutcome {
+            chunk_times: vec![ms(ttft), ms(ttft + 10)],
+            output_tokens: 2,
+            prompt_tokens: Some(prompt),
+            cached_tokens: cached,
+            ..Default::default()
+        };
+        let outcomes = [
+            req(100, 1000, Some(900)),
+            req(300, 1000, Some(0)),
+            req(200, 2000, Some(1500)),
+            req(400, 4000, Some(3000)),
+            RequestOutcome::failed("HTTP 500: boom"),
+        ];
+        let g = TtftGroup::of(&outcomes);
+        assert_eq!((g.requests, g.errors), (5, 1));
+        let t = g.ttft_ms.unwrap();
+        // 100, 200, 300, 400: median 250, p90 at rank 2.7, mean 250; the failure has no TTFT.
+        assert!((t.p50 - 250.0).abs() < 1e-9, "{t:?}");
+        assert!((t.p90 - 370.0).abs() < 1e-9, "{t:?}");
+        assert!((t.mean - 250.0).abs() < 1e-9, "{t:?}");
+        assert_eq!((g.prompt_tokens, g.cached_tokens), (Some(8000), Some(5400)));
+        assert_eq!(g.mean_prompt_tokens, Some(2000.0));
+        assert!((g.cached_share().unwrap() - 0.675).abs() < 1e-12);
+        // A server that reports no cache: no share, rather than 0%.
+        let plain = TtftGroup::of(&[req(100, 50, None)]);
+        assert_eq!((plain.cached_tokens, plain.cached_share()), (None, None));
+        let empty = TtftGroup::of(&[]);
+        assert_eq!((empty.requests, empty.ttft_ms), (0, None));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::report::Report;
-use super::stats::LevelReport;
+use crate::report::Report;
+use crate::stats::LevelReport;
 
 const PANEL_W: f64 = 440.0;
 const PANEL_H: f64 = 300.0;
@@ -188,7 +188,7 @@ fn format_tick(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::report::tests::{level, report};
+    use crate::report::tests::{level, report};
 
     /// Checks that tags nest and close, the way an XML parser would, and returns the start tags.
     fn tags(svg: &str) -> Vec<String> {

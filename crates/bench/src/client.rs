@@ -6,8 +6,8 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::events::{read_cohere, read_llama, Reading, SseEvent, SseParser, StreamEnd};
-use super::stats::RequestOutcome;
+use crate::events::{read_cohere, read_llama, Reading, SseEvent, SseParser, StreamEnd};
+use crate::stats::RequestOutcome;
 
 /// Which wire format the server under test speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -24,6 +24,24 @@ impl Api {
         match self {
             Api::Cohere => "cohere",
             Api::Llama => "llama",
+        }
+    }
+}
+
+/// One message of a chat history, in the shape both Cohere's `messages` and llama-server's
+/// `/apply-template` take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: role.to_string(),
+            content: content.into(),
         }
     }
 }
@@ -151,6 +169,51 @@ impl Target {
         }
     }
 
+    /// llama-server's rendering of a chat with its own chat template (`POST /apply-template`),
+    /// the text its chat endpoint would build, ending where the assistant's reply starts.
+    pub async fn render_template(&self, messages: &[ChatMessage]) -> Result<String, SendError> {
+        let body = json!({ "messages": messages });
+        // llama-server may close a pooled keep-alive connection just as it is reused; one more
+        // try on a fresh connection tells that apart from a real refusal.
+        let rendered = match self.post_json("/apply-template", &body).await {
+            Ok(v) => v,
+            Err(_) => self.post_json("/apply-template", &body).await?,
+        };
+        rendered["prompt"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| SendError::Other("no `prompt` in the /apply-template reply".into()))
+    }
+
+    /// The request body for one turn of a conversation, or one request with a shared system
+    /// prompt: the whole history, greedy, at most `max_tokens`, and the server's prompt cache
+    /// allowed (the point of the workloads that send it). Cohere: `messages` as they are;
+    /// llama-server: the history rendered by its template (one extra request, made here so that
+    /// it is done before the caller starts its clock) with `cache_prompt: true`, its default.
+    pub async fn history_body(
+        &self,
+        model: Option<&str>,
+        messages: &[ChatMessage],
+        max_tokens: usize,
+    ) -> Result<Value, SendError> {
+        Ok(match self.api {
+            Api::Cohere => json!({
+                "model": model.unwrap_or_default(),
+                "stream": true,
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            }),
+            Api::Llama => json!({
+                "prompt": self.render_template(messages).await?,
+                "stream": true,
+                "n_predict": max_tokens,
+                "temperature": 0,
+                "cache_prompt": true,
+            }),
+        })
+    }
+
     fn generation_path(&self) -> &'static str {
         match self.api {
             Api::Cohere => "/v2/chat",
@@ -179,10 +242,14 @@ impl Target {
                       end: &mut Option<StreamEnd>| {
             for event in events.drain(..) {
                 match read(&event) {
-                    Ok(Reading::Content) => outcome.chunk_times.push(at),
+                    Ok(Reading::Content(text)) => {
+                        outcome.chunk_times.push(at);
+                        outcome.text.push_str(&text);
+                    }
                     Ok(Reading::End { content, end: e }) => {
-                        if content {
+                        if let Some(text) = content {
                             outcome.chunk_times.push(at);
+                            outcome.text.push_str(&text);
                         }
                         end.get_or_insert(e);
                     }
@@ -220,6 +287,7 @@ impl Target {
             Some(end) => {
                 outcome.output_tokens = end.output_tokens.unwrap_or(chunks);
                 outcome.prompt_tokens = end.prompt_tokens;
+                outcome.cached_tokens = end.cached_tokens;
                 if let Some(e) = end.error {
                     outcome.error.get_or_insert(e);
                 }

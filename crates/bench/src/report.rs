@@ -5,8 +5,11 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::client::Api;
-use super::stats::LevelReport;
+use crate::client::Api;
+use crate::conversation::ConversationReport;
+use crate::shared_prefix::SharedPrefixReport;
+use crate::stats::LevelReport;
+use crate::Workload;
 
 /// Everything one `cohost bench` run measured, as written to `--out`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,12 +21,23 @@ pub struct Report {
     /// The model name sent (Cohere API), if any.
     pub model: Option<String>,
     pub max_tokens: usize,
-    /// The long-prompt size asked for, if any (actual counts are in each level).
+    /// The long-prompt size asked for, if any (actual counts are in each level); for the
+    /// conversation workloads the tokens each turn adds, for shared-prefix the system message's.
     pub prompt_tokens_target: Option<usize>,
     pub rounds: usize,
     /// Seconds since the Unix epoch when the run started.
     pub started_unix_s: u64,
+    /// Throughput: one per concurrency level. The other workloads: one, all requests pooled.
     pub levels: Vec<LevelReport>,
+    /// (Reports from before workloads existed are throughput reports.)
+    #[serde(default)]
+    pub workload: Workload,
+    /// multi-turn and round-robin: the figures per turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<ConversationReport>,
+    /// shared-prefix: the figures per round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_prefix: Option<SharedPrefixReport>,
 }
 
 fn num(v: Option<f64>, decimals: usize) -> String {
@@ -35,12 +49,8 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 
 impl Report {
     pub fn describe(&self) -> String {
-        let prompt = match self.prompt_tokens_target {
-            Some(n) => format!("~{n}-token prompts"),
-            None => "short chat prompts".to_string(),
-        };
-        format!(
-            "{} ({} API at {}{}): max_tokens {}, {prompt}, {} round(s) per level",
+        let server = format!(
+            "{} ({} API at {}{})",
             self.label,
             self.api.name(),
             self.url,
@@ -48,13 +58,48 @@ impl Report {
                 .as_deref()
                 .map(|m| format!(", model {m}"))
                 .unwrap_or_default(),
-            self.max_tokens,
-            self.rounds
+        );
+        if let Some(c) = &self.conversations {
+            let order = match self.workload {
+                Workload::RoundRobin => format!(
+                    "taken in round-robin order, {} in flight at most",
+                    c.in_flight
+                ),
+                _ => "all at once".to_string(),
+            };
+            return format!(
+                "{server}: {}, {} conversations x {} turns (each turn adds ~{} tokens), {order}, max_tokens {}",
+                self.workload.name(),
+                c.conversations,
+                c.turns,
+                c.turn_tokens,
+                self.max_tokens
+            );
+        }
+        if let Some(s) = &self.shared_prefix {
+            return format!(
+                "{server}: shared-prefix, {} round(s) of {} requests at once sharing a ~{}-token system message, max_tokens {}",
+                s.rounds.len(),
+                s.concurrency,
+                s.prefix_tokens,
+                self.max_tokens
+            );
+        }
+        let prompt = match self.prompt_tokens_target {
+            Some(n) => format!("~{n}-token prompts"),
+            None => "short chat prompts".to_string(),
+        };
+        format!(
+            "{server}: max_tokens {}, {prompt}, {} round(s) per level",
+            self.max_tokens, self.rounds
         )
     }
 
     /// A fixed-width table for the terminal.
     pub fn table(&self) -> String {
+        if self.workload != Workload::Throughput {
+            return crate::cache_report::table(self);
+        }
         let mut out = format!("{}\n", self.describe());
         let _ = writeln!(
             out,
@@ -193,7 +238,7 @@ pub fn markdown(reports: &[Report]) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bench::stats::Spread;
+    use crate::stats::Spread;
 
     pub(crate) fn level(c: usize, agg: f64, ttft: f64) -> LevelReport {
         LevelReport {
@@ -225,6 +270,9 @@ pub(crate) mod tests {
             rounds: 1,
             started_unix_s: 0,
             levels,
+            workload: Workload::Throughput,
+            conversations: None,
+            shared_prefix: None,
         }
     }
 
@@ -243,6 +291,17 @@ pub(crate) mod tests {
         assert_eq!(v["levels"][1]["ttft_ms"]["p95"], 500.0);
         assert_eq!(v["api"], "cohere");
         assert_eq!(Report::from_json(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn reports_from_before_workloads_read_as_throughput() {
+        let r = report("cohost", vec![level(1, 120.0, 100.0)]);
+        let mut v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["workload"], "throughput");
+        assert!(v.get("conversations").is_none() && v.get("shared_prefix").is_none());
+        v.as_object_mut().unwrap().remove("workload");
+        let old = Report::from_json(&v.to_string()).unwrap();
+        assert_eq!(old.workload, Workload::Throughput);
     }
 
     #[test]
