@@ -16,6 +16,8 @@ use crate::routes::{app, AppState};
 /// The server's subcommands. The `cohost` binary (`src/main.rs`) parses them together with
 /// `bench`, which lives in its own crate.
 #[derive(Debug, Subcommand)]
+// Parsed once per process and matched at once: the size of the serve variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve models over HTTP: POST /v2/chat (Cohere v2), /v1|v2/embed, /v1|v2/rerank, /v1/models,
     /// /v1/tokenize, /v1/detokenize, /v1/check-api-key, GET / (the playground page), GET /health
