@@ -65,6 +65,18 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// Gives sequence `id` the KV memory for `input` and its first output token: its cached prefix
+/// is attached first, so that it counts as room already there and the reservation cannot evict
+/// it. False, holding nothing, when the pool cannot hold the rest.
+fn claim(model: &mut dyn BatchModel, id: SeqId, input: &[u32]) -> bool {
+    model.attach_prefix(id, input);
+    if model.reserve(id, input.len() + 1) {
+        return true;
+    }
+    model.release(id);
+    false
+}
+
 impl Worker {
     pub fn new(
         shared: Arc<Shared>,
@@ -140,10 +152,7 @@ impl Worker {
     fn admit(&mut self) {
         while self.running.len() < self.shared.config.max_concurrent {
             if let Some(seq) = self.preempted.front() {
-                // Attach first, so that the reservation cannot evict the blocks it will reuse.
-                self.model.attach_prefix(seq.id, &seq.input);
-                if !self.model.reserve(seq.id, seq.input.len() + 1) {
-                    self.model.release(seq.id);
+                if !claim(&mut *self.model, seq.id, &seq.input) {
                     break;
                 }
                 let seq = self.preempted.pop_front().expect("front exists");
@@ -159,11 +168,7 @@ impl Worker {
                 break;
             };
             let id = self.next_id;
-            // Attach first, so that a cached prefix counts as room already there and the
-            // reservation cannot evict it.
-            self.model.attach_prefix(id, &front.request.prompt);
-            if !self.model.reserve(id, front.request.prompt.len() + 1) {
-                self.model.release(id);
+            if !claim(&mut *self.model, id, &front.request.prompt) {
                 break;
             }
             self.next_id += 1;
