@@ -1,6 +1,6 @@
 """Thinking blocks through the real SDK. No small model we can fetch thinks, so the server side
 is the encoder's golden output for a scripted thinking reply (crates/server/tests/golden/,
-written and checked by crates/server/tests/sse_golden.rs), served to the SDK through an httpx
+written and checked by crates/server/tests/it/sse_golden.rs), served to the SDK through an httpx
 mock transport: the SDK must parse the thinking block, streamed and not, with its strict types."""
 
 import pathlib

@@ -5,7 +5,7 @@
 //! resumed when the pool runs short. The cold reference is the same model loaded with the prefix
 //! cache off.
 
-mod text_support;
+use super::text_support;
 
 use runner::chat::{ChatMessage, ChatPrompt};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -262,7 +262,7 @@ async fn gemma3_sliding_window_layers_reuse_a_prefix_longer_than_the_window() {
     let (cached, cold) = pair(text_support::GEMMA3_FILE);
     // Past Gemma 3 270M's 512-token window, so that the sliding layers of the new tokens read
     // only cached positions and the global layers read all of them.
-    let long = SYSTEM.repeat(9);
+    let long = SYSTEM.repeat(7);
     let a = prompt_of(
         &cached,
         &[("system", &long), ("user", "When does it open?")],
@@ -271,11 +271,11 @@ async fn gemma3_sliding_window_layers_reuse_a_prefix_longer_than_the_window() {
         &cached,
         &[("system", &long), ("user", "Who reads on Wednesdays?")],
     );
-    assert!(a.len() > 700, "{} tokens", a.len());
+    assert!(a.len() > 600, "{} tokens", a.len());
     generate(&cached, &a, greedy(), 2).await;
     let (want, _) = generate(&cold, &b, greedy(), 16).await;
     let (got, hit) = generate(&cached, &b, greedy(), 16).await;
-    assert!(hit > 600, "hit {hit}");
+    assert!(hit > 512, "hit {hit}");
     assert_eq!(got, want);
 }
 
@@ -312,9 +312,25 @@ async fn sequences_preempted_for_memory_resume_and_reply_as_unpressed() {
         [p.clone(), p]
     })
     .collect();
+    // The unpressured replies, computed side by side (a sequence's tokens never depend on its
+    // batch).
+    let reference: Vec<EventStream> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            roomy
+                .submit(GenerateRequest {
+                    prompt: p.clone(),
+                    sampling: seeded(i as u64),
+                    max_tokens: 120,
+                    ..GenerateRequest::default()
+                })
+                .unwrap()
+        })
+        .collect();
     let mut want = Vec::new();
-    for (i, p) in prompts.iter().enumerate() {
-        want.push(generate(&roomy, p, seeded(i as u64), 120).await.0);
+    for stream in reference {
+        want.push(collect(stream).await.0);
     }
     let streams: Vec<EventStream> = prompts
         .iter()

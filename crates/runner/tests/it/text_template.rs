@@ -1,7 +1,7 @@
 //! Chat templates rendered with minijinja against the same templates rendered by Python Jinja2
 //! in transformers' environment (goldens from tests/golden-gen/render_templates.py).
 
-mod text_support;
+use super::text_support;
 
 use runner::chat::{ChatMessage, ChatPrompt, SafetyMode, TemplateFunction, TemplateToolCall};
 use runner::template::{ChatTemplate, TemplateOrigin};

@@ -2,7 +2,7 @@
 //! all-MiniLM-L6-v2 (models/fetch-minilm.sh), and the encoder crate's tiny random fixtures (a
 //! cross-encoder, and an embedder with query/document prompts).
 
-mod common;
+use super::common;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -2,7 +2,7 @@
 //! any allowed token (the worst a model could do) must always end, within the bounds, in text
 //! that parses and validates.
 
-mod text_support;
+use super::text_support;
 
 use std::sync::OnceLock;
 

@@ -4,7 +4,7 @@
 //! here is free (no constraint): the model may or may not call a tool, and both must come out
 //! well formed.
 
-mod common;
+use super::common;
 
 use std::sync::OnceLock;
 

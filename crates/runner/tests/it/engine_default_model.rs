@@ -2,7 +2,7 @@
 //! model's own argmax chain (agreement with llama.cpp's logits is the model tests' job), batching
 //! changes no sequence's tokens, and cancellation frees capacity.
 
-mod text_support;
+use super::text_support;
 
 use std::sync::OnceLock;
 
@@ -125,7 +125,7 @@ fn reference_greedy(
 #[tokio::test]
 async fn greedy_output_is_the_models_argmax_chain() {
     let engine = shared_engine();
-    let golden = include_str!("golden/model/greedy-SmolLM2-135M-Instruct.Q4_1.jsonl");
+    let golden = include_str!("../golden/model/greedy-SmolLM2-135M-Instruct.Q4_1.jsonl");
     let path = text_support::model_file(text_support::SMOLLM2_FILE);
     let (mut model, _) = runner::model::load_gguf(&path).unwrap();
     for line in golden.lines().take(3) {

@@ -1,7 +1,7 @@
 //! End to end: start the real `cohost serve` binary on a free port with the default model, wait
 //! until it is ready, and talk to it over a plain TCP socket with a hand-written HTTP/1.1 client.
 
-mod support;
+use super::support;
 
 use serde_json::{json, Value};
 use support::Server;

@@ -2,7 +2,7 @@
 //! stalled headers and bodies, oversized bodies, too many connections, requests hyper cannot
 //! parse, and streams open when a shutdown's grace runs out.
 
-mod support;
+use super::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

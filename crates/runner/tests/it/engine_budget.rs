@@ -3,7 +3,7 @@
 //! on its own still complete within `max_tokens`, a required call's plan leaves room for the
 //! call, and a reply cut inside a character never ends in U+FFFD.
 
-mod text_support;
+use super::text_support;
 
 use std::collections::HashMap;
 

@@ -1,6 +1,6 @@
 //! Tokenizers built from GGUF metadata against llama.cpp's tokenizations of the same files.
 
-mod text_support;
+use super::text_support;
 
 use runner::tokenizer::{tokenizer_from_hf_dir, TokenizerBundle};
 use text_support::*;

@@ -1,13 +1,26 @@
 //! Golden bytes of a streamed greedy chat with the default model. The response id is random, so
 //! it is replaced by `<id>` before comparing. Re-bless with `UPDATE_GOLDEN=1` and review the diff.
 
-mod common;
+use super::common;
 
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
 
 const HAIKU: &str = "Write a haiku about the sea.";
+
+/// The golden bytes carry `usage.cached_tokens`, which depends on what earlier requests left in
+/// the prefix cache; so these streams come from an engine of their own with the cache off, and
+/// the other tests' requests (same binary, same prompts) cannot change them.
+fn app() -> axum::Router {
+    static ENGINE: std::sync::OnceLock<runner::engine::EngineHandle> = std::sync::OnceLock::new();
+    let mut config = test_config();
+    config.prefix_cache = false;
+    let engine = ENGINE
+        .get_or_init(|| server::cli::load_engine(&config).expect("default model loads"))
+        .clone();
+    server::app(server::AppState::with_engine(config, engine))
+}
 
 fn golden_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,6 +1,6 @@
 //! Decode and prefill throughput of the default model (and Gemma 3 when its file is present),
 //! single sequence and batched. Timing goals live here, not in timed tests: run with
-//! `cargo test --release -p runner --test model_bench -- --ignored --nocapture --test-threads 1`
+//! `cargo test --release -p runner --test it model_bench -- --ignored --nocapture --test-threads 1`
 //! (`COHOST_THREADS` sets the forward pass's thread count).
 
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! Incremental detokenization over the real SmolLM2 and Gemma 3 tokenizers.
 
-mod text_support;
+use super::text_support;
 
 use runner::detok::Detokenizer;
 use runner::tokenizer::TokenizerBundle;

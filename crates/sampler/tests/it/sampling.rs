@@ -1,7 +1,7 @@
 //! Behaviour of one sampling step: distributions against the exact reference, edge cases,
 //! determinism, logprobs and validation.
 
-mod common;
+use super::common;
 
 use common::{assert_matches, distribution, log_softmax_at, peaked_logits};
 use sampler::{Param, Sampled, Sampler, SamplingError, SamplingParams};

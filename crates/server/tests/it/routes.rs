@@ -1,7 +1,7 @@
 //! Router-level tests: every validation rule and error shape, and real generations, through
 //! `server::app` as a tower service with the real default model.
 
-mod common;
+use super::common;
 
 use axum::http::StatusCode;
 use common::*;

@@ -1,7 +1,7 @@
 //! Property tests: whatever the row, parameters, history and mask, the chosen token lies in the
 //! set the reference allows, greedy equals the reference argmax, and the logprob is right.
 
-mod common;
+use super::common;
 
 use common::{distribution, log_softmax_at};
 use proptest::prelude::*;

@@ -5,7 +5,7 @@
 //! concurrently so that the engine batches them. A smaller run on Gemma 3 270M covers the other
 //! architecture, its built-in template and a 262,144-token vocabulary.
 
-mod common;
+use super::common;
 
 use std::sync::OnceLock;
 

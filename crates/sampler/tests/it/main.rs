@@ -1,0 +1,8 @@
+//! All of this crate's integration tests in one binary (one link instead of one per file;
+//! tests of every file share the harness's threads). Run one file's tests with
+//! `cargo test --test it <file>::`.
+
+mod common;
+
+mod properties;
+mod sampling;

@@ -1,0 +1,9 @@
+//! All of this crate's integration tests in one binary (one link instead of one per file;
+//! tests of every file share the harness's threads). Run one file's tests with
+//! `cargo test --test it <file>::`.
+
+mod support;
+
+mod cli;
+mod serve_e2e;
+mod serve_limits;
