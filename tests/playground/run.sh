@@ -13,20 +13,7 @@ HERE=$PWD
 REPO=$(cd ../.. && pwd)
 export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 
-if [[ ! -x $CHROMIUM ]]; then
-    echo "installing Debian's chromium" >&2
-    sudo=()
-    [[ $(id -u) == 0 ]] || sudo=(sudo)
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends chromium >&2
-fi
-
-want=$(sha256sum package.json package-lock.json <(node --version) | sha256sum | cut -d' ' -f1)
-if [[ ! -f node_modules/.cohost-stamp || $(cat node_modules/.cohost-stamp) != "$want" ]]; then
-    echo "installing tests/playground/node_modules from package-lock.json" >&2
-    npm ci --no-audit --no-fund --loglevel=error
-    echo "$want" >node_modules/.cohost-stamp
-fi
+./install.sh
 
 if [[ -z ${COHOST_BIN:-} ]]; then
     (cd "$REPO" && cargo build --quiet --bin cohost)
