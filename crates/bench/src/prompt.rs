@@ -83,14 +83,15 @@ const TURN_OVERHEAD_TOKENS: usize = 30;
 
 /// The user message of turn `turn` (1-based) of conversation `conversation`, about `tokens`
 /// tokens: the first turn opens the conversation with a question of its own, every turn brings
-/// notes no other turn or conversation has.
+/// notes no other turn or conversation has. Later turns ask for a long answer, so that with short
+/// turns and a large `--max-tokens` a history grows mostly by its replies, as a chat's does.
 pub fn turn_message(tag: &str, conversation: usize, turn: usize, tokens: usize) -> String {
     let mut text = if turn == 1 {
         let question = QUESTIONS[conversation % QUESTIONS.len()];
         format!("Conversation {tag}-{conversation}, turn 1. {question} First, my notes:")
     } else {
         format!(
-            "Conversation {tag}-{conversation}, turn {turn}. More notes; answer in one sentence:"
+            "Conversation {tag}-{conversation}, turn {turn}. More notes; go on, in detail:"
         )
     };
     let seed = format!("{tag}-c{conversation}-t{turn}");
