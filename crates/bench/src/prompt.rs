@@ -90,9 +90,7 @@ pub fn turn_message(tag: &str, conversation: usize, turn: usize, tokens: usize) 
         let question = QUESTIONS[conversation % QUESTIONS.len()];
         format!("Conversation {tag}-{conversation}, turn 1. {question} First, my notes:")
     } else {
-        format!(
-            "Conversation {tag}-{conversation}, turn {turn}. More notes; go on, in detail:"
-        )
+        format!("Conversation {tag}-{conversation}, turn {turn}. More notes; go on, in detail:")
     };
     let seed = format!("{tag}-c{conversation}-t{turn}");
     push_filler(
