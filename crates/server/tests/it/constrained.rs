@@ -1,9 +1,9 @@
 //! Guarantees of constrained decoding, end to end against the default model (SmolLM2-135M):
 //! N seeded requests at temperature 1 with `json_schema`, and with `tool_choice: REQUIRED` +
 //! `strict_tools`, half of them streamed, must all produce output that parses and validates.
-//! N is 16 in the suite (one full batch) (`COHOST_CONSTRAINED_N=200` for a longer sweep); the requests run
-//! concurrently so that the engine batches them. A smaller run on Gemma 3 270M covers the other
-//! architecture, its built-in template and a 262,144-token vocabulary.
+//! N is 16 in the suite, one full batch (`COHOST_CONSTRAINED_N=200` for a longer sweep); the
+//! requests run concurrently so that the engine batches them. A smaller run on Gemma 3 270M
+//! covers the other architecture, its built-in template and a 262,144-token vocabulary.
 
 use super::common;
 
