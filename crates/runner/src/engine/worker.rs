@@ -347,7 +347,20 @@ impl Worker {
         // A panic in the forward pass is a failed step like any other: the sequences of the
         // batch end with an error and the engine serves on.
         let (model, logits) = (&mut self.model, &mut self.logits);
+        let started = std::time::Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| model.forward(&batch, logits)));
+        // Where a step's time goes (with RUST_LOG=runner=trace): a time-to-first-token is a
+        // few of these, so their sizes and durations explain it.
+        tracing::trace!(
+            sequences = batch.len(),
+            prefill = plan
+                .iter()
+                .filter(|(_, i)| matches!(i, Input::Prompt(..)))
+                .count(),
+            tokens = batch.iter().map(|b| b.tokens.len()).sum::<usize>(),
+            forward_ms = started.elapsed().as_secs_f64() * 1e3,
+            "step"
+        );
         drop(batch);
         let failure = match result {
             Ok(Ok(())) => None,
