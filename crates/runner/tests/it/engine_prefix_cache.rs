@@ -312,40 +312,30 @@ async fn sequences_preempted_for_memory_resume_and_reply_as_unpressed() {
         [p.clone(), p]
     })
     .collect();
+    // Every prompt submitted at once, each with its own seed.
+    let submit_all = |engine: &EngineHandle| -> Vec<EventStream> {
+        prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                engine
+                    .submit(GenerateRequest {
+                        prompt: p.clone(),
+                        sampling: seeded(i as u64),
+                        max_tokens: 120,
+                        ..GenerateRequest::default()
+                    })
+                    .unwrap()
+            })
+            .collect()
+    };
     // The unpressured replies, computed side by side (a sequence's tokens never depend on its
     // batch).
-    let reference: Vec<EventStream> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            roomy
-                .submit(GenerateRequest {
-                    prompt: p.clone(),
-                    sampling: seeded(i as u64),
-                    max_tokens: 120,
-                    ..GenerateRequest::default()
-                })
-                .unwrap()
-        })
-        .collect();
     let mut want = Vec::new();
-    for stream in reference {
+    for stream in submit_all(&roomy) {
         want.push(collect(stream).await.0);
     }
-    let streams: Vec<EventStream> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            pressed
-                .submit(GenerateRequest {
-                    prompt: p.clone(),
-                    sampling: seeded(i as u64),
-                    max_tokens: 120,
-                    ..GenerateRequest::default()
-                })
-                .unwrap()
-        })
-        .collect();
+    let streams = submit_all(&pressed);
     for (i, stream) in streams.into_iter().enumerate() {
         let (got, _) = collect(stream).await;
         assert!(got.ids.len() > 60, "request {i} stopped early: {got:?}");
