@@ -9,6 +9,8 @@
 #   ST_PYTHON  a Python with the pinned packages of crates/encoder/tests/golden-gen/requirements.txt
 #              [a venv made once under $TARGET/embed-bench-venv]
 #   THREADS [2]  ROUNDS per side [5]  TEXTS number of bench texts [1024]  BATCH texts per call [32]
+#   PRECISIONS cohost's encoder precisions to run, comma-separated [f32,bf16] (bf16 without AMX
+#              runs a slow portable path)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +21,7 @@ THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-5}
 TEXTS=${TEXTS:-1024}
 BATCH=${BATCH:-32}
+PRECISIONS=${PRECISIONS:-f32,bf16}
 
 [[ -d $MODEL ]] || "$ROOT/models/fetch-minilm.sh" >/dev/null
 if [[ -z ${ST_PYTHON:-} ]]; then
@@ -37,11 +40,17 @@ $PY texts "$MODEL" "$OUT/texts.txt" "$TEXTS"
 : >"$OUT/results.jsonl"
 # One round of each side at a time, alternating, so both see the same machine load.
 for r in $(seq "$ROUNDS"); do
-    "$BENCH" --model "$MODEL" --texts "$OUT/texts.txt" --threads "$THREADS" --rounds 1 \
-        --batch "$BATCH" --embeddings-out "$OUT/cohost.f32" | tee -a "$OUT/results.jsonl"
+    for p in ${PRECISIONS//,/ }; do
+        "$BENCH" --model "$MODEL" --texts "$OUT/texts.txt" --threads "$THREADS" --rounds 1 \
+            --batch "$BATCH" --precision "$p" --embeddings-out "$OUT/cohost-$p.f32" |
+            tee -a "$OUT/results.jsonl"
+    done
     $PY bench "$MODEL" "$OUT/texts.txt" "$THREADS" 1 "$BATCH" "$OUT/st.f32" 2>/dev/null |
         tee -a "$OUT/results.jsonl"
 done
-$PY compare "$MODEL" "$OUT/texts.txt" "$OUT/cohost.f32" "$OUT/st.f32" 2>/dev/null >"$OUT/cosine.json"
-$PY table "$OUT/results.jsonl" "$OUT/cosine.json" | tee "$OUT/side-by-side.md"
+for p in ${PRECISIONS//,/ }; do
+    $PY compare "$MODEL" "$OUT/texts.txt" "$OUT/cohost-$p.f32" "$OUT/st.f32" 2>/dev/null \
+        >"$OUT/cosine-$p.json"
+done
+$PY table "$OUT/results.jsonl" "$OUT" | tee "$OUT/side-by-side.md"
 echo "(load average at the end: $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$OUT/side-by-side.md"

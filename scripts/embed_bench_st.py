@@ -3,7 +3,7 @@
     python embed_bench_st.py texts MODEL_DIR OUT.txt [N]       writes N bench texts (default 1024)
     python embed_bench_st.py bench MODEL_DIR TEXTS THREADS ROUNDS BATCH [EMBEDDINGS_OUT]
     python embed_bench_st.py compare MODEL_DIR TEXTS OURS.f32 REF.f32
-    python embed_bench_st.py table RESULTS.jsonl COSINE.json
+    python embed_bench_st.py table RESULTS.jsonl DIR        (DIR holds cosine-<precision>.json)
 
 `bench` prints one JSON line per round like the Rust bench (texts/s, tokens/s counting special
 tokens). Packages: crates/encoder/tests/golden-gen/requirements.txt (pinned).
@@ -48,7 +48,10 @@ def main():
         return
     if cmd == "table":
         rows = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
-        cos = json.load(open(sys.argv[3]))
+        import glob
+        import os
+        cos = {os.path.basename(f)[len("cosine-"):-len(".json")]: json.load(open(f))
+               for f in sorted(glob.glob(os.path.join(sys.argv[3], "cosine-*.json")))}
         by = {}
         for r in rows:
             by.setdefault(r["impl"], []).append(r)
@@ -63,7 +66,9 @@ def main():
         print()
         print(f"texts: {rows[0]['texts']}, {rows[0]['tokens'] / rows[0]['texts']:.1f} tokens each on average; "
               f"threads: {rows[0]['threads']}")
-        print(f"cosine(cohost, sentence-transformers) over the bench texts: min {cos['min']:.7f}, mean {cos['mean']:.7f}")
+        for p, c in cos.items():
+            print(f"cosine(cohost {p}, sentence-transformers) over the bench texts: "
+                  f"min {c['min']:.7f}, mean {c['mean']:.7f}")
         return
 
     import numpy as np

@@ -1,7 +1,8 @@
 //! Embedding throughput of one encoder model through its engine, as the server runs it.
 //!
 //!     cargo run --release -p encoder --example embed_bench -- \
-//!         --model models/cache/all-MiniLM-L6-v2 --texts texts.txt --threads 2 --rounds 3
+//!         --model models/cache/all-MiniLM-L6-v2 --texts texts.txt --threads 2 --rounds 3 \
+//!         [--precision auto|f32|bf16]
 //!
 //! Reads one text per line, tokenizes them (timed, as sentence-transformers' `encode` includes
 //! its tokenizer), submits them in requests of `--batch` texts all at once (the engine packs
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use encoder::{EngineConfig, Output, Truncate};
+use encoder::{EngineConfig, Output, Precision, Truncate};
 
 #[derive(Parser)]
 struct Args {
@@ -33,6 +34,9 @@ struct Args {
     max_batch_tokens: usize,
     #[arg(long)]
     embeddings_out: Option<PathBuf>,
+    /// What the matrix products run at: auto (bf16 with AMX, else f32), f32 or bf16.
+    #[arg(long, default_value = "auto")]
+    precision: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +46,12 @@ fn main() -> anyhow::Result<()> {
         .map(str::to_string)
         .collect();
     anyhow::ensure!(!texts.is_empty(), "no texts in {}", args.texts.display());
+    let precision = match args.precision.as_str() {
+        "auto" => Precision::Auto,
+        "f32" => Precision::F32,
+        "bf16" => Precision::Bf16,
+        other => anyhow::bail!("--precision {other}: expected auto, f32 or bf16"),
+    };
     let handle = encoder::start(
         &args.model,
         EngineConfig {
@@ -49,8 +59,10 @@ fn main() -> anyhow::Result<()> {
             max_batch_tokens: args.max_batch_tokens,
             max_queue: texts.len().div_ceil(args.batch.max(1)) + 1,
             nice: 0,
+            precision,
         },
     )?;
+    let precision = handle.config().precision.name();
     let round = || -> anyhow::Result<(f64, usize, Vec<Vec<f32>>)> {
         let started = Instant::now();
         let mut pending = Vec::new();
@@ -80,7 +92,8 @@ fn main() -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "impl": "cohost",
+                "impl": format!("cohost {precision}"),
+                "precision": precision,
                 "round": r,
                 "texts": texts.len(),
                 "tokens": tokens,

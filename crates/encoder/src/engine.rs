@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use crate::config::{EncoderKind, EncoderSpec};
 use crate::model::{Model, Scratch};
 use crate::text::{Encoded, TextEncoder};
+use crate::Precision;
 
 /// Limits of one encoder engine.
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct EngineConfig {
     /// pool: with a chat model in the same process, its streams keep their pace during an
     /// embedding burst. 0 leaves the priority alone; ignored where unsupported.
     pub nice: i32,
+    /// What the matrix products run at (resolved at load: the handle's config never says
+    /// `Auto`).
+    pub precision: Precision,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +49,7 @@ impl Default for EngineConfig {
             max_batch_tokens: 2048,
             max_queue: 64,
             nice: 0,
+            precision: Precision::Auto,
         }
     }
 }
@@ -101,6 +106,7 @@ pub fn start(model: Model, text: TextEncoder, config: EngineConfig) -> EncoderHa
         max_batch_tokens: config.max_batch_tokens.max(1),
         max_queue: config.max_queue.max(1),
         nice: config.nice.clamp(0, 19),
+        precision: model.precision(),
     };
     let shared = Arc::new(Shared {
         spec: model.spec().clone(),

@@ -13,11 +13,12 @@ use crate::config::{EmbeddingHead, EncoderSpec, Head, Pooling};
 use crate::ops;
 use crate::text::Encoded;
 use crate::weights::{self, Linear, Weights};
-use crate::EncoderError;
+use crate::{EncoderError, Precision};
 
 /// A loaded encoder: its settings and weights. Stateless between calls.
 pub struct Model {
     spec: EncoderSpec,
+    precision: Precision,
     w: Weights,
 }
 
@@ -53,9 +54,16 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 }
 
 impl Model {
-    pub fn load(spec: EncoderSpec) -> Result<Self, EncoderError> {
-        let w = weights::load(&spec)?;
-        Ok(Self { spec, w })
+    /// Loads the weights; [`Precision::Auto`] becomes what [`Precision::resolve`] says.
+    pub fn load(spec: EncoderSpec, precision: Precision) -> Result<Self, EncoderError> {
+        let precision = precision.resolve();
+        let w = weights::load(&spec, precision)?;
+        Ok(Self { spec, precision, w })
+    }
+
+    /// The precision the matrix products run at (never `Auto`).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn spec(&self) -> &EncoderSpec {
@@ -64,7 +72,7 @@ impl Model {
 
     /// Bytes of weights held.
     pub fn weight_bytes(&self) -> usize {
-        let lin = |l: &Linear| l.w.weight_bytes() + l.b.as_ref().map_or(0, |b| b.len() * 4);
+        let lin = |l: &Linear| l.weight_bytes();
         let e = &self.w.embeddings;
         let mut n = (e.word.len() + e.position.len() + e.token_type.len()) * 4;
         for l in &self.w.layers {
@@ -99,14 +107,7 @@ impl Model {
         for d in &self.w.dense {
             let out_w = d.linear.out_features();
             let mut out = vec![0f32; seqs.len() * out_w];
-            kernels::gemm(
-                &d.linear.w,
-                &cur,
-                seqs.len(),
-                d.linear.b.as_deref(),
-                &mut out,
-                threads,
-            );
+            d.linear.apply(&cur, seqs.len(), &mut out, threads);
             if d.tanh {
                 out.iter_mut().for_each(|v| *v = ops::tanh_scalar(*v));
             }
@@ -142,24 +143,10 @@ impl Model {
         }
         let b = seqs.len();
         let mut pooled = vec![0f32; b * h];
-        kernels::gemm(
-            &c.dense.w,
-            &first,
-            b,
-            c.dense.b.as_deref(),
-            &mut pooled,
-            threads,
-        );
+        c.dense.apply(&first, b, &mut pooled, threads);
         pooled.iter_mut().for_each(|v| *v = ops::tanh_scalar(*v));
         let mut logits = vec![0f32; b];
-        kernels::gemm(
-            &c.out.w,
-            &pooled,
-            b,
-            c.out.b.as_deref(),
-            &mut logits,
-            threads,
-        );
+        c.out.apply(&pooled, b, &mut logits, threads);
         logits
     }
 
@@ -188,16 +175,14 @@ impl Model {
         let ffn = grow(&mut s.ffn, total * f);
         let x = &mut s.x[..total * h];
         for layer in &self.w.layers {
-            kernels::gemm(&layer.qkv.w, x, total, layer.qkv.b.as_deref(), qkv, threads);
+            layer.qkv.apply(x, total, qkv, threads);
             self.attention(seqs, qkv, ctx, threads);
-            let a = &layer.attn_out;
-            kernels::gemm(&a.w, ctx, total, a.b.as_deref(), tmp, threads);
+            layer.attn_out.apply(ctx, total, tmp, threads);
             let n = &layer.ln_attn;
             add_norm_rows(threads, x, tmp, h, &n.g, &n.b, cfg.layer_norm_eps);
-            kernels::gemm(&layer.up.w, x, total, layer.up.b.as_deref(), ffn, threads);
+            layer.up.apply(x, total, ffn, threads);
             par_rows(threads, ffn, f, |rows| ops::activate(cfg.activation, rows));
-            let d = &layer.down;
-            kernels::gemm(&d.w, ffn, total, d.b.as_deref(), tmp, threads);
+            layer.down.apply(ffn, total, tmp, threads);
             let n = &layer.ln_ffn;
             add_norm_rows(threads, x, tmp, h, &n.g, &n.b, cfg.layer_norm_eps);
         }

@@ -2,7 +2,8 @@
 //! feed-forward activations (exact erf GELU, tanh GELU, ReLU, SiLU), and one attention head over
 //! one sequence (scores, softmax, weighted sum of values).
 //!
-//! Each has an AVX2+FMA path, chosen once at run time, and a portable one. Every result depends
+//! Each has an AVX2+FMA path, chosen once at run time (the erf GELU also an AVX-512 one with the
+//! same bits), and a portable one. Every result depends
 //! only on its own row (or its own sequence, for attention), never on the batch around it.
 
 use std::sync::OnceLock;
@@ -22,6 +23,14 @@ pub(crate) fn simd() -> bool {
             false
         }
     })
+}
+
+/// Whether the AVX-512 GELU may run (checked once): BERT's erf GELU is the largest f32 step
+/// left once the matrix products run on AMX, and 16 lanes halve it.
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    static AVX512: OnceLock<bool> = OnceLock::new();
+    *AVX512.get_or_init(|| simd() && std::is_x86_feature_detected!("avx512f"))
 }
 
 /// `x = layer_norm(x + residual) * g + b` for each row (`residual` may be empty: plain norm).
@@ -70,6 +79,12 @@ fn sum8(x: &[f32]) -> f32 {
 
 /// Applies the activation in place.
 pub(crate) fn activate(act: Activation, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if act == Activation::Gelu && avx512() {
+        // SAFETY: AVX-512F was detected.
+        unsafe { x86::gelu_avx512(x) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if simd() {
         // SAFETY: AVX2 and FMA were detected.
@@ -172,6 +187,11 @@ pub(crate) unsafe fn attention_head(
     scale: f32,
     scores: &mut Vec<f32>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() && d.is_multiple_of(8) {
+        // SAFETY: AVX2 and FMA were detected; the caller's guarantees.
+        return x86::attention_head(q, k, v, stride, out, out_stride, n, d, scale, scores);
+    }
     scores.resize(n, 0.0);
     let row = |m: &[f32], j: usize| -> *const f32 { m[j * stride..j * stride + d].as_ptr() };
     for i in 0..n {
@@ -376,6 +396,140 @@ mod x86 {
         }
     }
 
+    /// `exp256` on 16 lanes: the same operations in the same order, so the same bits.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp512(x: __m512) -> __m512 {
+        let zero = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(EXP_LO));
+        let x = _mm512_min_ps(x, _mm512_set1_ps(EXP_HI));
+        let x = _mm512_max_ps(x, _mm512_set1_ps(EXP_LO));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
+            _mm512_fmadd_ps(x, _mm512_set1_ps(LOG2E), _mm512_set1_ps(0.5)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut y = _mm512_set1_ps(EXP_P[0]);
+        for &p in &EXP_P[1..] {
+            y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(p));
+        }
+        let y = _mm512_fmadd_ps(
+            y,
+            _mm512_mul_ps(r, r),
+            _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+        );
+        let pow = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_cvtps_epi32(n),
+            _mm512_set1_epi32(127),
+        ));
+        _mm512_maskz_mov_ps(!zero, _mm512_mul_ps(y, _mm512_castsi512_ps(pow)))
+    }
+
+    /// `erf256` on 16 lanes, the same bits.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn erf512(x: __m512) -> __m512 {
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let xi = _mm512_castps_si512(x);
+        let a = _mm512_castsi512_ps(_mm512_andnot_si512(sign, xi));
+        let one = _mm512_set1_ps(1.0);
+        let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(ERF_P), a, one));
+        let mut poly = _mm512_set1_ps(ERF_A[4]);
+        for &c in ERF_A[..4].iter().rev() {
+            poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(c));
+        }
+        let e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
+        let y = _mm512_fnmadd_ps(_mm512_mul_ps(poly, t), e, one);
+        _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_castps_si512(y),
+            _mm512_and_si512(xi, sign),
+        ))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gelu16(x: __m512) -> __m512 {
+        let e = erf512(_mm512_mul_ps(
+            x,
+            _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+        ));
+        _mm512_mul_ps(
+            _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+            _mm512_add_ps(_mm512_set1_ps(1.0), e),
+        )
+    }
+
+    /// The erf GELU in place, 16 at a time (a tail through the same vector code).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gelu_avx512(x: &mut [f32]) {
+        let mut chunks = x.chunks_exact_mut(16);
+        for c in &mut chunks {
+            _mm512_storeu_ps(c.as_mut_ptr(), gelu16(_mm512_loadu_ps(c.as_ptr())));
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let mut tmp = [0f32; 16];
+            tmp[..rest.len()].copy_from_slice(rest);
+            _mm512_storeu_ps(tmp.as_mut_ptr(), gelu16(_mm512_loadu_ps(tmp.as_ptr())));
+            rest.copy_from_slice(&tmp[..rest.len()]);
+        }
+    }
+
+    /// [`super::attention_head`] for `d` a multiple of 8, vectorized over keys rather than
+    /// over a head's dimensions: K is transposed once per head, so each query's `n` scores are
+    /// `d` broadcast-FMAs per 8 keys with no horizontal sums, and each output row stays in
+    /// registers while the values are summed into it.
+    ///
+    /// # Safety
+    /// As [`super::attention_head`]; `d % 8 == 0`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn attention_head(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        stride: usize,
+        out: *mut f32,
+        out_stride: usize,
+        n: usize,
+        d: usize,
+        scale: f32,
+        scratch: &mut Vec<f32>,
+    ) {
+        debug_assert!(d.is_multiple_of(8));
+        let np = n.next_multiple_of(8);
+        scratch.clear();
+        scratch.resize(d * np + np, 0.0);
+        let (kt, scores) = scratch.split_at_mut(d * np);
+        for j in 0..n {
+            for (l, &x) in k[j * stride..j * stride + d].iter().enumerate() {
+                kt[l * np + j] = x;
+            }
+        }
+        let sv = _mm256_set1_ps(scale);
+        for i in 0..n {
+            let qi = q[i * stride..i * stride + d].as_ptr();
+            for jb in (0..np).step_by(8) {
+                let mut acc = _mm256_setzero_ps();
+                for l in 0..d {
+                    let kv = _mm256_loadu_ps(kt.as_ptr().add(l * np + jb));
+                    acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*qi.add(l)), kv, acc);
+                }
+                _mm256_storeu_ps(scores.as_mut_ptr().add(jb), _mm256_mul_ps(acc, sv));
+            }
+            let s = &mut scores[..n];
+            super::softmax(s);
+            let o = out.add(i * out_stride);
+            for lb in (0..d).step_by(8) {
+                let mut acc = _mm256_setzero_ps();
+                for (j, &p) in s.iter().enumerate() {
+                    let vj = _mm256_loadu_ps(v.as_ptr().add(j * stride + lb));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(p), vj, acc);
+                }
+                _mm256_storeu_ps(o.add(lb), acc);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(a: *const f32, b: *const f32, d: usize) -> f32 {
         let mut acc = _mm256_setzero_ps();
@@ -438,6 +592,13 @@ mod tests {
         let xs: Vec<f32> = (-800..=800).map(|i| i as f32 / 100.0).collect();
         let mut fast = xs.clone();
         activate(Activation::Gelu, &mut fast);
+        #[cfg(target_arch = "x86_64")]
+        if avx512() {
+            // The AVX-512 GELU is the AVX2 one on wider vectors: the same bits.
+            let mut narrow = xs.clone();
+            unsafe { x86::activate(Activation::Gelu, &mut narrow) };
+            assert_eq!(fast, narrow);
+        }
         for (&x, &g) in xs.iter().zip(&fast) {
             let want = gelu_ref(x as f64);
             let scalar = activate_scalar(Activation::Gelu, x) as f64;
@@ -513,11 +674,18 @@ mod tests {
 
     #[test]
     fn attention_head_matches_a_direct_computation() {
-        let (n, d, stride) = (5, 12, 40);
+        // d = 12 takes the general path, 32 and 64 the vectorized one where the CPU has it.
+        for (n, d) in [(5, 12), (19, 32), (1, 32), (9, 64)] {
+            check_attention_head(n, d);
+        }
+    }
+
+    fn check_attention_head(n: usize, d: usize) {
+        let stride = 3 * d + 4;
         let m: Vec<f32> = (0..n * stride)
             .map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8)
             .collect();
-        let (q, k, v) = (&m[0..], &m[12..], &m[24..]);
+        let (q, k, v) = (&m[0..], &m[d..], &m[2 * d..]);
         let mut out = vec![0f32; n * d];
         let mut scores = Vec::new();
         unsafe { attention_head(q, k, v, stride, out.as_mut_ptr(), d, n, d, 0.3, &mut scores) };
@@ -536,7 +704,10 @@ mod tests {
                 let want: f64 = (0..n)
                     .map(|j| (s[j] - mx).exp() / z * v[j * stride + l] as f64)
                     .sum();
-                assert!((out[i * d + l] as f64 - want).abs() < 1e-5, "out[{i},{l}]");
+                assert!(
+                    (out[i * d + l] as f64 - want).abs() < 1e-5,
+                    "d={d} out[{i},{l}]"
+                );
             }
         }
     }

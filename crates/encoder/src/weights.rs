@@ -1,25 +1,52 @@
 //! Reading an encoder's safetensors into the forms the forward pass runs on: every matrix packed
-//! for [`kernels::gemm`] (q, k and v fused into one), vectors as `Vec<f32>`. candle parses the
+//! for [`kernels::gemm`] or, at bf16 precision, rounded and packed for [`kernels::gemm_bf16`]
+//! (q, k and v fused into one), vectors as `Vec<f32>`. candle parses the
 //! files and converts f16 / bf16 to f32; nothing of candle's survives loading.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
-use kernels::PackedF32;
+use kernels::{PackedBf16, PackedF32, Threads};
 
 use crate::config::{EncoderSpec, Family, Head, ModelConfig};
-use crate::EncoderError;
+use crate::{EncoderError, Precision};
+
+/// A weight matrix, packed for the precision the model runs at.
+pub(crate) enum Matrix {
+    F32(PackedF32),
+    Bf16(PackedBf16),
+}
 
 /// `y = x Wᵀ + b`.
 pub(crate) struct Linear {
-    pub w: PackedF32,
+    pub w: Matrix,
     pub b: Option<Vec<f32>>,
 }
 
 impl Linear {
     pub fn out_features(&self) -> usize {
-        self.w.rows()
+        match &self.w {
+            Matrix::F32(w) => w.rows(),
+            Matrix::Bf16(w) => w.rows(),
+        }
+    }
+
+    /// `out = x Wᵀ + b` for `m` rows of `x`.
+    pub fn apply(&self, x: &[f32], m: usize, out: &mut [f32], threads: &Threads) {
+        let b = self.b.as_deref();
+        match &self.w {
+            Matrix::F32(w) => kernels::gemm(w, x, m, b, out, threads),
+            Matrix::Bf16(w) => kernels::gemm_bf16(w, x, m, b, out, threads),
+        }
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        let w = match &self.w {
+            Matrix::F32(w) => w.weight_bytes(),
+            Matrix::Bf16(w) => w.weight_bytes(),
+        };
+        w + self.b.as_ref().map_or(0, |b| b.len() * 4)
     }
 }
 
@@ -71,10 +98,11 @@ struct Reader {
     files: Vec<PathBuf>,
     /// "", "bert.", "roberta.", "model." ...: where the encoder's tensors sit.
     prefix: String,
+    precision: Precision,
 }
 
 impl Reader {
-    fn open(files: &[PathBuf]) -> Result<Self, EncoderError> {
+    fn open(files: &[PathBuf], precision: Precision) -> Result<Self, EncoderError> {
         // SAFETY: the files are mapped read-only and not modified while loading.
         let st = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| EncoderError::Weights {
             file: files.first().cloned().unwrap_or_default(),
@@ -84,6 +112,7 @@ impl Reader {
             st,
             files: files.to_vec(),
             prefix: String::new(),
+            precision,
         })
     }
 
@@ -144,8 +173,13 @@ impl Reader {
                 b.extend(std::iter::repeat_n(0.0, rows));
             }
         }
+        let rows = names.len() * rows;
+        let w = match self.precision.resolve() {
+            Precision::Bf16 => Matrix::Bf16(PackedBf16::new(rows, cols, &w)),
+            _ => Matrix::F32(PackedF32::new(rows, cols, &w)),
+        };
         Ok(Linear {
-            w: PackedF32::new(names.len() * rows, cols, &w),
+            w,
             b: (biased > 0).then_some(b),
         })
     }
@@ -164,9 +198,9 @@ impl Reader {
     }
 }
 
-pub(crate) fn load(spec: &EncoderSpec) -> Result<Weights, EncoderError> {
+pub(crate) fn load(spec: &EncoderSpec, precision: Precision) -> Result<Weights, EncoderError> {
     let cfg = &spec.config;
-    let mut r = Reader::open(&spec.weights)?;
+    let mut r = Reader::open(&spec.weights, precision)?;
     r.prefix = ["", "bert.", "roberta.", "model.", "encoder."]
         .into_iter()
         .find(|p| r.has(&format!("{p}embeddings.word_embeddings.weight")))
@@ -200,7 +234,8 @@ pub(crate) fn load(spec: &EncoderSpec) -> Result<Weights, EncoderError> {
             .dense
             .iter()
             .map(|d| {
-                let r = Reader::open(&[dense_file(&d.dir)?])?;
+                // Dense modules run once per text, not per token: f32 costs nothing here.
+                let r = Reader::open(&[dense_file(&d.dir)?], Precision::F32)?;
                 let linear = r.linear("linear", d.out_features, d.in_features)?;
                 if d.bias && linear.b.is_none() {
                     return Err(r.error("the Dense module has no linear.bias".into()));

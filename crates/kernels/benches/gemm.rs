@@ -1,9 +1,10 @@
 //! Dense f32 `gemm` throughput (GFLOP/s) at all-MiniLM-L6-v2's shapes, for a packed batch of
-//! `m` token rows; also the int8 `matmul` on the same shapes with Q8_0 weights, for comparison.
+//! `m` token rows; also `gemm_bf16` (AMX where present) and the int8 `matmul` on the same shapes
+//! with Q8_0 weights, for comparison.
 //! `KERNELS_BENCH_THREADS` (default 1,2) and `KERNELS_BENCH_M` (default 32,256,1024) narrow it.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kernels::testing::{random_activations, random_matrix};
-use kernels::{gemm, matmul, PackedF32, QuantType, Scratch, Threads};
+use kernels::{gemm, gemm_bf16, matmul, PackedBf16, PackedF32, QuantType, Scratch, Threads};
 
 /// (name, out features, in features): q|k|v fused, attention out, FFN up, FFN down.
 const SHAPES: &[(&str, usize, usize)] = &[
@@ -30,6 +31,7 @@ fn bench(c: &mut Criterion) {
                 .map(|v| v * 0.05)
                 .collect();
             let w = PackedF32::new(rows, cols, &dense);
+            let wb = PackedBf16::new(rows, cols, &dense);
             let q = random_matrix(QuantType::Q8_0, rows, cols, 3);
             let bias = vec![0.1f32; rows];
             for m in env_list("KERNELS_BENCH_M", &[32, 256, 1024]) {
@@ -38,6 +40,9 @@ fn bench(c: &mut Criterion) {
                 g.throughput(Throughput::Elements((2 * m * rows * cols) as u64));
                 g.bench_with_input(BenchmarkId::new(format!("{name}_f32"), m), &m, |b, &m| {
                     b.iter(|| gemm(&w, &x, m, Some(&bias), &mut out, &threads))
+                });
+                g.bench_with_input(BenchmarkId::new(format!("{name}_bf16"), m), &m, |b, &m| {
+                    b.iter(|| gemm_bf16(&wb, &x, m, Some(&bias), &mut out, &threads))
                 });
                 let mut scratch = Scratch::default();
                 g.bench_with_input(BenchmarkId::new(format!("{name}_q8_0"), m), &m, |b, &m| {

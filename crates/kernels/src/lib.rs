@@ -40,7 +40,10 @@
 //! [`gemm`] multiplies many rows (an encoder's whole packed batch) by f32 weights packed once
 //! into [`PackedF32`] panels: a register-blocked AVX2/FMA kernel at close to the CPU's f32 peak,
 //! exact up to f32 rounding, for models whose accuracy budget rules out int8 activations.
+//! [`gemm_bf16`] is its faster sibling on CPUs with AMX: bf16 weights ([`PackedBf16`]) and
+//! bf16-rounded activations, exact f32 products and f32 sums, on the tile unit.
 
+mod bf16;
 mod formats;
 mod gemm;
 mod pack;
@@ -48,6 +51,10 @@ mod threads;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use bf16::{
+    amx_available, bf16_paths, bf16_to_f32, f32_to_bf16, gemm_bf16, gemm_bf16_on,
+    gemm_bf16_reference, Bf16Path, PackedBf16,
+};
 pub use formats::{f16_to_f32, f32_to_f16};
 pub use gemm::{gemm, gemm_on, gemm_reference, PackedF32};
 pub use threads::Threads;

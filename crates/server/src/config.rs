@@ -27,6 +27,8 @@ pub struct Config {
     pub prefix_cache: bool,
     /// Added to encoder models' thread priority (Linux nice), so chat streams go first.
     pub encoder_nice: i32,
+    /// What encoder models' matrix products run at.
+    pub embed_precision: encoder::Precision,
     /// Server-side ceiling on output tokens per request; `None` means only the context limits it.
     pub max_tokens: Option<usize>,
     pub max_body_bytes: usize,
@@ -60,6 +62,7 @@ impl Config {
             kv_cache_mb: None,
             prefix_cache: true,
             encoder_nice: 5,
+            embed_precision: encoder::Precision::Auto,
             max_tokens: None,
             max_body_bytes: 8 << 20,
             body_read_timeout: Duration::from_secs(30),

@@ -280,12 +280,14 @@ pub fn load_backend(config: &Config, model: &str) -> anyhow::Result<Backend> {
                 .unwrap_or_else(|| encoder::EngineConfig::default().threads),
             max_queue: config.max_queue,
             nice: config.encoder_nice,
+            precision: config.embed_precision,
             ..encoder::EngineConfig::default()
         };
         let handle = encoder::start(Path::new(model), engine)?;
         let spec = handle.spec();
         tracing::info!(model = %spec.name, kind = ?spec.kind, dimension = spec.dimension(),
-            max_tokens = spec.max_tokens, "encoder loaded");
+            max_tokens = spec.max_tokens, precision = handle.config().precision.name(),
+            "encoder loaded");
         return Ok(Backend::Encoder(handle));
     }
     let engine = crate::cli::load_chat(config, model)?;

@@ -4,12 +4,12 @@
 
 use std::path::PathBuf;
 
-use encoder::{Encoded, Truncate};
+use encoder::{Encoded, Precision, Truncate};
 use kernels::Threads;
 use serde::Deserialize;
 
 /// The bound; f32 with another summation order lands far above it (the test prints the
-/// lowest: 1 - cosine is around 1e-12).
+/// lowest: 1 - cosine is around 1e-12), bf16 closer (around 1e-5).
 const MIN_COSINE: f64 = 0.9999;
 
 #[derive(Deserialize)]
@@ -54,7 +54,18 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn embeddings_match_sentence_transformers_and_do_not_depend_on_the_batch() {
-    let (model, text) = encoder::load(&model_dir()).unwrap();
+    check_golden(Precision::F32);
+}
+
+/// On a CPU without AMX this runs the portable bf16 path: slower, the same bound.
+#[test]
+fn bf16_embeddings_stay_within_the_bound() {
+    check_golden(Precision::Bf16);
+}
+
+fn check_golden(precision: Precision) {
+    let (model, text) = encoder::load(&model_dir(), precision).unwrap();
+    assert_eq!(model.precision(), precision);
     let golden = golden();
     assert_eq!(model.spec().max_tokens, golden.max_seq_length);
     assert_eq!(model.spec().dimension(), golden.dimension);
@@ -76,7 +87,11 @@ fn embeddings_match_sentence_transformers_and_do_not_depend_on_the_batch() {
         if c < worst.0 {
             worst = (c, g.text.clone());
         }
-        assert!(c >= MIN_COSINE, "cosine {c} for {:?}", g.text);
+        assert!(
+            c >= MIN_COSINE,
+            "{precision:?}: cosine {c} for {:?}",
+            g.text
+        );
         let norm: f64 = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
         assert!(
             (norm - 1.0).abs() < 1e-5,
@@ -84,7 +99,7 @@ fn embeddings_match_sentence_transformers_and_do_not_depend_on_the_batch() {
         );
     }
     println!(
-        "lowest cosine to sentence-transformers: {:.9} (1 - cos = {:.2e}) for {:?}",
+        "{precision:?}: lowest cosine to sentence-transformers: {:.9} (1 - cos = {:.2e}) for {:?}",
         worst.0,
         1.0 - worst.0,
         worst.1.chars().take(40).collect::<String>()
@@ -105,7 +120,7 @@ fn embeddings_match_sentence_transformers_and_do_not_depend_on_the_batch() {
 
 #[test]
 fn truncation_follows_the_request() {
-    let (model, text) = encoder::load(&model_dir()).unwrap();
+    let (model, text) = encoder::load(&model_dir(), Precision::F32).unwrap();
     let max = model.spec().max_tokens;
     let long = "word ".repeat(400) + "tail";
     match text.encode("", &long, Truncate::None) {

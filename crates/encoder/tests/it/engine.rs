@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use encoder::{EngineConfig, EngineError, Output, Truncate};
+use encoder::{EngineConfig, EngineError, Output, Precision, Truncate};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,7 +25,7 @@ fn texts(n: usize) -> Vec<String> {
 #[test]
 fn concurrent_requests_get_the_model_s_own_results() {
     let dir = fixture("tiny-st-embedder");
-    let (model, text) = encoder::load(&dir).unwrap();
+    let (model, text) = encoder::load(&dir, Precision::Auto).unwrap();
     let threads = kernels::Threads::new(1);
     let mut scratch = encoder::model::Scratch::default();
     let handle = encoder::start(
@@ -36,6 +36,8 @@ fn concurrent_requests_get_the_model_s_own_results() {
             max_batch_tokens: 40,
             max_queue: 8,
             nice: 0,
+            // The same as the reference `model` above: bf16 on a CPU with AMX.
+            precision: Precision::Auto,
         },
     )
     .unwrap();
@@ -102,6 +104,8 @@ fn a_full_queue_refuses_and_a_dropped_request_is_abandoned() {
             max_batch_tokens: 256,
             max_queue: 1,
             nice: 0,
+            // The same as the reference `model` above: bf16 on a CPU with AMX.
+            precision: Precision::Auto,
         },
     )
     .unwrap();

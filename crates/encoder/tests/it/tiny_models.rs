@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use encoder::{Encoded, EncoderKind, Truncate};
+use encoder::{Encoded, EncoderKind, Precision, Truncate};
 use kernels::Threads;
 use serde::Deserialize;
 
@@ -42,7 +42,7 @@ fn close(got: f32, want: f32) -> bool {
 fn check_reranker(name: &str) {
     let dir = fixture(name);
     assert_eq!(encoder::config::detect(&dir), Some(EncoderKind::Rerank));
-    let (model, text) = encoder::load(&dir).unwrap();
+    let (model, text) = encoder::load(&dir, Precision::F32).unwrap();
     assert_eq!(model.spec().kind, EncoderKind::Rerank);
     let golden: Pairs = golden(name);
     let inputs: Vec<Encoded> = golden
@@ -76,7 +76,30 @@ fn check_reranker(name: &str) {
             "{name}: pair {i} alone"
         );
     }
+    // bf16 (AMX where the CPU has it): close to the reference, and the same alone and in a batch.
+    let (bf16, _) = encoder::load(&dir, Precision::Bf16).unwrap();
+    let coarse = bf16.score(&all, &threads, &mut scratch);
+    let spread = golden
+        .pairs
+        .iter()
+        .map(|p| p.logit)
+        .fold(0f32, |m, l| m.max(l.abs()));
+    for (p, &l) in golden.pairs.iter().zip(&coarse) {
+        assert!(
+            (l - p.logit).abs() <= BF16_LOGIT_TOLERANCE * spread,
+            "{name}: bf16 logit {l}, reference {} for {:?}",
+            p.logit,
+            p.query
+        );
+    }
+    for (i, e) in inputs.iter().enumerate() {
+        assert_eq!(bf16.score(&[e], &threads, &mut scratch)[0], coarse[i]);
+    }
 }
+
+/// bf16 operands carry 8 significant bits. The tiny random models (f16 weights, no training)
+/// move a logit by up to about 1.7% of the largest logit's size; trained models far less.
+const BF16_LOGIT_TOLERANCE: f32 = 0.03;
 
 #[test]
 fn bert_cross_encoder_matches_transformers() {
@@ -105,7 +128,7 @@ struct EmbeddedText {
 fn sentence_transformers_prompts_pooling_and_window() {
     let dir = fixture("tiny-st-embedder");
     assert_eq!(encoder::config::detect(&dir), Some(EncoderKind::Embed));
-    let (model, text) = encoder::load(&dir).unwrap();
+    let (model, text) = encoder::load(&dir, Precision::F32).unwrap();
     let golden: Embedded = golden("tiny-st-embedder");
     let spec = model.spec();
     assert_eq!(spec.max_tokens, golden.max_seq_length);
@@ -171,7 +194,7 @@ fn a_causal_lm_directory_and_a_file_are_not_encoders() {
 
 #[test]
 fn start_truncation_keeps_the_prompt_and_max_tokens_tightens_the_window() {
-    let (model, text) = encoder::load(&fixture("tiny-st-embedder")).unwrap();
+    let (model, text) = encoder::load(&fixture("tiny-st-embedder"), Precision::F32).unwrap();
     let window = model.spec().max_tokens;
     let long = "bread ".repeat(40) + "rust";
     let prompt = text.encode("query: ", "", Truncate::None).unwrap();

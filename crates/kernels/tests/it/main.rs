@@ -2,6 +2,7 @@
 //! tests of every file share the harness's threads). Run one file's tests with
 //! `cargo test --test it <file>::`.
 
+mod bf16;
 mod formats;
 mod gemm;
 mod matmul;
