@@ -2,11 +2,13 @@
 
     python embed_bench_st.py texts MODEL_DIR OUT.txt [N]       writes N bench texts (default 1024)
     python embed_bench_st.py bench MODEL_DIR TEXTS THREADS ROUNDS BATCH [EMBEDDINGS_OUT]
+    python embed_bench_st.py bench-ort MODEL_DIR TEXTS THREADS ROUNDS BATCH ONNX_FILE
     python embed_bench_st.py compare MODEL_DIR TEXTS OURS.f32 REF.f32
     python embed_bench_st.py table RESULTS.jsonl DIR        (DIR holds cosine-<precision>.json)
 
 `bench` prints one JSON line per round like the Rust bench (texts/s, tokens/s counting special
-tokens). Packages: crates/encoder/tests/golden-gen/requirements.txt (pinned).
+tokens). `bench-ort` does the same with ONNX Runtime (the model exported to ONNX_FILE once, padded
+batches, mean pooling and normalization in numpy), the other fast CPU runtime the issue names. Packages: crates/encoder/tests/golden-gen/requirements.txt (pinned).
 """
 import json
 import random
@@ -58,11 +60,15 @@ def main():
         med = {k: (statistics.median(r["texts_per_s"] for r in v), statistics.median(r["tokens_per_s"] for r in v), len(v))
                for k, v in by.items()}
         ref = med.get("sentence-transformers")
-        print("| implementation | texts/s (median) | tokens/s (median) | rounds | vs sentence-transformers |")
-        print("|---|---|---|---|---|")
+        refs = [med[k][0] for k in ("sentence-transformers", "onnxruntime") if k in med]
+        best = max(refs) if refs else None
+        print("| implementation | texts/s (median) | tokens/s (median) | rounds | vs sentence-transformers "
+              "| vs the faster reference |")
+        print("|---|---|---|---|---|---|")
         for k, (t, tok, n) in med.items():
             ratio = f"{t / ref[0]:.2f}x" if ref else "-"
-            print(f"| {k} | {t:.1f} | {tok:.0f} | {n} | {ratio} |")
+            vs_best = f"{t / best:.2f}x" if best else "-"
+            print(f"| {k} | {t:.1f} | {tok:.0f} | {n} | {ratio} | {vs_best} |")
         print()
         print(f"texts: {rows[0]['texts']}, {rows[0]['tokens'] / rows[0]['texts']:.1f} tokens each on average; "
               f"threads: {rows[0]['threads']}")
@@ -88,6 +94,9 @@ def main():
         return
     threads, rounds, batch = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
     out = sys.argv[7] if len(sys.argv) > 7 else None
+    if cmd == "bench-ort":
+        bench_ort(model_dir, texts, threads, rounds, batch, out)
+        return
     torch.set_num_threads(threads)
     model = SentenceTransformer(model_dir, device="cpu")
     tokens = sum(len(model.tokenizer(t, truncation=True, max_length=model.max_seq_length)["input_ids"]) for t in texts)
@@ -102,6 +111,62 @@ def main():
                           "threads": threads, "torch": torch.__version__}), flush=True)
     if out:
         emb.astype("<f4").tofile(out)
+
+
+def bench_ort(model_dir, texts, threads, rounds, batch, onnx_path):
+    import os
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    if not os.path.exists(onnx_path):
+        base = AutoModel.from_pretrained(model_dir).eval()
+
+        class Hidden(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+        ex = torch.ones(2, 8, dtype=torch.int64)
+        torch.onnx.export(Hidden(base), (ex, ex, torch.zeros_like(ex)), onnx_path, input_names=names,
+                          output_names=["hidden"], opset_version=17, dynamo=False,
+                          dynamic_axes={k: {0: "batch", 1: "seq"} for k in names + ["hidden"]})
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    tk = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    tk.enable_padding()
+    tk.enable_truncation(256)
+
+    def run():
+        out, tokens = [], 0
+        for i in range(0, len(texts), batch):
+            encs = tk.encode_batch(texts[i:i + batch])
+            ids = np.array([e.ids for e in encs], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
+            tokens += int(mask.sum())
+            h = sess.run(None, dict(zip(names, [ids, mask, np.zeros_like(ids)])))[0]
+            m = mask[..., None].astype(np.float32)
+            v = (h * m).sum(1) / m.sum(1)
+            out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
+        return np.concatenate(out), tokens
+
+    run()  # warm-up
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        _, tokens = run()
+        secs = time.perf_counter() - t0
+        print(json.dumps({"impl": "onnxruntime", "round": r, "texts": len(texts), "tokens": tokens,
+                          "seconds": secs, "texts_per_s": len(texts) / secs, "tokens_per_s": tokens / secs,
+                          "threads": threads, "onnxruntime": ort.__version__}), flush=True)
 
 
 if __name__ == "__main__":
