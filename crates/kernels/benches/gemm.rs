@@ -1,10 +1,13 @@
 //! Dense f32 `gemm` throughput (GFLOP/s) at all-MiniLM-L6-v2's shapes, for a packed batch of
-//! `m` token rows; also `gemm_bf16` (AMX where present) and the int8 `matmul` on the same shapes
+//! `m` token rows; also `gemm_bf16` on each fast path the CPU has (AMX, AVX-512 BF16) and the int8 `matmul` on the same shapes
 //! with Q8_0 weights, for comparison.
 //! `KERNELS_BENCH_THREADS` (default 1,2) and `KERNELS_BENCH_M` (default 32,256,1024) narrow it.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kernels::testing::{random_activations, random_matrix};
-use kernels::{gemm, gemm_bf16, matmul, PackedBf16, PackedF32, QuantType, Scratch, Threads};
+use kernels::{
+    bf16_paths, gemm, gemm_bf16_on, matmul, Bf16Path, PackedBf16, PackedF32, QuantType, Scratch,
+    Threads,
+};
 
 /// (name, out features, in features): q|k|v fused, attention out, FFN up, FFN down.
 const SHAPES: &[(&str, usize, usize)] = &[
@@ -41,9 +44,16 @@ fn bench(c: &mut Criterion) {
                 g.bench_with_input(BenchmarkId::new(format!("{name}_f32"), m), &m, |b, &m| {
                     b.iter(|| gemm(&w, &x, m, Some(&bias), &mut out, &threads))
                 });
-                g.bench_with_input(BenchmarkId::new(format!("{name}_bf16"), m), &m, |b, &m| {
-                    b.iter(|| gemm_bf16(&wb, &x, m, Some(&bias), &mut out, &threads))
-                });
+                // Every fast bf16 path this CPU has (AMX, AVX-512 BF16).
+                for path in bf16_paths()
+                    .into_iter()
+                    .filter(|p| *p != Bf16Path::Portable)
+                {
+                    let id = BenchmarkId::new(format!("{name}_bf16_{path:?}"), m);
+                    g.bench_with_input(id, &m, |b, &m| {
+                        b.iter(|| gemm_bf16_on(path, &wb, &x, m, Some(&bias), &mut out, &threads))
+                    });
+                }
                 let mut scratch = Scratch::default();
                 g.bench_with_input(BenchmarkId::new(format!("{name}_q8_0"), m), &m, |b, &m| {
                     b.iter(|| matmul(&q, &x, m, &mut out, &mut scratch, &threads))

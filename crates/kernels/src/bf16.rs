@@ -17,8 +17,9 @@
 //! **Invariant:** a row's result depends only on that row and the weights, never on the rows
 //! that share its call or the task split (a text embeds the same alone and in a batch).
 //!
-//! Paths ([`Bf16Path`]): AMX-BF16 where the CPU has it and the OS grants it, and a portable one
-//! (f32 sums in a fixed order) that every CPU runs.
+//! Paths ([`Bf16Path`]): AMX-BF16 where the CPU has it and the OS grants it; AVX-512 BF16
+//! (`vdpbf16ps`, 8 x 32 register blocks over the same tiles) where the CPU has that; and a
+//! portable one (f32 sums in a fixed order) that every CPU runs.
 
 use crate::{SharedMut, Threads};
 
@@ -123,6 +124,10 @@ impl PackedBf16 {
 pub enum Bf16Path {
     /// Intel AMX tiles (`tdpbf16ps`).
     Amx,
+    /// AVX-512 BF16 (`vdpbf16ps`: 32 bf16 products per instruction, twice an f32 FMA's), for
+    /// CPUs that have it without AMX (AMD Zen 4 and later, Intel Cooper Lake). On a Sapphire
+    /// Rapids class Xeon it runs at about the AVX2 f32 GEMM's rate (110 GFLOP/s a core).
+    Avx512Bf16,
     /// Plain f32 sums in a fixed order: slow, for CPUs without AMX and as a second opinion.
     Portable,
 }
@@ -161,11 +166,27 @@ fn detect_amx() -> bool {
 
 /// The paths this CPU runs, best first (tests run each).
 pub fn bf16_paths() -> Vec<Bf16Path> {
+    let mut paths = Vec::new();
     if amx_available() {
-        vec![Bf16Path::Amx, Bf16Path::Portable]
-    } else {
-        vec![Bf16Path::Portable]
+        paths.push(Bf16Path::Amx);
     }
+    if avx512_bf16_available() {
+        paths.push(Bf16Path::Avx512Bf16);
+    }
+    paths.push(Bf16Path::Portable);
+    paths
+}
+
+/// Whether this CPU has AVX-512 BF16 (with F and BW).
+pub fn avx512_bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// `out[i * rows + j] = bias[j] + sum_k bf16(x[i * cols + k]) * W[j, k]` for `i` in `0..m`, on
@@ -243,6 +264,7 @@ pub fn gemm_bf16_on(
         round_rows(x, m, cols, w.kp, a, threads);
         match path {
             Bf16Path::Amx => amx_gemm(w, a, m, bias, out, threads),
+            Bf16Path::Avx512Bf16 => dp_gemm(w, a, m, bias, out, threads),
             Bf16Path::Portable => portable_gemm(w, a, m, bias, out, threads),
         }
     });
@@ -485,6 +507,105 @@ fn amx_gemm(
     {
         let _ = (w, a, m, bias, out, threads);
         unreachable!("AMX is x86-64 only");
+    }
+}
+
+fn dp_gemm(
+    w: &PackedBf16,
+    a: &[u16],
+    m: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    threads: &Threads,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (n, steps) = (w.rows, w.kp / KT);
+        let bias = padded_bias(w, bias);
+        let outp = SharedMut(out.as_mut_ptr());
+        for_each_task(w, m, threads, &|rows, pairs| {
+            for q in pairs {
+                let c0 = q * 2 * NT;
+                let nc = (2 * NT).min(n - c0);
+                let b0 = w.data[2 * q * steps * 512..].as_ptr();
+                let b1 = w.data[(2 * q + 1) * steps * 512..].as_ptr();
+                for i0 in rows.clone().step_by(dp::MR) {
+                    let nr = dp::MR.min(rows.end - i0);
+                    let a0 = a[a_index(i0, 0, steps)..].as_ptr();
+                    // SAFETY: rows are zero-padded to whole 16-row groups, so 8 rows from i0
+                    // (a multiple of 8) exist; each panel holds `steps` tiles; the bias has 32
+                    // values from c0; this task owns rows `rows` x the pair's columns.
+                    unsafe {
+                        let o = outp.get().add(i0 * n + c0);
+                        dp::block(a0, b0, b1, steps, bias[c0..].as_ptr(), o, n, nr, nc);
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (w, a, m, bias, out, threads);
+        unreachable!("AVX-512 BF16 is x86-64 only");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod dp {
+    //! The AVX-512 BF16 kernel: 8 rows x 32 columns of f32 sums in 16 registers, one
+    //! `vdpbf16ps` per row and panel for each pair of k, reading the same A and B tiles as AMX.
+    use super::{KT, MT};
+    use std::arch::x86_64::*;
+
+    /// Activation rows per register block.
+    pub(super) const MR: usize = 8;
+
+    /// `out[i][j] = bias[j] + sum_k A[i][k] B[k][j]` for `nr <= 8` rows from `a` (a row's place
+    /// in its 16-row group's tiles) and `nc <= 32` columns (panels `b0`, `b1`), k in order.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/BF16 present; 8 rows of `steps` tiles readable from `a`; `out` holds `nr`
+    /// rows of `nc` values `ldo` apart.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn block(
+        a: *const u16,
+        b0: *const u16,
+        b1: *const u16,
+        steps: usize,
+        bias: *const f32,
+        out: *mut f32,
+        ldo: usize,
+        nr: usize,
+        nc: usize,
+    ) {
+        let (z0, z1) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16)));
+        let mut acc = [[z0, z1]; MR];
+        for s in 0..steps {
+            let (at, t0, t1) = (a.add(s * MT * KT), b0.add(s * 512), b1.add(s * 512));
+            for r in 0..16 {
+                let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(t0.add(32 * r).cast()));
+                let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(t1.add(32 * r).cast()));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let pair = at.add(i * KT + 2 * r).cast::<i32>().read_unaligned();
+                    let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                    row[0] = _mm512_dpbf16_ps(row[0], x, w0);
+                    row[1] = _mm512_dpbf16_ps(row[1], x, w1);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate().take(nr) {
+            let o = out.add(i * ldo);
+            if nc == 32 {
+                _mm512_storeu_ps(o, row[0]);
+                _mm512_storeu_ps(o.add(16), row[1]);
+            } else {
+                let mut tmp = [0f32; 32];
+                _mm512_storeu_ps(tmp.as_mut_ptr(), row[0]);
+                _mm512_storeu_ps(tmp.as_mut_ptr().add(16), row[1]);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, nc);
+            }
+        }
     }
 }
 

@@ -52,8 +52,8 @@ mod threads;
 mod x86;
 
 pub use bf16::{
-    amx_available, bf16_paths, bf16_to_f32, f32_to_bf16, gemm_bf16, gemm_bf16_on,
-    gemm_bf16_reference, Bf16Path, PackedBf16,
+    amx_available, avx512_bf16_available, bf16_paths, bf16_to_f32, f32_to_bf16, gemm_bf16,
+    gemm_bf16_on, gemm_bf16_reference, Bf16Path, PackedBf16,
 };
 pub use formats::{f16_to_f32, f32_to_f16};
 pub use gemm::{gemm, gemm_on, gemm_reference, PackedF32};

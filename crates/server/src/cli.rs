@@ -164,8 +164,8 @@ pub struct ServeArgs {
 
     /// What embedding and rerank models compute their matrix products in. auto: bf16 on CPUs
     /// with AMX (Intel Xeon 4th generation and later: several times faster, cosine to the f32
-    /// embedding above 0.9999), f32 elsewhere. f32: always f32. bf16: always bf16 (slow without
-    /// AMX).
+    /// embedding above 0.9999), f32 elsewhere. f32: always f32. bf16: always bf16 (without AMX:
+    /// AVX-512 BF16 where present, else a slow portable path).
     #[arg(long, env = "COHOST_EMBED_PRECISION", value_enum, default_value_t = EmbedPrecision::Auto)]
     pub embed_precision: EmbedPrecision,
 
