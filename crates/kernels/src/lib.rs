@@ -26,7 +26,9 @@
 //! - `m < 8`: each weight row is unpacked once into an L1-resident buffer (a block of rows at a
 //!   time) and swept by every activation row;
 //! - `m >= 8` (prefill, big batches), unsigned formats: 8 unpacked rows are interleaved so one
-//!   broadcast activation word feeds all 8 rows and no horizontal sums are needed.
+//!   broadcast activation word feeds all 8 rows and no horizontal sums are needed; under
+//!   AVX-512 VNNI, 16 rows at a time on 512-bit vectors (`x86/wide.rs`), lane for lane the same
+//!   arithmetic, about 1.3-1.4x the 8-row rate at SmolLM2's shapes and m = 64.
 //!
 //! Weight rows of the 32-weight formats are regrouped at load (same bytes, see `pack`), so
 //! memory does not grow; K-quants are used as stored. Rows are split across [`Threads`] in

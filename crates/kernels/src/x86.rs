@@ -25,7 +25,11 @@ use crate::pack::{self, GROUP};
 use crate::{QMatrix, QuantType, SharedMut};
 
 mod driver;
+mod wide;
 pub(crate) use driver::{matmul, Scratch};
+
+/// A task's reusable buffers: unpacked weight rows, Q6_K scales, 8-row tiles, 16-row tiles.
+pub(crate) type RowBufs = (Vec<WGroup>, Vec<WScales>, Vec<WTile>, Vec<wide::WTile16>);
 
 /// Bytes of unpacked weight rows kept in L1 at once (Zen 4 has 32 KiB of L1 data).
 const BLOCK_BYTES: usize = 12 * 1024;
@@ -359,7 +363,12 @@ macro_rules! isa_kernels {
 
             /// Unpacks weight row `j` of `w` into `wg` (and `ws` for Q6_K).
             #[target_feature(enable = $features)]
-            unsafe fn unpack_row(w: &QMatrix, j: usize, wg: &mut [WGroup], ws: &mut [WScales]) {
+            pub(super) unsafe fn unpack_row(
+                w: &QMatrix,
+                j: usize,
+                wg: &mut [WGroup],
+                ws: &mut [WScales],
+            ) {
                 let row = w.row(j);
                 let ty = w.ty;
                 match ty {
@@ -615,44 +624,58 @@ macro_rules! isa_kernels {
             #[target_feature(enable = $features)]
             unsafe fn build_tiles(rows: &[WGroup], ngroups: usize, tiles: &mut [WTile]) {
                 for (g, t) in tiles.iter_mut().enumerate() {
-                    for v in 0..8 {
-                        let r: [__m256i; 8] = std::array::from_fn(|r| {
-                            _mm256_load_si256(
-                                rows[r * ngroups + g].q.as_ptr().add(32 * v) as *const __m256i
-                            )
-                        });
-                        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
-                        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-                        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
-                        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-                        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
-                        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
-                        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
-                        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
-                        let u0 = _mm256_unpacklo_epi64(t0, t2);
-                        let u1 = _mm256_unpackhi_epi64(t0, t2);
-                        let u2 = _mm256_unpacklo_epi64(t1, t3);
-                        let u3 = _mm256_unpackhi_epi64(t1, t3);
-                        let u4 = _mm256_unpacklo_epi64(t4, t6);
-                        let u5 = _mm256_unpackhi_epi64(t4, t6);
-                        let u6 = _mm256_unpacklo_epi64(t5, t7);
-                        let u7 = _mm256_unpackhi_epi64(t5, t7);
-                        let q = t.q.as_mut_ptr().add(8 * v) as *mut __m256i;
-                        _mm256_store_si256(q, _mm256_permute2x128_si256(u0, u4, 0x20));
-                        _mm256_store_si256(q.add(1), _mm256_permute2x128_si256(u1, u5, 0x20));
-                        _mm256_store_si256(q.add(2), _mm256_permute2x128_si256(u2, u6, 0x20));
-                        _mm256_store_si256(q.add(3), _mm256_permute2x128_si256(u3, u7, 0x20));
-                        _mm256_store_si256(q.add(4), _mm256_permute2x128_si256(u0, u4, 0x31));
-                        _mm256_store_si256(q.add(5), _mm256_permute2x128_si256(u1, u5, 0x31));
-                        _mm256_store_si256(q.add(6), _mm256_permute2x128_si256(u2, u6, 0x31));
-                        _mm256_store_si256(q.add(7), _mm256_permute2x128_si256(u3, u7, 0x31));
-                    }
+                    interleave(rows, ngroups, g, t.q.as_mut_ptr().cast(), 32);
                     for b in 0..8 {
                         for r in 0..8 {
                             t.dw[b][r] = rows[r * ngroups + g].dw[POS[b]];
                             t.mw[b][r] = rows[r * ngroups + g].mw[POS[b]];
                         }
                     }
+                }
+            }
+
+            /// Group `g`'s quants of 8 unpacked rows, interleaved: the 32 bytes for vector `v`,
+            /// word `c` go to `q + (8 v + c) * slot` (`slot` 32 for a [`WTile`], 64 for each
+            /// half of a 16-row tile).
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn interleave(
+                rows: &[WGroup],
+                ngroups: usize,
+                g: usize,
+                q: *mut u8,
+                slot: usize,
+            ) {
+                for v in 0..8 {
+                    let r: [__m256i; 8] = std::array::from_fn(|r| {
+                        _mm256_load_si256(
+                            rows[r * ngroups + g].q.as_ptr().add(32 * v) as *const __m256i
+                        )
+                    });
+                    let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+                    let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+                    let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+                    let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+                    let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+                    let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+                    let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+                    let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+                    let u0 = _mm256_unpacklo_epi64(t0, t2);
+                    let u1 = _mm256_unpackhi_epi64(t0, t2);
+                    let u2 = _mm256_unpacklo_epi64(t1, t3);
+                    let u3 = _mm256_unpackhi_epi64(t1, t3);
+                    let u4 = _mm256_unpacklo_epi64(t4, t6);
+                    let u5 = _mm256_unpackhi_epi64(t4, t6);
+                    let u6 = _mm256_unpacklo_epi64(t5, t7);
+                    let u7 = _mm256_unpackhi_epi64(t5, t7);
+                    let at = |c: usize| q.add((8 * v + c) * slot) as *mut __m256i;
+                    _mm256_storeu_si256(at(0), _mm256_permute2x128_si256(u0, u4, 0x20));
+                    _mm256_storeu_si256(at(1), _mm256_permute2x128_si256(u1, u5, 0x20));
+                    _mm256_storeu_si256(at(2), _mm256_permute2x128_si256(u2, u6, 0x20));
+                    _mm256_storeu_si256(at(3), _mm256_permute2x128_si256(u3, u7, 0x20));
+                    _mm256_storeu_si256(at(4), _mm256_permute2x128_si256(u0, u4, 0x31));
+                    _mm256_storeu_si256(at(5), _mm256_permute2x128_si256(u1, u5, 0x31));
+                    _mm256_storeu_si256(at(6), _mm256_permute2x128_si256(u2, u6, 0x31));
+                    _mm256_storeu_si256(at(7), _mm256_permute2x128_si256(u3, u7, 0x31));
                 }
             }
 
@@ -750,12 +773,18 @@ macro_rules! isa_kernels {
                 ngroups: usize,
                 range: Range<usize>,
                 out: SharedMut<f32>,
-                buf: &mut (Vec<WGroup>, Vec<WScales>, Vec<WTile>),
+                buf: &mut RowBufs,
             ) {
                 buf.0.resize(8 * ngroups, ZERO_W);
                 buf.2.resize(ngroups, ZERO_T);
                 let mut j0 = range.start;
                 while j0 < range.end {
+                    if VNNI && range.end - j0 >= 16 {
+                        // SAFETY: this instantiation's features include AVX-512 F/BW/VL/VNNI.
+                        wide::rows16(w, act, m, ngroups, j0, out, buf);
+                        j0 += 16;
+                        continue;
+                    }
                     let n = 8.min(range.end - j0);
                     for r in 0..8 {
                         let wg = &mut buf.0[r * ngroups..(r + 1) * ngroups];
@@ -792,7 +821,7 @@ macro_rules! isa_kernels {
                 ngroups: usize,
                 range: Range<usize>,
                 out: SharedMut<f32>,
-                buf: &mut (Vec<WGroup>, Vec<WScales>, Vec<WTile>),
+                buf: &mut RowBufs,
             ) {
                 if m <= FUSED_MAX_M {
                     match w.ty {

@@ -9,7 +9,7 @@ use crate::{Isa, Threads};
 pub(crate) struct Scratch {
     act: Vec<AGroup>,
     /// One unpacked weight row per task.
-    rows: Vec<(Vec<WGroup>, Vec<WScales>, Vec<WTile>)>,
+    rows: Vec<RowBufs>,
 }
 
 /// `out = x · Wᵀ` on the int8 path `isa` (Avx2 or Avx512Vnni; the caller checked the CPU and

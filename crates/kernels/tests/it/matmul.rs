@@ -127,3 +127,36 @@ fn rejects_bad_shapes() {
     assert_eq!(QuantType::from_ggml_type(14), Some(QuantType::Q6K));
     assert_eq!(QuantType::from_ggml_type(10), None);
 }
+
+/// A row's result is bit-identical whatever path its batch size picks (fused for m <= 2,
+/// unpacked rows below 8, 8- and 16-row tiles from 8 on), on every ISA path: batching never
+/// changes a sequence's tokens.
+#[test]
+fn a_row_is_the_same_alone_and_in_any_batch() {
+    let threads = Threads::new(2);
+    for ty in QuantType::ALL {
+        let cols = if ty.block_len() == 256 { 512 } else { 32 * 19 };
+        // 40 rows: two 16-row tiles and an 8-row one on the widest path.
+        let w = random_matrix(ty, 40, cols, 21);
+        let m = 33;
+        let x = random_activations(m * cols, 22);
+        for path in supported_isas() {
+            let mut scratch = Scratch::default();
+            let mut all = vec![0f32; m * 40];
+            matmul_on(path, &w, &x, m, &mut all, &mut scratch, &threads);
+            for sub in [1, 2, 5, 8, 16] {
+                for i0 in (0..m - sub).step_by(7) {
+                    let mut part = vec![0f32; sub * 40];
+                    let xs = &x[i0 * cols..(i0 + sub) * cols];
+                    matmul_on(path, &w, xs, sub, &mut part, &mut scratch, &threads);
+                    assert_eq!(
+                        part[..],
+                        all[i0 * 40..(i0 + sub) * 40],
+                        "{path:?} {ty:?}: rows {i0}..{} in a batch of {sub} differ from m = {m}",
+                        i0 + sub
+                    );
+                }
+            }
+        }
+    }
+}
