@@ -298,6 +298,12 @@ pub(super) fn attend_chunk(a: &AttnRows<'_>, kv: &ChunkKv<'_>, chunk: usize, par
         return;
     }
     #[cfg(target_arch = "x86_64")]
+    if wide_attention() && a.head_dim.is_multiple_of(16) {
+        // SAFETY: AVX-512F (and AVX2, FMA, F16C) were detected; as below.
+        unsafe { avx512::attend_chunk(a, kv, c0, j0, j1, &mut scores, partial) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd() && a.head_dim.is_multiple_of(8) {
         // SAFETY: AVX2, FMA and F16C were detected; j0 and j1 are multiples of KEY_BLOCK
         // within the chunk's blocks.
@@ -383,13 +389,33 @@ pub(super) fn merge_chunks(partials: &[f32], slot: usize, out: &mut [&mut [f32]]
 }
 
 #[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Whether the AVX-512 attention may run (checked once).
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    static AVX512: OnceLock<bool> = OnceLock::new();
+    *AVX512.get_or_init(|| simd() && std::is_x86_feature_detected!("avx512f"))
+}
+
+/// [`avx512`], unless a test asked this thread for the AVX2 kernels (to compare the two).
+#[cfg(target_arch = "x86_64")]
+fn wide_attention() -> bool {
+    #[cfg(test)]
+    if tests::NARROW.get() {
+        return false;
+    }
+    avx512()
+}
+
+#[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use super::*;
 
     #[inline(always)]
-    unsafe fn exp8(x: __m256) -> __m256 {
+    pub(super) unsafe fn exp8(x: __m256) -> __m256 {
         let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(EXP_LO));
         let x = _mm256_min_ps(x, _mm256_set1_ps(EXP_HI));
         let n = _mm256_floor_ps(_mm256_fmadd_ps(
@@ -416,7 +442,7 @@ mod x86 {
     }
 
     #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub(super) unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
@@ -543,46 +569,14 @@ mod x86 {
         partial: &mut [f32],
     ) {
         let rows = a.q.len();
-        let n = j1 - j0;
         let hd = a.head_dim;
-        let stride = partial_len(hd);
         match rows {
             1 => scores::<1>(a, kv, c0, j0, j1, s),
             2 => scores::<2>(a, kv, c0, j0, j1, s),
             3 => scores::<3>(a, kv, c0, j0, j1, s),
             _ => scores::<4>(a, kv, c0, j0, j1, s),
         }
-        // Softmax within the chunk per row; lanes follow the absolute key index (j0 is
-        // block-aligned). A row that sees no key here keeps zero weights.
-        for r in 0..rows {
-            let row = &mut s[r][..n];
-            let (vlo, vhi) = a.visible[r];
-            let lo = vlo.saturating_sub(j0).min(n);
-            let hi = vhi.saturating_sub(j0).min(n);
-            if lo >= hi {
-                row.fill(0.0);
-                continue;
-            }
-            row[..lo].fill(f32::NEG_INFINITY);
-            row[hi..].fill(f32::NEG_INFINITY);
-            let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
-            for c in row.chunks_exact(8) {
-                m = _mm256_max_ps(m, _mm256_loadu_ps(c.as_ptr()));
-            }
-            let m128 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-            let m128 = _mm_max_ps(m128, _mm_movehl_ps(m128, m128));
-            let m128 = _mm_max_ss(m128, _mm_shuffle_ps::<1>(m128, m128));
-            let max = _mm_cvtss_f32(m128);
-            let maxv = _mm256_set1_ps(max);
-            let mut sum = _mm256_setzero_ps();
-            for c in row.chunks_exact_mut(8) {
-                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), maxv));
-                _mm256_storeu_ps(c.as_mut_ptr(), e);
-                sum = _mm256_add_ps(sum, e);
-            }
-            partial[r * stride + hd] = max;
-            partial[r * stride + hd + 1] = hsum(sum);
-        }
+        softmax_rows(a, j0, j1, s, partial);
         let nd8 = hd / 8;
         match (rows, nd8.is_multiple_of(4), nd8.is_multiple_of(2)) {
             (1, true, _) => weighted_values::<1, 4>(a, kv, c0, j0, j1, s, partial),
@@ -598,9 +592,61 @@ mod x86 {
     }
 }
 
+/// Softmax within the chunk per row, in place in `s`, and each row's max and sum into
+/// `partial`; lanes follow the absolute key index (j0 is block-aligned). A row that sees no key
+/// here keeps zero weights. Shared by the AVX2 and AVX-512 attention (inlined into each).
+#[inline(always)]
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn softmax_rows(
+    a: &AttnRows<'_>,
+    j0: usize,
+    j1: usize,
+    s: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
+    partial: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    use x86::{exp8, hsum};
+    let (n, hd) = (j1 - j0, a.head_dim);
+    let stride = partial_len(hd);
+    for r in 0..a.q.len() {
+        let row = &mut s[r][..n];
+        let (vlo, vhi) = a.visible[r];
+        let lo = vlo.saturating_sub(j0).min(n);
+        let hi = vhi.saturating_sub(j0).min(n);
+        if lo >= hi {
+            row.fill(0.0);
+            continue;
+        }
+        row[..lo].fill(f32::NEG_INFINITY);
+        row[hi..].fill(f32::NEG_INFINITY);
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        for c in row.chunks_exact(8) {
+            m = _mm256_max_ps(m, _mm256_loadu_ps(c.as_ptr()));
+        }
+        let m128 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m128 = _mm_max_ps(m128, _mm_movehl_ps(m128, m128));
+        let m128 = _mm_max_ss(m128, _mm_shuffle_ps::<1>(m128, m128));
+        let max = _mm_cvtss_f32(m128);
+        let maxv = _mm256_set1_ps(max);
+        let mut sum = _mm256_setzero_ps();
+        for c in row.chunks_exact_mut(8) {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), maxv));
+            _mm256_storeu_ps(c.as_mut_ptr(), e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        partial[r * stride + hd] = max;
+        partial[r * stride + hd + 1] = hsum(sum);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Set by a test to run the AVX2 attention where AVX-512 is there.
+        pub(super) static NARROW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 
     #[test]
     fn exp_matches_std_within_a_few_ulps() {
@@ -743,6 +789,14 @@ mod tests {
             let got = attend(&a, &k_blocks, &v_blocks);
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-5, "hd {hd} cap {cap}: {g} vs {w}");
+            }
+            // The AVX-512 kernels are the AVX2 ones on wider vectors: the same bits.
+            #[cfg(target_arch = "x86_64")]
+            if avx512() {
+                NARROW.set(true);
+                let narrow = attend(&a, &k_blocks, &v_blocks);
+                NARROW.set(false);
+                assert_eq!(narrow, got, "hd {hd} cap {cap}: AVX2 and AVX-512 differ");
             }
             // One row at a time gives bit-identical results (batch and chunk invariance).
             for r in 0..rows {
