@@ -9,8 +9,9 @@
 //!
 //! **Invariant:** every output is `bias` followed by one fused multiply-add per k, in k order,
 //! whatever `m`, the task split or the thread count; so a row's result never depends on the rows
-//! that share its call (a text embeds the same alone and in a batch). Paths: AVX2+FMA, and a
-//! portable one with the same order (unfused, so its rounding differs from the AVX2 path's).
+//! that share its call (a text embeds the same alone and in a batch). Paths: AVX-512 (12 x 32
+//! tiles over two panels, the same bits as AVX2), AVX2+FMA, and a portable one with the same
+//! order (unfused, so its rounding differs from the AVX2 path's).
 
 use crate::{Isa, SharedMut, Threads};
 
@@ -21,7 +22,7 @@ pub const NR: usize = 16;
 const MR: usize = 6;
 /// k values per cache block.
 const KC: usize = 256;
-/// Rows per task (a multiple of `MR`).
+/// Rows per task (a multiple of `MR` and of `MR512`).
 const MB: usize = 8 * MR;
 /// Panels per task.
 const NB: usize = 4;
@@ -95,8 +96,9 @@ pub fn gemm(
     gemm_on(crate::isa(), w, x, m, bias, out, threads);
 }
 
-/// `gemm` on a chosen path; panics if this CPU cannot run it. Every int8 path's CPU also runs
-/// the AVX2 f32 kernel, which is what `Avx512Vnni` means here.
+/// `gemm` on a chosen path; panics if this CPU cannot run it. `Avx512Vnni` means the AVX-512
+/// kernel here (every such CPU has AVX-512F): 12 x 32 register tiles, the AVX2 kernel's
+/// arithmetic per output, so the same bits.
 #[doc(hidden)]
 pub fn gemm_on(
     path: Isa,
@@ -142,7 +144,11 @@ pub fn gemm_on(
         }
         return;
     }
-    let simd = !matches!(path, Isa::Portable);
+    let kind = match path {
+        Isa::Portable => Kernel::Portable,
+        Isa::Avx2 => Kernel::Avx2,
+        Isa::Avx512Vnni => Kernel::Avx512,
+    };
     let panels = rows.div_ceil(NR);
     let (row_tasks, col_tasks) = (m.div_ceil(MB), panels.div_ceil(NB));
     let outp = SharedMut(out.as_mut_ptr());
@@ -151,7 +157,7 @@ pub fn gemm_on(
         let rows_range = rt * MB..((rt + 1) * MB).min(m);
         let panel_range = ct * NB..((ct + 1) * NB).min(panels);
         // SAFETY: task t owns output rows `rows_range` x the columns of `panel_range`.
-        unsafe { task(simd, w, x, bias, outp, rows_range, panel_range) };
+        unsafe { task(kind, w, x, bias, outp, rows_range, panel_range) };
     });
 }
 
@@ -162,10 +168,18 @@ enum Start<'a> {
     Out,
 }
 
+/// Which tile kernel a task runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
 /// # Safety
 /// The caller owns `rows` x the panels' columns of `out` (`m x w.rows`, row-major).
 unsafe fn task(
-    simd: bool,
+    kind: Kernel,
     w: &PackedF32,
     x: &[f32],
     bias: Option<&[f32]>,
@@ -176,49 +190,78 @@ unsafe fn task(
     let (n, k) = (w.rows, w.cols);
     for kb in (0..k).step_by(KC) {
         let kc = KC.min(k - kb);
-        for p in panels.clone() {
+        // Panels one at a time, or two at a time on AVX-512.
+        let step = if kind == Kernel::Avx512 { 2 } else { 1 };
+        for p in panels.clone().step_by(step) {
+            let np = step.min(panels.end - p);
             let j0 = p * NR;
-            let ncols = NR.min(n - j0);
-            let mut b16 = [0f32; NR];
+            let ncols = (np * NR).min(n - j0);
+            let mut b32 = [0f32; 2 * NR];
             if let Some(b) = bias {
-                b16[..ncols].copy_from_slice(&b[j0..j0 + ncols]);
+                b32[..ncols].copy_from_slice(&b[j0..j0 + ncols]);
             }
-            let start = if kb == 0 {
-                Start::Bias(&b16)
-            } else {
-                Start::Out
-            };
             let panel = w.data.as_ptr().add((p * k + kb) * NR);
-            for i0 in rows.clone().step_by(MR) {
-                let r = MR.min(rows.end - i0);
-                let a = x.as_ptr().add(i0 * k + kb);
-                let c = out.get().add(i0 * n + j0);
+            let rows_per_tile = if kind == Kernel::Avx512 { MR512 } else { MR };
+            for i0 in rows.clone().step_by(rows_per_tile) {
+                let r = rows_per_tile.min(rows.end - i0);
                 let tile = Tile {
-                    a,
+                    a: x.as_ptr().add(i0 * k + kb),
                     lda: k,
                     b: panel,
                     kc,
-                    c,
+                    c: out.get().add(i0 * n + j0),
                     ldc: n,
                     ncols,
                 };
-                #[cfg(target_arch = "x86_64")]
-                if simd {
-                    match r {
-                        6 => avx2::tile::<6>(&tile, start),
-                        5 => avx2::tile::<5>(&tile, start),
-                        4 => avx2::tile::<4>(&tile, start),
-                        3 => avx2::tile::<3>(&tile, start),
-                        2 => avx2::tile::<2>(&tile, start),
-                        _ => avx2::tile::<1>(&tile, start),
+                let first = kb == 0;
+                match kind {
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx512 => {
+                        let start = if first {
+                            Start2::Bias(&b32)
+                        } else {
+                            Start2::Out
+                        };
+                        // The second panel's k block is one panel (k x NR values) further on.
+                        if np == 2 {
+                            avx512::tile_rows::<2>(r, &tile, k * NR, start);
+                        } else {
+                            avx512::tile_rows::<1>(r, &tile, k * NR, start);
+                        }
                     }
-                    continue;
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx2 => {
+                        let b16: &[f32; NR] = b32[..NR].try_into().expect("16 values");
+                        let start = if first { Start::Bias(b16) } else { Start::Out };
+                        match r {
+                            6 => avx2::tile::<6>(&tile, start),
+                            5 => avx2::tile::<5>(&tile, start),
+                            4 => avx2::tile::<4>(&tile, start),
+                            3 => avx2::tile::<3>(&tile, start),
+                            2 => avx2::tile::<2>(&tile, start),
+                            _ => avx2::tile::<1>(&tile, start),
+                        }
+                    }
+                    _ => {
+                        let b16: &[f32; NR] = b32[..NR].try_into().expect("16 values");
+                        let start = if first { Start::Bias(b16) } else { Start::Out };
+                        portable_tile(r, &tile, start);
+                    }
                 }
-                let _ = simd;
-                portable_tile(r, &tile, start);
             }
         }
     }
+}
+
+/// Activation rows per AVX-512 register tile: 12 rows x 2 panels = 24 accumulators, plus the two
+/// weight vectors and a broadcast, in the 32 vector registers.
+const MR512: usize = 12;
+
+/// What an AVX-512 tile (up to two panels) starts from.
+#[derive(Clone, Copy)]
+enum Start2<'a> {
+    Bias(&'a [f32; 2 * NR]),
+    Out,
 }
 
 /// One register tile's operands: `r` rows of `a` (stride `lda`) from the k block's start, the
@@ -330,6 +373,84 @@ mod avx2 {
         _mm256_storeu_ps(tmp.as_mut_ptr(), v[0]);
         _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v[1]);
         std::ptr::copy_nonoverlapping(tmp.as_ptr(), c, ncols);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Start2, Tile, MR512, NR};
+    use std::arch::x86_64::*;
+
+    /// `r` rows (1..=12) of a `P`-panel tile.
+    ///
+    /// # Safety
+    /// AVX-512F present; the tile's operands as in `task`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_rows<const P: usize>(
+        r: usize,
+        t: &Tile,
+        stride: usize,
+        start: Start2,
+    ) {
+        match r {
+            12 => tile::<12, P>(t, stride, start),
+            11 => tile::<11, P>(t, stride, start),
+            10 => tile::<10, P>(t, stride, start),
+            9 => tile::<9, P>(t, stride, start),
+            8 => tile::<8, P>(t, stride, start),
+            7 => tile::<7, P>(t, stride, start),
+            6 => tile::<6, P>(t, stride, start),
+            5 => tile::<5, P>(t, stride, start),
+            4 => tile::<4, P>(t, stride, start),
+            3 => tile::<3, P>(t, stride, start),
+            2 => tile::<2, P>(t, stride, start),
+            _ => tile::<1, P>(t, stride, start),
+        }
+    }
+
+    /// `R` rows x `P` panels of 16 columns, accumulators in registers for the whole k block:
+    /// per output the start value then one FMA per k in order, as in the AVX2 tile.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize, const P: usize>(t: &Tile, stride: usize, start: Start2) {
+        debug_assert!(R <= MR512 && P <= 2);
+        let mask: [__mmask16; P] = std::array::from_fn(|q| {
+            let valid = t.ncols.saturating_sub(q * NR).min(NR);
+            ((1u32 << valid) - 1) as __mmask16
+        });
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        match start {
+            Start2::Bias(b) => {
+                let bv: [__m512; P] =
+                    std::array::from_fn(|q| _mm512_loadu_ps(b.as_ptr().add(q * NR)));
+                for row in acc.iter_mut() {
+                    *row = bv;
+                }
+            }
+            Start2::Out => {
+                for (i, row) in acc.iter_mut().enumerate() {
+                    for (q, v) in row.iter_mut().enumerate() {
+                        *v = _mm512_maskz_loadu_ps(mask[q], t.c.add(i * t.ldc + q * NR));
+                    }
+                }
+            }
+        }
+        let mut b = t.b;
+        for k in 0..t.kc {
+            let bv: [__m512; P] = std::array::from_fn(|q| _mm512_loadu_ps(b.add(q * stride)));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_ps(*t.a.add(i * t.lda + k));
+                for (v, &w) in row.iter_mut().zip(&bv) {
+                    *v = _mm512_fmadd_ps(a, w, *v);
+                }
+            }
+            b = b.add(NR);
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (q, &v) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(t.c.add(i * t.ldc + q * NR), mask[q], v);
+            }
+        }
     }
 }
 

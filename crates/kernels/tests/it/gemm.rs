@@ -159,3 +159,32 @@ fn rejects_a_bias_of_the_wrong_length() {
         &Threads::new(1),
     );
 }
+
+/// The AVX-512 kernel is the AVX2 one on wider tiles: every output the same bits, including
+/// partial panels, an odd panel count and rows past a 12-row tile.
+#[test]
+fn the_avx512_kernel_gives_the_avx2_bits() {
+    if !supported_isas().contains(&Isa::Avx512Vnni) {
+        return;
+    }
+    let threads = Threads::new(2);
+    for (rows, cols, m) in [
+        (40, 300, 53),
+        (1152, 384, 29),
+        (16, 257, 13),
+        (7, 3, 9),
+        (49, 600, 100),
+    ] {
+        let seed = (rows * 7 + cols + m) as u64;
+        let w = PackedF32::new(rows, cols, &random_weights(rows, cols, seed));
+        let x = random_activations(m * cols, seed + 1);
+        let bias = random_weights(1, rows, seed + 2);
+        for b in [None, Some(&bias[..])] {
+            assert_eq!(
+                run(Isa::Avx512Vnni, &w, &x, m, b, &threads),
+                run(Isa::Avx2, &w, &x, m, b, &threads),
+                "[{rows}x{cols}] m={m}"
+            );
+        }
+    }
+}
