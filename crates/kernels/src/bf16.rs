@@ -219,38 +219,12 @@ pub fn gemm_bf16_on(
     threads: &Threads,
 ) {
     let (rows, cols) = (w.rows, w.cols);
-    assert!(
-        x.len() >= m * cols,
-        "x holds {} values, need {m} x {cols}",
-        x.len()
-    );
-    assert!(
-        out.len() >= m * rows,
-        "out holds {} values, need {m} x {rows}",
-        out.len()
-    );
-    if let Some(b) = bias {
-        assert_eq!(
-            b.len(),
-            rows,
-            "bias of {} values for {rows} outputs",
-            b.len()
-        );
-    }
+    crate::gemm::check_dense(rows, cols, x, m, bias, out);
     assert!(
         bf16_paths().contains(&path),
         "{path:?} is not supported by this CPU"
     );
-    if m == 0 || rows == 0 {
-        return;
-    }
-    if cols == 0 {
-        for r in out[..m * rows].chunks_exact_mut(rows) {
-            match bias {
-                Some(b) => r.copy_from_slice(b),
-                None => r.fill(0.0),
-            }
-        }
+    if crate::gemm::trivial_dense(rows, cols, m, bias, out) {
         return;
     }
     let mp = m.next_multiple_of(MT);

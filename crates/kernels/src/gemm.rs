@@ -110,6 +110,41 @@ pub fn gemm_on(
     threads: &Threads,
 ) {
     let (rows, cols) = (w.rows, w.cols);
+    check_dense(rows, cols, x, m, bias, out);
+    assert!(
+        crate::supported_isas().contains(&path),
+        "{path:?} is not supported by this CPU"
+    );
+    if trivial_dense(rows, cols, m, bias, out) {
+        return;
+    }
+    let kind = match path {
+        Isa::Portable => Kernel::Portable,
+        Isa::Avx2 => Kernel::Avx2,
+        Isa::Avx512Vnni => Kernel::Avx512,
+    };
+    let panels = rows.div_ceil(NR);
+    let (row_tasks, col_tasks) = (m.div_ceil(MB), panels.div_ceil(NB));
+    let outp = SharedMut(out.as_mut_ptr());
+    threads.run(row_tasks * col_tasks, &|t| {
+        let (rt, ct) = (t / col_tasks, t % col_tasks);
+        let rows_range = rt * MB..((rt + 1) * MB).min(m);
+        let panel_range = ct * NB..((ct + 1) * NB).min(panels);
+        // SAFETY: task t owns output rows `rows_range` x the columns of `panel_range`.
+        unsafe { task(kind, w, x, bias, outp, rows_range, panel_range) };
+    });
+}
+
+/// The shape checks `gemm` and `gemm_bf16` share: `x` holds `m x cols`, `out` `m x rows`, a
+/// bias `rows` values.
+pub(crate) fn check_dense(
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    m: usize,
+    bias: Option<&[f32]>,
+    out: &[f32],
+) {
     assert!(
         x.len() >= m * cols,
         "x holds {} values, need {m} x {cols}",
@@ -128,37 +163,30 @@ pub fn gemm_on(
             b.len()
         );
     }
-    assert!(
-        crate::supported_isas().contains(&path),
-        "{path:?} is not supported by this CPU"
-    );
+}
+
+/// Does the calls with nothing to multiply (no rows, or no columns: every output is its bias)
+/// and says whether it did.
+pub(crate) fn trivial_dense(
+    rows: usize,
+    cols: usize,
+    m: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> bool {
     if m == 0 || rows == 0 {
-        return;
+        return true;
     }
-    if cols == 0 {
-        for r in out[..m * rows].chunks_exact_mut(rows) {
-            match bias {
-                Some(b) => r.copy_from_slice(b),
-                None => r.fill(0.0),
-            }
+    if cols > 0 {
+        return false;
+    }
+    for r in out[..m * rows].chunks_exact_mut(rows) {
+        match bias {
+            Some(b) => r.copy_from_slice(b),
+            None => r.fill(0.0),
         }
-        return;
     }
-    let kind = match path {
-        Isa::Portable => Kernel::Portable,
-        Isa::Avx2 => Kernel::Avx2,
-        Isa::Avx512Vnni => Kernel::Avx512,
-    };
-    let panels = rows.div_ceil(NR);
-    let (row_tasks, col_tasks) = (m.div_ceil(MB), panels.div_ceil(NB));
-    let outp = SharedMut(out.as_mut_ptr());
-    threads.run(row_tasks * col_tasks, &|t| {
-        let (rt, ct) = (t / col_tasks, t % col_tasks);
-        let rows_range = rt * MB..((rt + 1) * MB).min(m);
-        let panel_range = ct * NB..((ct + 1) * NB).min(panels);
-        // SAFETY: task t owns output rows `rows_range` x the columns of `panel_range`.
-        unsafe { task(kind, w, x, bias, outp, rows_range, panel_range) };
-    });
+    true
 }
 
 /// What a tile starts from: the bias (first k block) or the partial sums already in `out`.
