@@ -166,15 +166,23 @@ fn detect_amx() -> bool {
 
 /// The paths this CPU runs, best first (tests run each).
 pub fn bf16_paths() -> Vec<Bf16Path> {
-    let mut paths = Vec::new();
-    if amx_available() {
-        paths.push(Bf16Path::Amx);
-    }
-    if avx512_bf16_available() {
-        paths.push(Bf16Path::Avx512Bf16);
-    }
-    paths.push(Bf16Path::Portable);
-    paths
+    supported_paths().to_vec()
+}
+
+/// [`bf16_paths`], found once: every call of [`gemm_bf16`] reads it.
+fn supported_paths() -> &'static [Bf16Path] {
+    static PATHS: std::sync::OnceLock<Vec<Bf16Path>> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| {
+        let mut paths = Vec::new();
+        if amx_available() {
+            paths.push(Bf16Path::Amx);
+        }
+        if avx512_bf16_available() {
+            paths.push(Bf16Path::Avx512Bf16);
+        }
+        paths.push(Bf16Path::Portable);
+        paths
+    })
 }
 
 /// Whether this CPU has AVX-512 BF16 (with F and BW).
@@ -199,7 +207,7 @@ pub fn gemm_bf16(
     out: &mut [f32],
     threads: &Threads,
 ) {
-    gemm_bf16_on(bf16_paths()[0], w, x, m, bias, out, threads);
+    gemm_bf16_on(supported_paths()[0], w, x, m, bias, out, threads);
 }
 
 thread_local! {
@@ -221,7 +229,7 @@ pub fn gemm_bf16_on(
     let (rows, cols) = (w.rows, w.cols);
     crate::gemm::check_dense(rows, cols, x, m, bias, out);
     assert!(
-        bf16_paths().contains(&path),
+        supported_paths().contains(&path),
         "{path:?} is not supported by this CPU"
     );
     if crate::gemm::trivial_dense(rows, cols, m, bias, out) {
@@ -322,41 +330,48 @@ fn padded_bias(w: &PackedBf16, bias: Option<&[f32]>) -> Vec<f32> {
     b
 }
 
-/// The task grid both paths share: 32-row blocks x groups of panel pairs.
-fn for_each_task(
+/// One unit of work: up to 32 rows x one pair of panels (32 output features).
+struct Block<'a> {
+    rows: std::ops::Range<usize>,
+    /// The first output column and how many of the 32 exist.
+    c0: usize,
+    nc: usize,
+    /// The pair's two panels: `steps` B tiles each.
+    b0: &'a [u16],
+    b1: &'a [u16],
+    /// The 32 bias values the sums start from (zero past the weights' rows).
+    bias: &'a [f32],
+}
+
+/// The task grid every path shares: tasks of 32 rows x up to `PAIRS_PER_TASK` panel pairs,
+/// spread over the pool, each calling `f` once per pair.
+fn for_each_block(
     w: &PackedBf16,
     m: usize,
+    bias: Option<&[f32]>,
     threads: &Threads,
-    f: &(dyn Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync),
+    f: &(dyn Fn(Block<'_>) + Sync),
 ) {
+    let bias = padded_bias(w, bias);
+    let panel = (w.kp / KT) * NT * KT;
     let pairs = w.panels / 2;
     let row_tasks = m.div_ceil(2 * MT);
     let col_tasks = pairs.div_ceil(PAIRS_PER_TASK);
     threads.run(row_tasks * col_tasks, &|t| {
         let (rt, ct) = (t / col_tasks, t % col_tasks);
         let rows = rt * 2 * MT..((rt + 1) * 2 * MT).min(m);
-        let pair_range = ct * PAIRS_PER_TASK..((ct + 1) * PAIRS_PER_TASK).min(pairs);
-        f(rows, pair_range);
-    });
-}
-
-/// A dot product in 8 interleaved partial sums (k mod 8), added at the end: a fixed order that
-/// the compiler can vectorize.
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
+        for q in ct * PAIRS_PER_TASK..((ct + 1) * PAIRS_PER_TASK).min(pairs) {
+            let c0 = q * 2 * NT;
+            f(Block {
+                rows: rows.clone(),
+                c0,
+                nc: (2 * NT).min(w.rows - c0),
+                b0: &w.data[2 * q * panel..(2 * q + 1) * panel],
+                b1: &w.data[(2 * q + 1) * panel..(2 * q + 2) * panel],
+                bias: &bias[c0..c0 + 2 * NT],
+            });
         }
-    }
-    acc.iter().sum::<f32>() + tail
+    });
 }
 
 fn portable_gemm(
@@ -368,25 +383,21 @@ fn portable_gemm(
     threads: &Threads,
 ) {
     let (n, steps) = (w.rows, w.kp / KT);
-    let bias = padded_bias(w, bias);
     let outp = SharedMut(out.as_mut_ptr());
-    for_each_task(w, m, threads, &|rows, pairs| {
-        for q in pairs {
-            let c0 = q * 2 * NT;
-            let nc = (2 * NT).min(n - c0);
-            let wrows: Vec<Vec<f32>> = (c0..c0 + nc).map(|j| w.row(j)).collect();
-            let mut stage = [0f32; 2 * MT * 2 * NT];
-            for (i, srow) in stage.chunks_exact_mut(2 * NT).take(rows.len()).enumerate() {
-                let arow: Vec<f32> = (0..w.cols)
-                    .map(|k| bf16_to_f32(a[a_index(rows.start + i, k, steps)]))
-                    .collect();
-                for ((s, wr), &b) in srow.iter_mut().zip(&wrows).zip(&bias[c0..]) {
-                    *s = b + dot_lanes(&arow, wr);
-                }
+    for_each_block(w, m, bias, threads, &|blk| {
+        let (rows, c0, nc) = (blk.rows, blk.c0, blk.nc);
+        let wrows: Vec<Vec<f32>> = (c0..c0 + nc).map(|j| w.row(j)).collect();
+        let mut stage = [0f32; 2 * MT * 2 * NT];
+        for (i, srow) in stage.chunks_exact_mut(2 * NT).take(rows.len()).enumerate() {
+            let arow: Vec<f32> = (0..w.cols)
+                .map(|k| bf16_to_f32(a[a_index(rows.start + i, k, steps)]))
+                .collect();
+            for ((s, wr), &b) in srow.iter_mut().zip(&wrows).zip(blk.bias) {
+                *s = b + crate::dot_f32(&arow, wr);
             }
-            // SAFETY: this task owns `rows` x the pair's columns.
-            unsafe { write_block(&stage, rows.len(), nc, outp, n, rows.start, c0) };
         }
+        // SAFETY: this block's task owns `rows` x the pair's columns.
+        unsafe { write_block(&stage, rows.len(), nc, outp, n, rows.start, c0) };
     });
 }
 
@@ -401,50 +412,44 @@ fn amx_gemm(
     #[cfg(target_arch = "x86_64")]
     {
         let (n, steps) = (w.rows, w.kp / KT);
-        let bias = padded_bias(w, bias);
         let outp = SharedMut(out.as_mut_ptr());
-        for_each_task(w, m, threads, &|rows, pairs| {
+        for_each_block(w, m, bias, threads, &|blk| {
             amx::configure();
+            let (rows, c0, nc) = (blk.rows, blk.c0, blk.nc);
             let a0 = a[a_index(rows.start, 0, steps)..].as_ptr();
-            for q in pairs {
-                let c0 = q * 2 * NT;
-                let nc = (2 * NT).min(n - c0);
-                let b0 = w.data[2 * q * steps * 512..].as_ptr();
-                let b1 = w.data[(2 * q + 1) * steps * 512..].as_ptr();
-                let tall = rows.len() > MT;
-                // A whole block goes straight to `out`; an edge block through `stage`.
-                let direct = nc == 2 * NT && rows.len() == if tall { 2 * MT } else { MT };
-                // Written by the tile stores before it is read; zeroing 4 KiB per block cost
-                // as much as a tenth of an encoder pass.
-                let mut stage = std::mem::MaybeUninit::<[f32; 2 * MT * 2 * NT]>::uninit();
-                let (c, ldc) = if direct {
-                    (outp.get().wrapping_add(rows.start * n + c0), n * 4)
+            let tall = rows.len() > MT;
+            // A whole block goes straight to `out`; an edge block through `stage`.
+            let direct = nc == 2 * NT && rows.len() == if tall { 2 * MT } else { MT };
+            // Written by the tile stores before it is read; zeroing 4 KiB per block cost as
+            // much as a tenth of an encoder pass.
+            let mut stage = std::mem::MaybeUninit::<[f32; 2 * MT * 2 * NT]>::uninit();
+            let (c, ldc) = if direct {
+                (outp.get().wrapping_add(rows.start * n + c0), n * 4)
+            } else {
+                (stage.as_mut_ptr().cast::<f32>(), 2 * NT * 4)
+            };
+            let t = amx::Operands {
+                a0,
+                a1: a0.wrapping_add(steps * MT * KT),
+                b0: blk.b0.as_ptr(),
+                b1: blk.b1.as_ptr(),
+                steps,
+                bias: blk.bias.as_ptr(),
+                c,
+                ldc,
+            };
+            // SAFETY: `a` holds whole 16-row groups of `steps` tiles from `rows.start` (padded
+            // to `mp`); each panel holds `steps` tiles; the bias has 32 values; `c` is this
+            // block of `out` (whole) or `stage`.
+            unsafe {
+                if tall {
+                    amx::tile_32x32(&t);
                 } else {
-                    (stage.as_mut_ptr().cast::<f32>(), 2 * NT * 4)
-                };
-                let t = amx::Operands {
-                    a0,
-                    a1: a0.wrapping_add(steps * MT * KT),
-                    b0,
-                    b1,
-                    steps,
-                    bias: bias[c0..].as_ptr(),
-                    c,
-                    ldc,
-                };
-                // SAFETY: `a` holds whole 16-row groups of `steps` tiles from `rows.start`
-                // (padded to `mp`); each panel holds `steps` tiles; the bias has 32 values from
-                // `c0`; `c` is this task's block of `out` (whole) or `stage`.
-                unsafe {
-                    if tall {
-                        amx::tile_32x32(&t);
-                    } else {
-                        amx::tile_16x32(&t);
-                    }
-                    if !direct {
-                        let stage = stage.assume_init_ref();
-                        write_block(stage, rows.len(), nc, outp, n, rows.start, c0);
-                    }
+                    amx::tile_16x32(&t);
+                }
+                if !direct {
+                    let stage = stage.assume_init_ref();
+                    write_block(stage, rows.len(), nc, outp, n, rows.start, c0);
                 }
             }
         });
@@ -467,24 +472,18 @@ fn dp_gemm(
     #[cfg(target_arch = "x86_64")]
     {
         let (n, steps) = (w.rows, w.kp / KT);
-        let bias = padded_bias(w, bias);
         let outp = SharedMut(out.as_mut_ptr());
-        for_each_task(w, m, threads, &|rows, pairs| {
-            for q in pairs {
-                let c0 = q * 2 * NT;
-                let nc = (2 * NT).min(n - c0);
-                let b0 = w.data[2 * q * steps * 512..].as_ptr();
-                let b1 = w.data[(2 * q + 1) * steps * 512..].as_ptr();
-                for i0 in rows.clone().step_by(dp::MR) {
-                    let nr = dp::MR.min(rows.end - i0);
-                    let a0 = a[a_index(i0, 0, steps)..].as_ptr();
-                    // SAFETY: rows are zero-padded to whole 16-row groups, so 8 rows from i0
-                    // (a multiple of 8) exist; each panel holds `steps` tiles; the bias has 32
-                    // values from c0; this task owns rows `rows` x the pair's columns.
-                    unsafe {
-                        let o = outp.get().add(i0 * n + c0);
-                        dp::block(a0, b0, b1, steps, bias[c0..].as_ptr(), o, n, nr, nc);
-                    }
+        for_each_block(w, m, bias, threads, &|blk| {
+            for i0 in blk.rows.clone().step_by(dp::MR) {
+                let nr = dp::MR.min(blk.rows.end - i0);
+                let a0 = a[a_index(i0, 0, steps)..].as_ptr();
+                // SAFETY: rows are zero-padded to whole 16-row groups, so 8 rows from i0 (a
+                // multiple of 8) exist; each panel holds `steps` tiles; the bias has 32 values;
+                // this block's task owns its rows x the pair's columns.
+                unsafe {
+                    let o = outp.get().add(i0 * n + blk.c0);
+                    let (b0, b1) = (blk.b0.as_ptr(), blk.b1.as_ptr());
+                    dp::block(a0, b0, b1, steps, blk.bias.as_ptr(), o, n, nr, blk.nc);
                 }
             }
         });

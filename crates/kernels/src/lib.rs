@@ -483,7 +483,8 @@ fn matmul_portable(
     });
 }
 
-/// An f32 dot product with 8 independent accumulators so the compiler vectorises it.
+/// An f32 dot product with 8 independent accumulators so the compiler vectorises it (a fixed
+/// order: the portable matmul's and the portable bf16 GEMM's).
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));

@@ -1,7 +1,7 @@
 //! The AVX-512 BF16 kernel: 8 rows x 32 columns of f32 sums in 16 registers, one
 //! `vdpbf16ps` per row and panel for each pair of k, reading the same A and B tiles as AMX.
 
-use super::{KT, MT};
+use super::{KT, MT, NT};
 use std::arch::x86_64::*;
 
 /// Activation rows per register block.
@@ -29,7 +29,7 @@ pub(super) unsafe fn block(
     let (z0, z1) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16)));
     let mut acc = [[z0, z1]; MR];
     for s in 0..steps {
-        let (at, t0, t1) = (a.add(s * MT * KT), b0.add(s * 512), b1.add(s * 512));
+        let (at, t0, t1) = (a.add(s * MT * KT), b0.add(s * NT * KT), b1.add(s * NT * KT));
         for r in 0..16 {
             let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(t0.add(32 * r).cast()));
             let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(t1.add(32 * r).cast()));
