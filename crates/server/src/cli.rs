@@ -151,6 +151,22 @@ pub struct ServeArgs {
     #[arg(long, env = "COHOST_PREFIX_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub prefix_cache: bool,
 
+    /// Speculative decoding by prompt lookup: each decode step may add up to this many guessed
+    /// tokens, copied from where the sequence's last tokens occurred before in its prompt or
+    /// reply, and verify them in the same forward pass. Replies are identical with or without
+    /// it (greedy and seeded alike); answers that quote their documents and rewrites come
+    /// faster where a step's extra rows are cheap. 0 (the default) turns it off: on today's
+    /// CPU kernels a small step's cost grows nearly with its rows, so try 8 and measure
+    /// (`cohost_draft_accepted_tokens_total` / `cohost_draft_tokens_total` on /metrics).
+    #[arg(long, env = "COHOST_DRAFT_TOKENS", default_value_t = runner::engine::Speculation::default().max_draft)]
+    pub draft_tokens: usize,
+
+    /// Drafts are added only while a step feeds at most this many tokens in all (decode tokens,
+    /// prompt tokens and drafts): a bigger step is bound by compute, where a guessed token
+    /// costs about what a decoded one does.
+    #[arg(long, env = "COHOST_DRAFT_STEP_TOKENS", default_value_t = runner::engine::Speculation::default().step_tokens)]
+    pub draft_step_tokens: usize,
+
     /// Compute threads of each model's forward pass (default: all cores; each model has its own
     /// pool, so an embedding burst shares the cores with chat instead of holding its pool).
     #[arg(long, env = "COHOST_THREADS")]
@@ -306,6 +322,10 @@ impl ServeArgs {
             threads: self.threads,
             kv_cache_mb: self.kv_cache_mb,
             prefix_cache: self.prefix_cache,
+            speculation: runner::engine::Speculation {
+                max_draft: self.draft_tokens,
+                step_tokens: self.draft_step_tokens,
+            },
             encoder_nice: self.encoder_nice,
             embed_precision: self.embed_precision.into(),
             max_tokens: self.max_tokens,
@@ -566,6 +586,7 @@ pub fn load_chat(config: &Config, model: &str) -> anyhow::Result<EngineHandle> {
         max_queue: config.max_queue,
         context_length,
         prefill_chunk: PREFILL_CHUNK,
+        speculation: config.speculation,
     };
     Ok(runner::engine::start(loaded, engine_config))
 }

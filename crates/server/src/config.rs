@@ -25,6 +25,8 @@ pub struct Config {
     pub kv_cache_mb: Option<u64>,
     /// Reuse the KV cache of repeated prompt prefixes.
     pub prefix_cache: bool,
+    /// Prompt-lookup speculative decoding (`max_draft` 0: off).
+    pub speculation: runner::engine::Speculation,
     /// Added to encoder models' thread priority (Linux nice), so chat streams go first.
     pub encoder_nice: i32,
     /// What encoder models' matrix products run at.
@@ -61,6 +63,7 @@ impl Config {
             threads: None,
             kv_cache_mb: None,
             prefix_cache: true,
+            speculation: runner::engine::Speculation::default(),
             encoder_nice: 5,
             embed_precision: encoder::Precision::Auto,
             max_tokens: None,

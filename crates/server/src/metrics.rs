@@ -11,7 +11,9 @@
 //!   `cohost_request_duration_seconds` (end to end, also for streams a client left) from the
 //!   chat handler; `cohost_queue_wait_seconds` and `cohost_batch_size` (sequences in one forward
 //!   pass) from the engine's observer ([`runner::engine::EngineEvent`]), and
-//!   `cohost_preemptions_total` (sequences that gave their KV cache up to a full pool).
+//!   `cohost_preemptions_total` (sequences that gave their KV cache up to a full pool),
+//!   `cohost_draft_tokens_total` and `cohost_draft_accepted_tokens_total` (speculative
+//!   drafts verified and accepted).
 //! - Gauges per model, read when scraped or at each engine step: `cohost_running_sequences`,
 //!   `cohost_queued_requests`, `cohost_kv_cache_tokens` and `cohost_kv_cache_capacity_tokens`.
 
@@ -61,6 +63,8 @@ pub struct Metrics {
     kv_cache_tokens: Family<ModelLabels, Gauge>,
     kv_cache_capacity: Family<ModelLabels, Gauge>,
     preemptions: Family<ModelLabels, Counter>,
+    draft_tokens: Family<ModelLabels, Counter>,
+    draft_accepted: Family<ModelLabels, Counter>,
 }
 
 /// Seconds from 1 ms to about 65 s (doubling): first-token and end-to-end times.
@@ -169,6 +173,16 @@ impl Default for Metrics {
             "preemptions",
             "Running sequences that gave their KV cache up because the pool was full (they resume from the prefix cache)",
         );
+        let draft_tokens = counter(
+            &mut registry,
+            "draft_tokens",
+            "Speculative draft tokens verified (prompt lookup, --draft-tokens)",
+        );
+        let draft_accepted = counter(
+            &mut registry,
+            "draft_accepted_tokens",
+            "Speculative draft tokens accepted: tokens decoded without a forward pass of their own",
+        );
         Self {
             registry,
             requests,
@@ -185,6 +199,8 @@ impl Default for Metrics {
             kv_cache_tokens,
             kv_cache_capacity,
             preemptions,
+            draft_tokens,
+            draft_accepted,
         }
     }
 }
@@ -268,6 +284,14 @@ impl Metrics {
             }
             EngineEvent::Preempted { .. } => {
                 self.preemptions.get_or_create(&labels).inc();
+            }
+            EngineEvent::Drafted { drafted, accepted } => {
+                self.draft_tokens
+                    .get_or_create(&labels)
+                    .inc_by(drafted as u64);
+                self.draft_accepted
+                    .get_or_create(&labels)
+                    .inc_by(accepted as u64);
             }
         }
     }

@@ -14,10 +14,11 @@
 //! sequences it touched with an error event, frees their caches, and the engine goes on serving.
 //!
 //! Files: `worker.rs` is the loop on the engine thread, `sequence.rs` one request's state and
-//! what happens to it after each forward pass.
+//! what happens to it after each forward pass, `speculate.rs` the drafts a decode step verifies.
 
 mod attribution;
 mod sequence;
+mod speculate;
 #[cfg(test)]
 mod tests;
 mod worker;
@@ -36,6 +37,7 @@ use crate::constraint::{
 use crate::template::ChatTemplate;
 use crate::tokenizer::TokenizerBundle;
 use crate::LoadedModel;
+pub use speculate::Speculation;
 use worker::Worker;
 
 /// What the server asks for: a tokenized prompt and how to continue it.
@@ -140,6 +142,8 @@ pub struct EngineConfig {
     /// Most prompt tokens run in one step, so that running streams keep moving while a long
     /// prompt is prefilled.
     pub prefill_chunk: usize,
+    /// Prompt-lookup speculative decoding (see `speculate`).
+    pub speculation: Speculation,
 }
 
 impl Default for EngineConfig {
@@ -149,6 +153,7 @@ impl Default for EngineConfig {
             max_queue: 64,
             context_length: 8192,
             prefill_chunk: 512,
+            speculation: Speculation::default(),
         }
     }
 }
@@ -203,6 +208,9 @@ pub enum EngineEvent {
     /// The KV pool was full at a decode step: a running sequence of `tokens` positions gave
     /// its cache up, to resume later from the prefix cache.
     Preempted { tokens: usize },
+    /// A step verified speculative drafts of `drafted` tokens in all, of which `accepted` were
+    /// the tokens sampled (each one a token decoded without a step of its own).
+    Drafted { drafted: usize, accepted: usize },
 }
 
 /// A function told of every [`EngineEvent`].

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use sampler::Sampler;
 use tokio::sync::mpsc;
 
+use super::speculate::DraftLen;
 use super::{ErrorKind, FinishReason, InFlight, StreamEvent};
 use crate::constraint::Constraint;
 use crate::detok::Detokenizer;
@@ -56,6 +57,10 @@ pub(super) struct Sequence {
     pub output_tokens: usize,
     /// The token sampled last step, to feed in this step.
     pub next_input: Option<u32>,
+    /// What this step feeds when it decodes: `next_input`, then any draft after it.
+    pub feed: Vec<u32>,
+    /// How long this sequence's drafts are, and how they fared.
+    pub draft: DraftLen,
     /// Tokens whose text has not been sent yet (held back by the detokenizer or stop matcher).
     pub pending_ids: Vec<u32>,
     pub pending_logprobs: Vec<f32>,

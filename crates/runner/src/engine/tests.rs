@@ -20,6 +20,9 @@ struct Record {
     live: HashMap<SeqId, usize>,
     /// The first prompt token of each sequence, in the order the model first saw them.
     first_tokens: Vec<u32>,
+    /// Draft tokens fed, and (sequence, length) of each truncation that took some back.
+    drafted: usize,
+    truncations: Vec<(SeqId, usize)>,
 }
 
 struct CountingModel {
@@ -28,6 +31,8 @@ struct CountingModel {
     step_delay: Duration,
     /// A KV pool to budget memory with (blocks of 16), and each sequence's blocks.
     pool: Option<(KvPool, HashMap<SeqId, BlockTable>)>,
+    /// Whether the model takes speculative drafts.
+    drafts: bool,
 }
 
 impl BatchModel for CountingModel {
@@ -49,8 +54,12 @@ impl BatchModel for CountingModel {
         let mut record = self.record.lock().unwrap();
         record.batch_sizes.push(batch.len());
         logits.clear();
-        logits.resize(batch.len() * VOCAB, 0.0);
-        for (row, item) in batch.iter().enumerate() {
+        logits.resize(
+            batch.iter().map(BatchItem::rows).sum::<usize>() * VOCAB,
+            0.0,
+        );
+        let mut row = 0;
+        for item in batch {
             if !record.live.contains_key(&item.seq) {
                 record.first_tokens.push(item.tokens[0]);
             }
@@ -65,10 +74,13 @@ impl BatchModel for CountingModel {
                         available: pool.usage().available() * 16,
                     });
                 }
-                pool.commit(table, item.tokens);
+                pool.commit(table, item.tokens, item.drafts);
             }
-            let last = *item.tokens.last().unwrap() as usize;
-            logits[row * VOCAB + (last + 1) % VOCAB] = 10.0;
+            record.drafted += item.drafts;
+            for &token in &item.tokens[item.tokens.len() - item.rows()..] {
+                logits[row * VOCAB + (token as usize + 1) % VOCAB] = 10.0;
+                row += 1;
+            }
         }
         Ok(())
     }
@@ -92,6 +104,17 @@ impl BatchModel for CountingModel {
     }
     fn kv_usage(&self) -> Option<PoolUsage> {
         self.pool.as_ref().map(|(pool, _)| pool.usage())
+    }
+    fn takes_drafts(&self) -> bool {
+        self.drafts
+    }
+    fn truncate(&mut self, seq: SeqId, len: usize) {
+        let mut record = self.record.lock().unwrap();
+        record.live.insert(seq, len);
+        record.truncations.push((seq, len));
+        if let Some((pool, tables)) = &mut self.pool {
+            pool.truncate(tables.get_mut(&seq).unwrap(), len);
+        }
     }
 }
 
@@ -134,6 +157,16 @@ fn engine_with_pool(
     thinking: Option<crate::thinking::ThinkingMarkers>,
     pool_blocks: Option<usize>,
 ) -> (EngineHandle, Arc<Mutex<Record>>) {
+    scripted_engine(config, step_delay, thinking, pool_blocks, false)
+}
+
+fn scripted_engine(
+    config: EngineConfig,
+    step_delay: Duration,
+    thinking: Option<crate::thinking::ThinkingMarkers>,
+    pool_blocks: Option<usize>,
+    drafts: bool,
+) -> (EngineHandle, Arc<Mutex<Record>>) {
     let record = Arc::new(Mutex::new(Record::default()));
     let loaded = LoadedModel {
         info: ModelInfo {
@@ -149,6 +182,7 @@ fn engine_with_pool(
             record: record.clone(),
             step_delay,
             pool: pool_blocks.map(|n| (KvPool::new(n, 16, true), HashMap::new())),
+            drafts,
         }),
         tokenizer: tokenizer(),
         template: ChatTemplate::fallback_for("llama", None, None).unwrap(),
@@ -528,4 +562,80 @@ async fn a_prompt_larger_than_the_whole_pool_is_refused_before_any_work() {
     let (ids, _) = collect(engine.submit(greedy(vec![1; 60], 50)).unwrap()).await;
     assert_eq!(ids.len(), 4);
     assert!(record.lock().unwrap().first_tokens == vec![1]);
+}
+
+/// A prompt whose pattern the scripted model (last token + 1) follows for a while and then
+/// leaves: "10..=17 30 10 11" drafts "12..=17 30" after "10 11", of which "12..=17" is right.
+fn half_predictable() -> Vec<u32> {
+    let mut prompt: Vec<u32> = (10..=17).collect();
+    prompt.extend([30, 10, 11]);
+    prompt
+}
+
+#[tokio::test]
+async fn speculation_gives_the_same_tokens_in_fewer_steps_and_takes_wrong_drafts_back() {
+    let spec = Speculation {
+        max_draft: 8,
+        step_tokens: 16,
+    };
+    let mut results = Vec::new();
+    for (drafts, max_tokens) in [(false, 12), (true, 12), (false, 5), (true, 5)] {
+        let config = EngineConfig {
+            speculation: spec,
+            ..EngineConfig::default()
+        };
+        let (engine, record) = scripted_engine(config, Duration::ZERO, None, Some(64), drafts);
+        let (ids, last) = collect(
+            engine
+                .submit(greedy(half_predictable(), max_tokens))
+                .unwrap(),
+        )
+        .await;
+        let StreamEvent::Done { output_tokens, .. } = last else {
+            panic!("{last:?}")
+        };
+        assert_eq!(output_tokens, max_tokens);
+        let record = record.lock().unwrap();
+        results.push((
+            ids,
+            record.batch_sizes.len(),
+            record.drafted,
+            record.truncations.clone(),
+        ));
+    }
+    let expected: Vec<u32> = (12..24).collect();
+    assert_eq!(results[0].0, expected);
+    assert_eq!(results[1].0, expected, "speculation changed the tokens");
+    assert_eq!(results[2].0, expected[..5]);
+    assert_eq!(results[3].0, expected[..5]);
+    // Plain decoding: one prefill step, then one step per token after the first.
+    assert_eq!(results[0].1, 12);
+    assert_eq!(results[0].2, 0);
+    // With drafts: the first decode step verifies "13..=16" after 12 (the draft length starts
+    // at half the most), all right; the next one drafts "30 10 ..." after 17, wrongly, and
+    // takes it back.
+    let (_, steps, drafted, truncations) = &results[1];
+    assert!(*steps < 12, "{steps} steps");
+    assert!(*drafted >= 4);
+    assert!(!truncations.is_empty());
+    // A budget of five tokens drafts no more than it can use.
+    let (_, _, drafted, _) = &results[3];
+    assert!(*drafted <= 3, "drafted {drafted} for a budget of 5");
+}
+
+#[tokio::test]
+async fn no_drafts_while_the_step_is_big_or_speculation_is_off() {
+    for (max_draft, step_tokens) in [(0, 16), (8, 1)] {
+        let config = EngineConfig {
+            speculation: Speculation {
+                max_draft,
+                step_tokens,
+            },
+            ..EngineConfig::default()
+        };
+        let (engine, record) = scripted_engine(config, Duration::ZERO, None, Some(64), true);
+        let (ids, _) = collect(engine.submit(greedy(half_predictable(), 12)).unwrap()).await;
+        assert_eq!(ids, (12..24).collect::<Vec<u32>>());
+        assert_eq!(record.lock().unwrap().drafted, 0);
+    }
 }

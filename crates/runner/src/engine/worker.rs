@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::sequence::{advance, Outcome, Sequence, Steering};
+use super::speculate::{lookup, DraftLen};
 use super::{Admitted, EngineEvent, ErrorKind, Shared};
 use crate::detok::Detokenizer;
 use crate::model::{BatchItem, BatchModel, SeqId};
@@ -44,14 +45,25 @@ pub(super) struct Worker {
 /// The tokens one sequence feeds into a step.
 enum Input {
     Prompt(usize, usize),
-    Token([u32; 1]),
+    /// The sequence's `feed`: its next input, then this many draft tokens.
+    Decode {
+        drafts: usize,
+    },
 }
 
 impl Input {
     fn len(&self) -> usize {
         match self {
             Input::Prompt(start, end) => end - start,
-            Input::Token(_) => 1,
+            Input::Decode { drafts } => 1 + drafts,
+        }
+    }
+
+    /// Logits rows the input gets.
+    fn rows(&self) -> usize {
+        match self {
+            Input::Prompt(..) => 1,
+            Input::Decode { drafts } => 1 + drafts,
         }
     }
 }
@@ -199,6 +211,8 @@ impl Worker {
                 max_tokens: request.max_tokens,
                 output_tokens: 0,
                 next_input: None,
+                feed: Vec::new(),
+                draft: DraftLen::new(self.shared.config.speculation.max_draft),
                 pending_ids: Vec::new(),
                 pending_logprobs: Vec::new(),
                 events,
@@ -272,6 +286,45 @@ impl Worker {
         })
     }
 
+    /// Adds prompt-lookup drafts to the decode inputs of `plan` while the step stays small
+    /// enough to be bound by reading the weights (see `speculate`), first come first served.
+    fn draft(&mut self, plan: &mut [(usize, Input)]) {
+        let spec = self.shared.config.speculation;
+        if spec.max_draft == 0 || !self.model.takes_drafts() {
+            return;
+        }
+        let mut room = spec
+            .step_tokens
+            .saturating_sub(plan.iter().map(|(_, input)| input.len()).sum());
+        for (i, input) in plan.iter_mut() {
+            if room == 0 {
+                break;
+            }
+            let Input::Decode { drafts } = input else {
+                continue;
+            };
+            let seq = &mut self.running[*i];
+            if seq.teacher.is_some() {
+                continue;
+            }
+            // Each row yields at most one token: no more rows than tokens left to generate.
+            let left = seq.max_tokens.saturating_sub(seq.output_tokens + 1);
+            let want = seq.draft.len().min(left).min(room);
+            let token = seq.feed[0];
+            let mut guess = std::mem::take(&mut seq.feed);
+            lookup(&seq.input, token, want, &mut guess);
+            guess.insert(0, token);
+            seq.feed = guess;
+            let n = seq.feed.len() - 1;
+            if n == 0 || !self.model.reserve(seq.id, seq.prefilled + 1 + n) {
+                seq.feed.truncate(1);
+                continue;
+            }
+            *drafts = n;
+            room -= n;
+        }
+    }
+
     fn publish_running(&self) {
         self.shared
             .load
@@ -324,23 +377,28 @@ impl Worker {
                 prefill_budget -= take;
                 plan.push((i, Input::Prompt(seq.prefilled, seq.prefilled + take)));
             } else if let Some(token) = self.running[i].next_input {
-                plan.push((i, Input::Token([token])));
+                let seq = &mut self.running[i];
+                seq.feed.clear();
+                seq.feed.push(token);
+                plan.push((i, Input::Decode { drafts: 0 }));
             }
         }
         if plan.is_empty() {
             return;
         }
+        self.draft(&mut plan);
         let batch: Vec<BatchItem<'_>> = plan
             .iter()
             .map(|(i, input)| {
                 let seq = &self.running[*i];
-                let tokens: &[u32] = match input {
-                    Input::Prompt(start, end) => &seq.input[*start..*end],
-                    Input::Token(token) => token,
+                let (tokens, drafts): (&[u32], usize) = match input {
+                    Input::Prompt(start, end) => (&seq.input[*start..*end], 0),
+                    Input::Decode { drafts } => (&seq.feed, *drafts),
                 };
                 BatchItem {
                     seq: seq.id,
                     tokens,
+                    drafts,
                 }
             })
             .collect();
@@ -379,33 +437,63 @@ impl Worker {
         }
         let vocab = self.model.vocab_size();
         let mut finished = Vec::new();
-        for (row, (i, input)) in plan.iter().enumerate() {
-            let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
+        let (mut row, mut drafted, mut accepted) = (0, 0, 0);
+        for (i, input) in &plan {
+            let rows = &mut self.logits[row * vocab..(row + input.rows()) * vocab];
+            row += input.rows();
             let seq = &mut self.running[*i];
-            match input {
+            let drafts = match input {
                 Input::Prompt(_, end) => {
                     seq.prefilled = *end;
                     if seq.in_prefill() {
                         continue;
                     }
+                    0
                 }
-                Input::Token([token]) => {
-                    seq.input.push(*token);
+                Input::Decode { drafts } => *drafts,
+            };
+            // Row j holds the logits after the j-th token fed: sample them in order, for as
+            // long as each sampled token is the draft's next one (see `speculate`).
+            let mut ended = false;
+            let mut right = 0;
+            for (j, logits) in rows.chunks_exact_mut(vocab).enumerate() {
+                if let Input::Decode { .. } = input {
+                    seq.input.push(seq.feed[j]);
                     seq.prefilled = seq.input.len();
                 }
-            }
-            let end_tokens = &self.end_tokens;
-            let outcome = catch_unwind(AssertUnwindSafe(|| advance(seq, logits, end_tokens)));
-            match outcome {
-                Ok(Outcome::Continue) => {}
-                Ok(Outcome::Finished) => finished.push(*i),
-                Err(payload) => {
-                    let message = format!("generation failed (panic: {})", panic_text(&*payload));
-                    tracing::error!(seq = seq.id, %message, "sequence failed");
-                    seq.fail(message, ErrorKind::Server);
-                    finished.push(*i);
+                let end_tokens = &self.end_tokens;
+                let outcome = catch_unwind(AssertUnwindSafe(|| advance(seq, logits, end_tokens)));
+                match outcome {
+                    Ok(Outcome::Continue) => {}
+                    Ok(Outcome::Finished) => ended = true,
+                    Err(payload) => {
+                        let message =
+                            format!("generation failed (panic: {})", panic_text(&*payload));
+                        tracing::error!(seq = seq.id, %message, "sequence failed");
+                        seq.fail(message, ErrorKind::Server);
+                        ended = true;
+                    }
                 }
+                if ended || j == drafts || seq.next_input != seq.feed.get(j + 1).copied() {
+                    break;
+                }
+                right += 1;
             }
+            if ended {
+                finished.push(*i);
+            } else if drafts > 0 {
+                if right < drafts {
+                    self.model.truncate(seq.id, seq.prefilled);
+                }
+                let max = self.shared.config.speculation.max_draft;
+                seq.draft.record(drafts, right, max);
+            }
+            drafted += drafts;
+            accepted += right;
+        }
+        if drafted > 0 {
+            self.shared
+                .notify(EngineEvent::Drafted { drafted, accepted });
         }
         finished.sort_unstable();
         for &i in finished.iter().rev() {

@@ -231,14 +231,39 @@ impl KvPool {
     /// the same prefix is swapped for the indexed one, whose keys and values are the same (the
     /// forward pass gives a position the same numbers whatever batch it ran in), so that
     /// requests computed side by side end up sharing memory.
-    pub fn commit(&mut self, table: &mut BlockTable, tokens: &[u32]) {
+    ///
+    /// The last `tentative` of `tokens` are guesses (a speculative draft) that a later
+    /// [`Self::truncate`] may take back: a block holding any of them is not indexed yet, so that
+    /// no other sequence can share memory that is about to be overwritten. It is indexed by the
+    /// next commit or truncation that confirms it.
+    pub fn commit(&mut self, table: &mut BlockTable, tokens: &[u32], tentative: usize) {
         table.tokens.extend_from_slice(tokens);
         debug_assert!(table.tokens.len() <= table.blocks.len() * self.block_tokens);
+        debug_assert!(tentative <= tokens.len());
+        self.index_full(table, table.tokens.len() - tentative);
+    }
+
+    /// Takes back every position of `table` from `len` on (rejected draft tokens): their keys
+    /// and values are overwritten by the next commit. The blocks stay held, reserved for it.
+    /// Positions before `len` are confirmed, and the blocks they fill are indexed. Positions in
+    /// indexed blocks are never taken back (they were committed as confirmed).
+    pub fn truncate(&mut self, table: &mut BlockTable, len: usize) {
+        assert!(
+            len >= table.indexed * self.block_tokens,
+            "truncating to {len} would cut into {} shared positions",
+            table.indexed * self.block_tokens
+        );
+        table.tokens.truncate(len);
+        self.index_full(table, len);
+    }
+
+    /// Indexes the full blocks of `table` that lie within its first `confirmed` positions.
+    fn index_full(&mut self, table: &mut BlockTable, confirmed: usize) {
         if !self.caching {
             return;
         }
         let bt = self.block_tokens;
-        let full = table.tokens.len() / bt;
+        let full = confirmed / bt;
         while table.indexed < full {
             let i = table.indexed;
             let parent = match i {
@@ -339,7 +364,7 @@ mod tests {
         let mut table = BlockTable::default();
         let cached = pool.attach(&mut table, prompt);
         pool.reserve(&mut table, prompt.len()).unwrap();
-        pool.commit(&mut table, &prompt[cached..]);
+        pool.commit(&mut table, &prompt[cached..], 0);
         (table, cached)
     }
 
@@ -397,7 +422,7 @@ mod tests {
         // Decode two tokens: block 1 fills and is found by the next prompt.
         let more = tokens(8, 3);
         pool.reserve(&mut ta, 8).unwrap();
-        pool.commit(&mut ta, &more[6..]);
+        pool.commit(&mut ta, &more[6..], 0);
         assert_eq!(pool.cached_prefix(&tokens(20, 3)), 8);
         let (tb, cached) = run(&mut pool, &tokens(20, 3));
         assert_eq!(cached, 8);
@@ -417,8 +442,8 @@ mod tests {
             pool.reserve(t, a.len()).unwrap();
         }
         assert_eq!(pool.usage().held, 6);
-        pool.commit(&mut t1, &a);
-        pool.commit(&mut t2, &a);
+        pool.commit(&mut t1, &a, 0);
+        pool.commit(&mut t2, &a, 0);
         assert_eq!(t1.blocks()[..2], t2.blocks()[..2]);
         assert_ne!(
             t1.blocks()[2],
@@ -437,7 +462,7 @@ mod tests {
             assert_eq!(pool.attach(t, &a), 0);
             pool.reserve(t, a.len()).unwrap();
         }
-        pool.commit(&mut first, &a[..8]);
+        pool.commit(&mut first, &a[..8], 0);
         // The second has computed nothing: it re-attaches to the first's two blocks and gives
         // back the two it had reserved for them.
         assert_eq!(pool.attach(&mut second, &a), 8);
@@ -445,9 +470,50 @@ mod tests {
         assert_eq!(second.blocks().len(), 4);
         assert_eq!(pool.usage().held, 4 + 2);
         // Once it computed a token of its own, attaching changes nothing.
-        pool.commit(&mut second, &a[8..9]);
-        pool.commit(&mut first, &a[8..]);
+        pool.commit(&mut second, &a[8..9], 0);
+        pool.commit(&mut first, &a[8..], 0);
         assert_eq!(pool.attach(&mut second, &a), 9);
+    }
+
+    #[test]
+    fn draft_tokens_are_shared_only_once_confirmed_and_a_truncation_takes_them_back() {
+        let mut pool = KvPool::new(16, 4, true);
+        let a = tokens(6, 4);
+        let (mut ta, _) = run(&mut pool, &a);
+        // One confirmed token and three drafts fill block 1 (positions 4..8) and spill over.
+        let drafted = [a.clone(), vec![100, 101, 102, 103]].concat();
+        pool.reserve(&mut ta, drafted.len()).unwrap();
+        pool.commit(&mut ta, &drafted[6..], 3);
+        assert_eq!(ta.len(), 10);
+        assert_eq!(
+            pool.cached_prefix(&tokens(20, 4)),
+            4,
+            "a block holding drafts is not shared"
+        );
+        // The first draft is accepted, the rest rejected: block 1 is now confirmed and shared.
+        pool.truncate(&mut ta, 8);
+        assert_eq!(ta.len(), 8);
+        let mut follow = drafted[..8].to_vec();
+        follow.extend([7, 7, 7]);
+        assert_eq!(pool.cached_prefix(&follow), 8);
+        // The rejected positions are written again by the next commit.
+        pool.commit(&mut ta, &[55], 0);
+        assert_eq!(ta.len(), 9);
+        assert_eq!(
+            ta.blocks().len(),
+            3,
+            "the blocks reserved for drafts stay held"
+        );
+        pool.release(ta);
+        assert_eq!(pool.usage().cached, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "shared positions")]
+    fn a_truncation_never_cuts_into_a_shared_block() {
+        let mut pool = KvPool::new(16, 4, true);
+        let (mut ta, _) = run(&mut pool, &tokens(9, 1));
+        pool.truncate(&mut ta, 7);
     }
 
     #[test]

@@ -33,11 +33,33 @@ pub use kv_pool::PoolUsage;
 
 pub type SeqId = u64;
 
-/// New tokens to append to one sequence: a prompt chunk (prefill) or one sampled token (decode).
+/// New tokens to append to one sequence: a prompt chunk (prefill), one sampled token (decode),
+/// or a sampled token followed by a speculative draft of the tokens after it.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchItem<'a> {
     pub seq: SeqId,
     pub tokens: &'a [u32],
+    /// How many of the last `tokens` are a draft to verify (less than `tokens.len()`; 0 for
+    /// prefill and plain decode): the item gets logits rows for its last `drafts + 1` tokens,
+    /// and the draft's positions stay out of the prefix cache until a later step or
+    /// [`BatchModel::truncate`] confirms them.
+    pub drafts: usize,
+}
+
+impl<'a> BatchItem<'a> {
+    /// An item without a draft.
+    pub fn new(seq: SeqId, tokens: &'a [u32]) -> Self {
+        Self {
+            seq,
+            tokens,
+            drafts: 0,
+        }
+    }
+
+    /// Logits rows the item gets.
+    pub fn rows(&self) -> usize {
+        self.drafts + 1
+    }
 }
 
 /// A model the engine can drive: it owns its weights and the KV cache of every sequence.
@@ -52,8 +74,9 @@ pub trait BatchModel: Send {
     fn max_context(&self) -> usize;
     /// ONE forward pass for every item together. Appends each item's tokens to that sequence's
     /// cache (creating the cache on first sight of a SeqId) and writes the logits of each item's
-    /// LAST token into row i of `logits` (resized to batch.len() * vocab_size). Items may have
-    /// different lengths.
+    /// last [`BatchItem::rows`] tokens into `logits`, items in order, so that an item without a
+    /// draft has one row (resized to the rows in all times vocab_size). Items may have
+    /// different lengths. A row's logits are the same whatever else the batch holds.
     ///
     /// On error no sequence's cache changes.
     fn forward(&mut self, batch: &[BatchItem<'_>], logits: &mut Vec<f32>)
@@ -75,6 +98,16 @@ pub trait BatchModel: Send {
     fn reserve(&mut self, seq: SeqId, tokens: usize) -> bool {
         let _ = (seq, tokens);
         true
+    }
+    /// Whether `forward` takes drafts ([`BatchItem::drafts`]) and [`Self::truncate`] takes
+    /// rejected ones back: the engine speculates only on such a model.
+    fn takes_drafts(&self) -> bool {
+        false
+    }
+    /// Forgets the positions of `seq` from `len` on (draft tokens that were rejected); `len` is
+    /// at least what the sequence held before the step that fed the draft.
+    fn truncate(&mut self, seq: SeqId, len: usize) {
+        let _ = (seq, len);
     }
     /// How full the KV pool is; None for a model without one.
     fn kv_usage(&self) -> Option<PoolUsage> {
@@ -370,6 +403,14 @@ fn validate_batch(
             return Err(ModelError::InvalidBatch(format!(
                 "sequence {} has no tokens",
                 item.seq
+            )));
+        }
+        if item.drafts >= item.tokens.len() {
+            return Err(ModelError::InvalidBatch(format!(
+                "sequence {} has a draft of {} tokens in {}",
+                item.seq,
+                item.drafts,
+                item.tokens.len()
             )));
         }
         if batch[..i].iter().any(|other| other.seq == item.seq) {

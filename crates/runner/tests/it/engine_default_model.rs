@@ -102,13 +102,7 @@ fn reference_greedy(
     let mut input = prompt.to_vec();
     for _ in 0..steps {
         model
-            .forward(
-                &[BatchItem {
-                    seq: 0,
-                    tokens: &input,
-                }],
-                &mut logits,
-            )
+            .forward(&[BatchItem::new(0, &input)], &mut logits)
             .unwrap();
         let row = &logits[..vocab];
         let best = (0..vocab).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32;

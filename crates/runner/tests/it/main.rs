@@ -8,6 +8,7 @@ mod constraint_walk;
 mod engine_budget;
 mod engine_default_model;
 mod engine_prefix_cache;
+mod engine_speculation;
 mod loader_resolve;
 mod model_bench;
 mod model_gemma3;

@@ -43,13 +43,7 @@ fn prefill(model: &mut dyn BatchModel, len: usize, chunk: usize) -> f64 {
     let t0 = Instant::now();
     for piece in prompt.chunks(chunk) {
         model
-            .forward(
-                &[BatchItem {
-                    seq: 99,
-                    tokens: piece,
-                }],
-                &mut logits,
-            )
+            .forward(&[BatchItem::new(99, piece)], &mut logits)
             .unwrap();
     }
     let rate = len as f64 / t0.elapsed().as_secs_f64();
@@ -65,10 +59,7 @@ fn argmax(row: &[f32]) -> u32 {
 fn decode_items(next: &[[u32; 1]]) -> Vec<BatchItem<'_>> {
     next.iter()
         .enumerate()
-        .map(|(i, t)| BatchItem {
-            seq: i as u64,
-            tokens: t,
-        })
+        .map(|(i, t)| BatchItem::new(i as u64, t))
         .collect()
 }
 
@@ -87,10 +78,7 @@ fn run(model: &mut dyn BatchModel, batch: usize) -> (f64, f64) {
     let items: Vec<BatchItem> = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| BatchItem {
-            seq: i as u64,
-            tokens: p,
-        })
+        .map(|(i, p)| BatchItem::new(i as u64, p))
         .collect();
     let t0 = Instant::now();
     model.forward(&items, &mut logits).unwrap();
@@ -156,10 +144,7 @@ fn decode_step_ms(model: &mut dyn BatchModel, batch: usize, context: usize) -> f
             let prompt: Vec<u32> = (0..context)
                 .map(|t| ((t * 131 + seq * 977 + 7) % (vocab - 1)) as u32)
                 .collect();
-            let item = BatchItem {
-                seq: seq as u64,
-                tokens: &prompt,
-            };
+            let item = BatchItem::new(seq as u64, &prompt);
             model.forward(&[item], &mut logits).unwrap();
         }
         let next: Vec<[u32; 1]> = (0..batch).map(|s| [(s * 31 + 5) as u32]).collect();

@@ -63,15 +63,12 @@ fn gemma3_greedy_tokens_match_llama_cpp() {
             .collect();
         let mut batch: Vec<BatchItem> = live
             .iter()
-            .map(|&i| BatchItem {
-                seq: i as u64,
-                tokens: &free[i],
-            })
+            .map(|&i| BatchItem::new(i as u64, &free[i]))
             .collect();
-        batch.extend(live.iter().map(|&i| BatchItem {
-            seq: 100 + i as u64,
-            tokens: &forced[i],
-        }));
+        batch.extend(
+            live.iter()
+                .map(|&i| BatchItem::new(100 + i as u64, &forced[i])),
+        );
         model.forward(&batch, &mut logits).unwrap();
         let n = live.len();
         for (row, &i) in live.iter().enumerate() {

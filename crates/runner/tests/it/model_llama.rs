@@ -154,10 +154,7 @@ fn batch_of_three_matches_candle_quantized_llama() {
     let batch: Vec<BatchItem> = prompts
         .iter()
         .enumerate()
-        .map(|(i, p)| BatchItem {
-            seq: i as u64 + 10,
-            tokens: p,
-        })
+        .map(|(i, p)| BatchItem::new(i as u64 + 10, p))
         .collect();
     ours.forward(&batch, &mut logits).unwrap();
     assert_eq!(logits.len(), 3 * vocab);
@@ -182,10 +179,7 @@ fn batch_of_three_matches_candle_quantized_llama() {
         let batch: Vec<BatchItem> = toks
             .iter()
             .enumerate()
-            .map(|(i, t)| BatchItem {
-                seq: i as u64 + 10,
-                tokens: t,
-            })
+            .map(|(i, t)| BatchItem::new(i as u64 + 10, t))
             .collect();
         ours.forward(&batch, &mut logits).unwrap();
         for i in 0..3 {
@@ -226,10 +220,7 @@ fn greedy(
             let batch: Vec<BatchItem> = group
                 .iter()
                 .zip(&inputs)
-                .map(|(&i, t)| BatchItem {
-                    seq: 100 + i as u64,
-                    tokens: t,
-                })
+                .map(|(&i, t)| BatchItem::new(100 + i as u64, t))
                 .collect();
             model.forward(&batch, &mut logits).unwrap();
             for (row, &i) in group.iter().enumerate() {
@@ -283,28 +274,13 @@ fn chunked_prefill_mixed_with_decode_matches_candle_fed_the_same_chunks() {
 
     // Sequence 2 decodes while sequence 3 prefills its prompt in three chunks.
     model
-        .forward(
-            &[BatchItem {
-                seq: 2,
-                tokens: other,
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(2, other)], &mut logits)
         .unwrap();
     let mut tok = [argmax(&logits)];
     let cuts = [0, 7, 20, prompt.len()];
     for w in cuts.windows(2) {
         let chunk = &prompt[w[0]..w[1]];
-        let batch = [
-            BatchItem {
-                seq: 2,
-                tokens: &tok,
-            },
-            BatchItem {
-                seq: 3,
-                tokens: chunk,
-            },
-        ];
+        let batch = [BatchItem::new(2, &tok), BatchItem::new(3, chunk)];
         model.forward(&batch, &mut logits).unwrap();
         tok = [argmax(&logits[..vocab])];
         let want = reference_logits(&mut reference, chunk, w[0]);
@@ -349,10 +325,7 @@ fn greedy_tokens_match_llama_cpp() {
             .collect();
         let batch: Vec<BatchItem> = live
             .iter()
-            .map(|&i| BatchItem {
-                seq: 500 + i as u64,
-                tokens: &inputs[i],
-            })
+            .map(|&i| BatchItem::new(500 + i as u64, &inputs[i]))
             .collect();
         model.forward(&batch, &mut logits).unwrap();
         for (row, &i) in live.iter().enumerate() {
@@ -390,23 +363,11 @@ fn release_frees_the_cache_and_a_reused_id_starts_fresh() {
     let mut model = load();
     let mut logits = Vec::new();
     model
-        .forward(
-            &[BatchItem {
-                seq: 7,
-                tokens: &g[0].prompt_ids,
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(7, &g[0].prompt_ids)], &mut logits)
         .unwrap();
     let first = logits.clone();
     model
-        .forward(
-            &[BatchItem {
-                seq: 8,
-                tokens: &g[1].prompt_ids,
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(8, &g[1].prompt_ids)], &mut logits)
         .unwrap();
     assert_eq!(model.live_sequences(), 2);
     model.release(7);
@@ -415,13 +376,7 @@ fn release_frees_the_cache_and_a_reused_id_starts_fresh() {
     assert_eq!(model.live_sequences(), 1);
     assert_eq!(model.cached_len(7), 0);
     model
-        .forward(
-            &[BatchItem {
-                seq: 7,
-                tokens: &g[0].prompt_ids,
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(7, &g[0].prompt_ids)], &mut logits)
         .unwrap();
     assert!(
         rel_diff(&logits, &first) < 1e-5,
@@ -437,28 +392,13 @@ fn bad_batches_are_errors_and_change_nothing() {
     assert_eq!(max, 8192);
     let mut logits = Vec::new();
     model
-        .forward(
-            &[BatchItem {
-                seq: 1,
-                tokens: &[1, 2, 3],
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(1, &[1, 2, 3])], &mut logits)
         .unwrap();
 
     let too_long = vec![1u32; max - 2];
     let err = model
         .forward(
-            &[
-                BatchItem {
-                    seq: 2,
-                    tokens: &[5],
-                },
-                BatchItem {
-                    seq: 1,
-                    tokens: &too_long,
-                },
-            ],
+            &[BatchItem::new(2, &[5]), BatchItem::new(1, &too_long)],
             &mut logits,
         )
         .unwrap_err();
@@ -468,36 +408,18 @@ fn bad_batches_are_errors_and_change_nothing() {
     );
     let err = model
         .forward(
-            &[BatchItem {
-                seq: 1,
-                tokens: &[model.vocab_size() as u32],
-            }],
+            &[BatchItem::new(1, &[model.vocab_size() as u32])],
             &mut logits,
         )
         .unwrap_err();
     assert!(matches!(err, ModelError::TokenOutOfRange { .. }), "{err}");
     let err = model
-        .forward(
-            &[BatchItem {
-                seq: 1,
-                tokens: &[],
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(1, &[])], &mut logits)
         .unwrap_err();
     assert!(matches!(err, ModelError::InvalidBatch(_)), "{err}");
     let err = model
         .forward(
-            &[
-                BatchItem {
-                    seq: 1,
-                    tokens: &[4],
-                },
-                BatchItem {
-                    seq: 1,
-                    tokens: &[4],
-                },
-            ],
+            &[BatchItem::new(1, &[4]), BatchItem::new(1, &[4])],
             &mut logits,
         )
         .unwrap_err();
@@ -529,24 +451,12 @@ fn a_long_prompt_in_one_step_matches_it_in_slices() {
     let prompt: Vec<u32> = (0..1200).map(|t| ((t * 131 + 7) % 49_000) as u32).collect();
     let mut whole = Vec::new();
     model
-        .forward(
-            &[BatchItem {
-                seq: 1,
-                tokens: &prompt,
-            }],
-            &mut whole,
-        )
+        .forward(&[BatchItem::new(1, &prompt)], &mut whole)
         .unwrap();
     let mut sliced = Vec::new();
     for piece in prompt.chunks(256) {
         model
-            .forward(
-                &[BatchItem {
-                    seq: 2,
-                    tokens: piece,
-                }],
-                &mut sliced,
-            )
+            .forward(&[BatchItem::new(2, piece)], &mut sliced)
             .unwrap();
     }
     assert_eq!(model.cached_len(1), prompt.len());

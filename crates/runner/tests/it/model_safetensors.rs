@@ -169,10 +169,7 @@ fn compare_with_candle(tied: bool) {
         let batch: Vec<BatchItem> = inputs
             .iter()
             .enumerate()
-            .map(|(i, t)| BatchItem {
-                seq: i as u64,
-                tokens: t,
-            })
+            .map(|(i, t)| BatchItem::new(i as u64, t))
             .collect();
         ours.forward(&batch, &mut logits).unwrap();
         for i in 0..2 {
@@ -217,41 +214,17 @@ fn a_sequence_past_max_context_is_an_error_and_keeps_its_cache() {
     let mut logits = Vec::new();
     let prompt: Vec<u32> = (0..MAX_POS as u32 - 2).map(|t| t % VOCAB as u32).collect();
     model
-        .forward(
-            &[BatchItem {
-                seq: 9,
-                tokens: &prompt,
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(9, &prompt)], &mut logits)
         .unwrap();
     model
-        .forward(
-            &[BatchItem {
-                seq: 9,
-                tokens: &[1],
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(9, &[1])], &mut logits)
         .unwrap();
     model
-        .forward(
-            &[BatchItem {
-                seq: 9,
-                tokens: &[2],
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(9, &[2])], &mut logits)
         .unwrap();
     let before = logits.clone();
     let err = model
-        .forward(
-            &[BatchItem {
-                seq: 9,
-                tokens: &[3],
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(9, &[3])], &mut logits)
         .unwrap_err();
     assert!(
         matches!(err, ModelError::ContextOverflow { seq: 9, needed, max } if needed == MAX_POS + 1 && max == MAX_POS),
@@ -262,13 +235,7 @@ fn a_sequence_past_max_context_is_an_error_and_keeps_its_cache() {
     let mut full = prompt.clone();
     full.extend([1, 2]);
     model
-        .forward(
-            &[BatchItem {
-                seq: 9,
-                tokens: &full,
-            }],
-            &mut logits,
-        )
+        .forward(&[BatchItem::new(9, &full)], &mut logits)
         .unwrap();
     assert!(rel_diff(&logits, &before) < 1e-4);
 }

@@ -111,10 +111,7 @@ fn run(
             let live: Vec<usize> = (0..plans.len()).filter(|&i| s < plans[i].len()).collect();
             let batch: Vec<BatchItem> = live
                 .iter()
-                .map(|&i| BatchItem {
-                    seq: seq0 + i as u64,
-                    tokens: &plans[i][s].0,
-                })
+                .map(|&i| BatchItem::new(seq0 + i as u64, &plans[i][s].0))
                 .collect();
             model.forward(&batch, &mut logits).unwrap();
             for (b, &i) in live.iter().enumerate() {
@@ -126,10 +123,7 @@ fn run(
     } else {
         for (i, plan) in plans.iter().enumerate() {
             for (tokens, row) in plan {
-                let item = BatchItem {
-                    seq: seq0 + i as u64,
-                    tokens,
-                };
+                let item = BatchItem::new(seq0 + i as u64, tokens);
                 model.forward(&[item], &mut logits).unwrap();
                 if let Some(row) = row {
                     check(i, *row, &logits, &mut rows);

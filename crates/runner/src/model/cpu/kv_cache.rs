@@ -92,6 +92,8 @@ pub(super) struct ItemSpan {
     pub offset: usize,
     pub len: usize,
     pub start: usize,
+    /// The last `drafts` tokens are a draft (see `BatchItem::drafts`).
+    pub drafts: usize,
 }
 
 /// What one step runs: every item's span, the flattened token ids and their positions.
@@ -105,9 +107,17 @@ pub(super) struct StepPlan {
 }
 
 impl StepPlan {
-    /// Row of each item's last token in the flattened batch.
-    pub fn last_rows(&self) -> impl Iterator<Item = usize> + '_ {
-        self.spans.iter().map(|s| s.offset + s.len - 1)
+    /// Rows of the flattened batch that get logits: each item's last token, and the draft's
+    /// tokens with the one before them.
+    pub fn logit_rows(&self) -> impl Iterator<Item = usize> + '_ {
+        self.spans
+            .iter()
+            .flat_map(|s| s.offset + s.len - 1 - s.drafts..s.offset + s.len)
+    }
+
+    /// How many rows [`Self::logit_rows`] gives.
+    pub fn logit_row_count(&self) -> usize {
+        self.spans.iter().map(|s| s.drafts + 1).sum()
     }
 
     /// One past the largest position of the step.
@@ -234,6 +244,7 @@ impl SeqCaches {
                 offset: plan.ids.len(),
                 len: item.tokens.len(),
                 start,
+                drafts: item.drafts,
             });
             plan.ids.extend_from_slice(item.tokens);
             plan.positions.extend(start..start + item.tokens.len());
@@ -278,12 +289,20 @@ impl SeqCaches {
         if ok {
             for span in &plan.spans {
                 let tokens = &plan.ids[span.offset..span.offset + span.len];
-                self.pool.commit(&mut self.seqs[span.slot].table, tokens);
+                let table = &mut self.seqs[span.slot].table;
+                self.pool.commit(table, tokens, span.drafts);
             }
         } else {
             for &seq in &plan.created {
                 self.release(seq);
             }
+        }
+    }
+
+    /// See `BatchModel::truncate`.
+    pub fn truncate(&mut self, seq: SeqId, len: usize) {
+        if let Some(&slot) = self.slots.get(&seq) {
+            self.pool.truncate(&mut self.seqs[slot].table, len);
         }
     }
 

@@ -347,9 +347,9 @@ impl Transformer {
             add(x, proj);
         }
 
-        let b = plan.spans.len();
+        let b = plan.logit_row_count();
         let last = grow(&mut bufs.last, b * hidden);
-        for (dst, row) in last.chunks_exact_mut(hidden).zip(plan.last_rows()) {
+        for (dst, row) in last.chunks_exact_mut(hidden).zip(plan.logit_rows()) {
             ops::norm(
                 a.norm,
                 &x[row * hidden..(row + 1) * hidden],
@@ -619,6 +619,14 @@ impl BatchModel for Transformer {
 
     fn reserve(&mut self, seq: SeqId, tokens: usize) -> bool {
         self.caches.reserve(seq, tokens)
+    }
+
+    fn takes_drafts(&self) -> bool {
+        true
+    }
+
+    fn truncate(&mut self, seq: SeqId, len: usize) {
+        self.caches.truncate(seq, len);
     }
 
     fn kv_usage(&self) -> Option<PoolUsage> {
