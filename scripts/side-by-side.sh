@@ -12,6 +12,9 @@
 #   LONG_ROUNDS   requests in the long-prompt run [3] ROUNDS       batches per sweep level [1]
 #   THREADS       compute threads of both servers [2] SLOTS        concurrent sequences of both [16]
 #   CTX           llama-server's total context (-c) [8192]
+#   SPEC_SETS     prompt sets for speculative decoding, one stream at a time, comma-separated,
+#                 "" to skip [rewrite,quote]: llama-server, cohost, and cohost --draft-tokens
+#   DRAFT_TOKENS  cohost's --draft-tokens in that run [8]   SPEC_ROUNDS requests per set [3]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +29,10 @@ ROUNDS=${ROUNDS:-1}
 THREADS=${THREADS:-2}
 SLOTS=${SLOTS:-16}
 CTX=${CTX:-8192}
+SPEC_SETS=${SPEC_SETS-rewrite,quote}
+DRAFT_TOKENS=${DRAFT_TOKENS:-8}
+SPEC_ROUNDS=${SPEC_ROUNDS:-3}
+IFS=, read -r -a spec_sets <<<"$SPEC_SETS"
 
 [[ -f $MODEL ]] || { echo "no model at $MODEL" >&2; exit 1; }
 [[ -x $LLAMA_SERVER ]] || { echo "no llama-server at $LLAMA_SERVER (set LLAMA_SERVER)" >&2; exit 1; }
@@ -58,6 +65,9 @@ port=$(free_port)
     >"$OUT/llama-server.log" 2>&1 &
 SERVER_PID=$!
 bench llama-server llama "$port" llama-sweep "${sweep_flags[@]}"
+for set in "${spec_sets[@]}"; do
+    bench llama-server llama "$port" "llama-$set" --concurrency 1 --rounds "$SPEC_ROUNDS" --prompt-set "$set"
+done
 LLAMA_RSS=$(peak_rss_mb)
 stop_server
 LLAMA_LONG_RSS=-
@@ -86,7 +96,28 @@ if [[ $LONG_PROMPT -gt 0 ]]; then
     BENCH_MAX_TOKENS=16 bench cohost cohere "$port" cohost-long "${long_flags[@]}"
     COHOST_LONG_RSS=$(peak_rss_mb)
 fi
+for set in "${spec_sets[@]}"; do
+    bench cohost cohere "$port" "cohost-$set" --concurrency 1 --rounds "$SPEC_ROUNDS" --prompt-set "$set"
+done
 stop_server
+
+if [[ ${#spec_sets[@]} -gt 0 ]]; then
+    echo "== cohost --draft-tokens $DRAFT_TOKENS"
+    port=$(free_port)
+    "$COHOST_BIN" serve --model "$MODEL" --port "$port" --max-concurrent "$SLOTS" --threads "$THREADS" \
+        --draft-tokens "$DRAFT_TOKENS" >"$OUT/cohost-draft.log" 2>&1 &
+    SERVER_PID=$!
+    for set in "${spec_sets[@]}"; do
+        bench "cohost-draft-$DRAFT_TOKENS" cohere "$port" "draft-$set" --concurrency 1 --rounds "$SPEC_ROUNDS" --prompt-set "$set"
+    done
+    # What the drafts came to, over every set.
+    curl -s "http://127.0.0.1:$port/metrics" | grep '^cohost_draft' >"$OUT/draft-metrics.txt" || true
+    stop_server
+    for set in "${spec_sets[@]}"; do
+        "$COHOST_BIN" bench --compare "$OUT/llama-$set.json" --compare "$OUT/cohost-$set.json" \
+            --compare "$OUT/draft-$set.json" --markdown "$OUT/spec-$set.md" >/dev/null
+    done
+fi
 
 "$COHOST_BIN" bench --compare "$OUT/llama-sweep.json" --compare "$OUT/cohost-sweep.json" \
     --markdown "$OUT/sweep.md" --svg "$OUT/sweep.svg" >/dev/null
@@ -111,6 +142,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
         echo "## ~$LONG_PROMPT-token prompt, one request at a time (TTFT = prefill)"
         echo
         cat "$OUT/long.md"
+    fi
+    for set in "${spec_sets[@]}"; do
+        echo
+        echo "## Prompt set $set, one stream ($SPEC_ROUNDS requests; cohost with and without --draft-tokens $DRAFT_TOKENS)"
+        echo
+        cat "$OUT/spec-$set.md"
+    done
+    if [[ -s $OUT/draft-metrics.txt ]]; then
+        echo
+        echo "Drafts over the --draft-tokens run:"
+        echo
+        sed 's/^/    /' "$OUT/draft-metrics.txt"
     fi
     echo
     echo "## Peak RSS (VmHWM, MB)"

@@ -114,6 +114,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub turns: Option<usize>,
 
+    /// throughput: what the prompts ask for: `chat` (short questions, or notes to summarise
+    /// with --prompt-tokens), `rewrite` (copy a passage out, lightly edited) or `quote` (answer a
+    /// question about a passage by quoting it): the last two measure speculative decoding.
+    #[arg(long, value_enum)]
+    pub prompt_set: Option<crate::prompt::PromptSet>,
+
     /// With --api llama: render the chat with the server's template, or send the text raw
     /// (throughput only: the other workloads send histories, which need the template).
     #[arg(long, value_enum, default_value = "template")]
@@ -278,6 +284,19 @@ impl BenchArgs {
                 workload: workload.name(),
             });
         }
+        let prompt_set = only_for(
+            self.prompt_set,
+            "prompt-set",
+            workload == Workload::Throughput,
+            workload,
+        )?
+        .unwrap_or_default();
+        if prompt_set != crate::prompt::PromptSet::Chat && self.prompt_tokens.is_some() {
+            return Err(BenchError::NotForWorkload {
+                flag: "prompt-tokens",
+                workload: "throughput --prompt-set rewrite|quote",
+            });
+        }
         if self.prompt_tokens == Some(0) {
             return Err(BenchError::Zero {
                 flag: "prompt-tokens",
@@ -298,6 +317,7 @@ impl BenchArgs {
                 rounds: at_least_one(rounds.unwrap_or(1), "rounds")?,
                 prompt_tokens: self.prompt_tokens,
                 llama_prompt: self.llama_prompt,
+                prompt_set,
             }),
             Workload::MultiTurn | Workload::RoundRobin => {
                 let round_robin = workload == Workload::RoundRobin;

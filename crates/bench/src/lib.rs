@@ -55,9 +55,9 @@ pub async fn run(
     let tag = prompt::run_tag();
     // Warm-up prompts are the throughput workload's (of its size, for that workload), distinct
     // from every measured one.
-    let (warmup_tokens, llama_prompt) = match &config.plan {
-        Plan::Throughput(plan) => (plan.prompt_tokens, plan.llama_prompt),
-        _ => (None, LlamaPrompt::Template),
+    let (warmup_tokens, llama_prompt, set) = match &config.plan {
+        Plan::Throughput(plan) => (plan.prompt_tokens, plan.llama_prompt, plan.prompt_set),
+        _ => (None, LlamaPrompt::Template, prompt::PromptSet::Chat),
     };
     for i in 0..config.warmup {
         let prompt = throughput::Prompt {
@@ -65,6 +65,7 @@ pub async fn run(
             index: i,
             tokens: warmup_tokens,
             llama: llama_prompt,
+            set,
         };
         let body =
             throughput::request_body(&target, model.as_deref(), &prompt, config.max_tokens).await?;
@@ -78,6 +79,7 @@ pub async fn run(
         model: model.clone(),
         max_tokens: config.max_tokens,
         prompt_tokens_target: None,
+        prompt_set: prompt::PromptSet::Chat,
         rounds: 1,
         started_unix_s,
         levels: Vec::new(),
@@ -89,6 +91,7 @@ pub async fn run(
     match &config.plan {
         Plan::Throughput(plan) => {
             report.prompt_tokens_target = plan.prompt_tokens;
+            report.prompt_set = plan.prompt_set;
             report.rounds = plan.rounds;
             report.levels =
                 throughput::run(config, plan, &target, model, &tag, &mut progress).await?;

@@ -30,6 +30,112 @@ const WORDS: &[&str] = &[
     "street", "number", "world", "evening", "color", "animal", "mountain", "song", "door", "book",
 ];
 
+/// What the throughput workload's prompts ask for.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptSet {
+    /// Short chat questions (or notes to summarise, with --prompt-tokens).
+    #[default]
+    Chat,
+    /// "Rewrite this text": a passage to copy out, lightly edited (the reply repeats most of
+    /// its prompt: where speculative decoding by prompt lookup helps most).
+    Rewrite,
+    /// A RAG-style question over a passage, answered by quoting its sentences.
+    Quote,
+}
+
+impl PromptSet {
+    pub fn name(self) -> &'static str {
+        match self {
+            PromptSet::Chat => "chat",
+            PromptSet::Rewrite => "rewrite",
+            PromptSet::Quote => "quote",
+        }
+    }
+}
+
+/// Passages for the rewrite and quote prompts: plain English, so that a small model copies
+/// them faithfully.
+const PASSAGES: &[(&str, &str)] = &[
+    (
+        "The old harbour town of Wellmouth sits where the river Aln meets the sea. Its first \
+         houses were built by fishermen in the twelfth century, and the stone quay that still \
+         stands was finished in 1742 after a storm destroyed the wooden one. Today the town has \
+         about four thousand people. The market is held every Thursday in the square by the \
+         church, and the lifeboat station, opened in 1866, is the oldest on this part of the \
+         coast. In summer a ferry runs twice a day to the island of Farne, where visitors can \
+         see puffins and grey seals from April to July.",
+        "When was the stone quay finished, and why was it built?",
+    ),
+    (
+        "The city library opens at nine in the morning and closes at six in the evening on \
+         weekdays; on Saturdays it closes at one, and on Sundays it is closed. Members may \
+         borrow up to eight books for three weeks, renew them twice online, and reserve titles \
+         that are out. The reading room on the second floor is kept quiet, and the children's \
+         corner hosts stories every Wednesday afternoon. A library card is free for anyone who \
+         lives or works in the city, and a lost card costs two pounds to replace.",
+        "How many books may a member borrow, and for how long?",
+    ),
+    (
+        "To plant a young apple tree, dig a hole twice as wide as its roots and just as deep. \
+         Loosen the soil at the bottom, set the tree so that the graft stays above the ground, \
+         and fill the hole with the soil you took out, pressing it down gently. Water the tree \
+         well, then again every week during its first dry summer. A stake on the side of the \
+         prevailing wind keeps it straight for the first two years. Most apple trees need a \
+         second variety nearby to bear fruit, because their flowers must be pollinated by bees \
+         carrying pollen from another tree.",
+        "Why do most apple trees need a second variety nearby?",
+    ),
+    (
+        "The night train from the capital to the northern coast leaves at ten past eleven and \
+         arrives at half past seven the next morning. It has sleeping cars with two beds in \
+         each room, a seated coach, and a small bar that closes at midnight. Breakfast is \
+         served in the rooms an hour before arrival. Bicycles travel free in the last carriage \
+         if they are booked in advance, and dogs are allowed in the seated coach only. Tickets \
+         go on sale three months before the day of travel.",
+        "When does the train arrive, and where may dogs travel?",
+    ),
+];
+
+/// The user message of request `index` of a rewrite or quote run; `salt` makes it distinct.
+fn passage_message(set: PromptSet, salt: &str, index: usize) -> String {
+    let (passage, question) = PASSAGES[index % PASSAGES.len()];
+    match set {
+        PromptSet::Rewrite => format!(
+            "Request {salt}. Rewrite the following text with British spelling, keeping every \
+             sentence as it is otherwise:\n\n{passage}"
+        ),
+        _ => format!(
+            "Request {salt}. Here is a document:\n\n{passage}\n\n{question} Answer by quoting \
+             the sentences of the document that say so, word for word."
+        ),
+    }
+}
+
+/// The user message for request `index` of a throughput run of prompt set `set` (see
+/// [`user_message`] for the chat set).
+pub fn throughput_message(
+    set: PromptSet,
+    salt: &str,
+    index: usize,
+    prompt_tokens: Option<usize>,
+) -> String {
+    match set {
+        PromptSet::Chat => user_message(salt, index, prompt_tokens),
+        _ => passage_message(set, salt, index),
+    }
+}
+
 /// A unique tag for one run, so repeated runs against a server with a prompt cache stay distinct.
 pub fn run_tag() -> String {
     let nanos = std::time::SystemTime::now()
@@ -214,6 +320,19 @@ mod tests {
                 assert!(seen.insert(q));
             }
         }
+    }
+
+    #[test]
+    fn rewrite_and_quote_prompts_carry_a_passage_and_differ_by_salt() {
+        let a = throughput_message(PromptSet::Rewrite, "s-1", 0, None);
+        assert!(a.contains("Rewrite") && a.contains("Wellmouth"), "{a}");
+        assert_ne!(a, throughput_message(PromptSet::Rewrite, "s-2", 0, None));
+        let q = throughput_message(PromptSet::Quote, "s-1", 1, None);
+        assert!(q.contains("eight books") && q.contains("quoting"), "{q}");
+        assert_eq!(
+            throughput_message(PromptSet::Chat, "s", 2, None),
+            user_message("s", 2, None)
+        );
     }
 
     #[test]

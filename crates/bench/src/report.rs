@@ -24,6 +24,9 @@ pub struct Report {
     /// The long-prompt size asked for, if any (actual counts are in each level); for the
     /// conversation workloads the tokens each turn adds, for shared-prefix the system message's.
     pub prompt_tokens_target: Option<usize>,
+    /// The throughput workload's prompt set (reports from before it existed: chat).
+    #[serde(default)]
+    pub prompt_set: crate::prompt::PromptSet,
     pub rounds: usize,
     /// Seconds since the Unix epoch when the run started.
     pub started_unix_s: u64,
@@ -85,9 +88,10 @@ impl Report {
                 self.max_tokens
             );
         }
-        let prompt = match self.prompt_tokens_target {
-            Some(n) => format!("~{n}-token prompts"),
-            None => "short chat prompts".to_string(),
+        let prompt = match (self.prompt_set, self.prompt_tokens_target) {
+            (crate::prompt::PromptSet::Chat, Some(n)) => format!("~{n}-token prompts"),
+            (crate::prompt::PromptSet::Chat, None) => "short chat prompts".to_string(),
+            (set, _) => format!("{} prompts (a passage each)", set.name()),
         };
         format!(
             "{server}: max_tokens {}, {prompt}, {} round(s) per level",
@@ -267,6 +271,7 @@ pub(crate) mod tests {
             model: Some("m".into()),
             max_tokens: 256,
             prompt_tokens_target: None,
+            prompt_set: crate::prompt::PromptSet::Chat,
             rounds: 1,
             started_unix_s: 0,
             levels,

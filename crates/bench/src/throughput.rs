@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{ChatMessage, Target};
+use crate::prompt::PromptSet;
 use crate::stats::{LevelReport, RequestOutcome};
 use crate::{prompt, BenchConfig, BenchError, LlamaPrompt};
 
@@ -16,6 +17,8 @@ pub struct ThroughputPlan {
     /// Pad each prompt to about this many tokens; `None`: a short chat question.
     pub prompt_tokens: Option<usize>,
     pub llama_prompt: LlamaPrompt,
+    /// What the prompts ask for.
+    pub prompt_set: PromptSet,
 }
 
 /// Which of the distinct prompts one request sends.
@@ -25,6 +28,7 @@ pub struct Prompt<'a> {
     pub index: usize,
     pub tokens: Option<usize>,
     pub llama: LlamaPrompt,
+    pub set: PromptSet,
 }
 
 /// Runs the sweep; `progress` sees each level as it finishes.
@@ -49,6 +53,7 @@ pub async fn run(
                     index: i,
                     tokens: plan.prompt_tokens,
                     llama: plan.llama_prompt,
+                    set: plan.prompt_set,
                 };
                 bodies.push(request_body(target, model, &prompt, config.max_tokens).await?);
             }
@@ -85,7 +90,7 @@ pub async fn request_body(
     prompt: &Prompt<'_>,
     max_tokens: usize,
 ) -> Result<serde_json::Value, BenchError> {
-    let message = prompt::user_message(prompt.salt, prompt.index, prompt.tokens);
+    let message = prompt::throughput_message(prompt.set, prompt.salt, prompt.index, prompt.tokens);
     let text = match (target.api, prompt.llama) {
         (crate::Api::Llama, LlamaPrompt::Template) => target
             .render_template(&[ChatMessage::new("user", message)])

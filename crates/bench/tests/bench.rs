@@ -147,6 +147,7 @@ fn config(api: Api, url: String, concurrency: Vec<usize>) -> BenchConfig {
             rounds: 1,
             prompt_tokens: None,
             llama_prompt: LlamaPrompt::Template,
+            prompt_set: Default::default(),
         }),
     )
 }

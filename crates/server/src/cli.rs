@@ -155,9 +155,8 @@ pub struct ServeArgs {
     /// tokens, copied from where the sequence's last tokens occurred before in its prompt or
     /// reply, and verify them in the same forward pass. Replies are identical with or without
     /// it (greedy and seeded alike); answers that quote their documents and rewrites come
-    /// faster where a step's extra rows are cheap. 0 (the default) turns it off: on today's
-    /// CPU kernels a small step's cost grows nearly with its rows, so try 8 and measure
-    /// (`cohost_draft_accepted_tokens_total` / `cohost_draft_tokens_total` on /metrics).
+    /// faster. 0 turns it off. `cohost_draft_accepted_tokens_total` and
+    /// `cohost_draft_tokens_total` on /metrics give the acceptance.
     #[arg(long, env = "COHOST_DRAFT_TOKENS", default_value_t = runner::engine::Speculation::default().max_draft)]
     pub draft_tokens: usize,
 
