@@ -46,11 +46,10 @@ impl Default for Speculation {
     }
 }
 
-/// Writes into `out` the tokens that followed the most recent earlier occurrence of the last
+/// Appends to `out` the tokens that followed the most recent earlier occurrence of the last
 /// n tokens of `history` + `last` (n from [`MAX_NGRAM`] down to [`MIN_NGRAM`], the longest
-/// match found first), at most `max` of them; `out` is left empty when nothing matches.
+/// match found first), at most `max` of them; nothing when nothing matches.
 pub fn lookup(history: &[u32], last: u32, max: usize, out: &mut Vec<u32>) {
-    out.clear();
     if max == 0 {
         return;
     }

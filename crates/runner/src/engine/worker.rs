@@ -310,11 +310,8 @@ impl Worker {
             // Each row yields at most one token: no more rows than tokens left to generate.
             let left = seq.max_tokens.saturating_sub(seq.output_tokens + 1);
             let want = seq.draft.len().min(left).min(room);
-            let token = seq.feed[0];
-            let mut guess = std::mem::take(&mut seq.feed);
-            lookup(&seq.input, token, want, &mut guess);
-            guess.insert(0, token);
-            seq.feed = guess;
+            // `feed` holds the decode token; the draft goes after it.
+            lookup(&seq.input, seq.feed[0], want, &mut seq.feed);
             let n = seq.feed.len() - 1;
             if n == 0 || !self.model.reserve(seq.id, seq.prefilled + 1 + n) {
                 seq.feed.truncate(1);
