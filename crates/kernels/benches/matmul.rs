@@ -20,20 +20,28 @@ const SHAPES: &[(&str, QuantType, usize, usize)] = &[
     ("gemma_lm_head", QuantType::Q8_0, 262144, 640),
 ];
 
-/// The path to measure: the CPU's best unless `KERNELS_BENCH_ISA` names another
-/// (`avx512vnni`, `avx2`, `portable`).
-fn path() -> Isa {
-    let want = match std::env::var("KERNELS_BENCH_ISA").as_deref() {
-        Ok("avx512vnni") => Isa::Avx512Vnni,
-        Ok("avx2") => Isa::Avx2,
-        Ok("portable") => Isa::Portable,
-        _ => isa(),
+/// The paths to measure: the CPU's best unless `KERNELS_BENCH_ISA` lists others
+/// (`avx512vnni,avx2,portable`); several paths run interleaved, shape by shape, so that
+/// their figures come from the same minutes of a noisy machine.
+fn paths() -> Vec<Isa> {
+    let Ok(list) = std::env::var("KERNELS_BENCH_ISA") else {
+        return vec![isa()];
     };
-    assert!(
-        supported_isas().contains(&want),
-        "{want:?} not supported here"
-    );
-    want
+    list.split(',')
+        .map(|name| {
+            let want = match name {
+                "avx512vnni" => Isa::Avx512Vnni,
+                "avx2" => Isa::Avx2,
+                "portable" => Isa::Portable,
+                other => panic!("unknown KERNELS_BENCH_ISA path {other:?}"),
+            };
+            assert!(
+                supported_isas().contains(&want),
+                "{want:?} not supported here"
+            );
+            want
+        })
+        .collect()
 }
 
 /// Only the shapes whose name contains `KERNELS_BENCH_SHAPE`, if set.
@@ -41,33 +49,46 @@ fn shape_wanted(name: &str) -> bool {
     std::env::var("KERNELS_BENCH_SHAPE").map_or(true, |f| name.contains(&f))
 }
 
+/// A comma-separated list of numbers from the environment.
+fn env_list(name: &str) -> Option<Vec<usize>> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.split(',')
+            .map(|t| {
+                t.parse()
+                    .unwrap_or_else(|_| panic!("{name}: bad number {t:?}"))
+            })
+            .collect(),
+    )
+}
+
 fn bench(c: &mut Criterion) {
-    let path = path();
-    eprintln!("kernels path: {path:?}");
-    let filter_m: Option<usize> = std::env::var("KERNELS_BENCH_M")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let thread_counts: Vec<usize> = std::env::var("KERNELS_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.split(',').map(|t| t.parse().ok()).collect())
-        .unwrap_or(vec![1, 2]);
+    let paths = paths();
+    eprintln!("kernels paths: {paths:?}");
+    // `KERNELS_BENCH_M=256` measures a prefill chunk.
+    let ms = env_list("KERNELS_BENCH_M").unwrap_or(vec![1, 4, 16, 64]);
+    let thread_counts = env_list("KERNELS_BENCH_THREADS").unwrap_or(vec![1, 2]);
     for nt in thread_counts {
         let threads = Threads::new(nt);
         let mut g = c.benchmark_group(format!("matmul_t{nt}"));
         for &(name, ty, rows, cols) in SHAPES.iter().filter(|s| shape_wanted(s.0)) {
             let w = random_matrix(ty, rows, cols, 1);
-            for m in [1usize, 4, 16, 64] {
-                if filter_m.is_some_and(|f| f != m) {
-                    continue;
-                }
+            for &m in &ms {
                 let x = random_activations(m * cols, 2);
                 let mut out = vec![0f32; m * rows];
                 let mut scratch = Scratch::default();
                 // Bytes of weights streamed per call: GB/s against the memory bandwidth.
                 g.throughput(Throughput::Bytes(w.weight_bytes() as u64));
-                g.bench_with_input(BenchmarkId::new(name, format!("m{m}")), &m, |b, &m| {
-                    b.iter(|| matmul_on(path, &w, &x, m, &mut out, &mut scratch, &threads))
-                });
+                for &path in &paths {
+                    let id = if paths.len() > 1 {
+                        format!("m{m}/{}", path.name())
+                    } else {
+                        format!("m{m}")
+                    };
+                    g.bench_with_input(BenchmarkId::new(name, id), &m, |b, &m| {
+                        b.iter(|| matmul_on(path, &w, &x, m, &mut out, &mut scratch, &threads))
+                    });
+                }
             }
         }
         g.finish();
