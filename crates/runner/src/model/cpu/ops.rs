@@ -37,8 +37,14 @@ pub(super) const KEY_BLOCK: usize = 16;
 /// on the batch or the thread count, so a sequence's results do not depend on its neighbours.
 pub(super) const KEY_CHUNK: usize = 128;
 
-/// Most query rows one attention call handles (they share every key and value loaded).
-pub(super) const ATTN_ROWS: usize = 4;
+/// Most query rows one attention call handles (they share every key and value loaded): the
+/// AVX-512 kernels' register budget (8 rows x 2 vectors of values in 32 registers). Each row's
+/// arithmetic is the same whatever rows share its call, so this only sets the grouping.
+pub(super) const ATTN_ROWS: usize = 8;
+
+/// Most rows the AVX2 kernels take at once (16 registers); bigger groups are split.
+#[cfg(target_arch = "x86_64")]
+const NARROW_ROWS: usize = 4;
 
 /// Key blocks in one chunk.
 pub(super) const CHUNK_BLOCKS: usize = KEY_CHUNK / KEY_BLOCK;
@@ -305,9 +311,22 @@ pub(super) fn attend_chunk(a: &AttnRows<'_>, kv: &ChunkKv<'_>, chunk: usize, par
     }
     #[cfg(target_arch = "x86_64")]
     if simd() && a.head_dim.is_multiple_of(8) {
-        // SAFETY: AVX2, FMA and F16C were detected; j0 and j1 are multiples of KEY_BLOCK
-        // within the chunk's blocks.
-        unsafe { x86::attend_chunk(a, kv, c0, j0, j1, &mut scores, partial) };
+        // The group's key range serves every part: keys a row cannot see get zero weight, and
+        // zeros leave its sums unchanged.
+        for (r0, part) in (0..rows)
+            .step_by(NARROW_ROWS)
+            .zip(partial.chunks_mut(NARROW_ROWS * stride))
+        {
+            let r1 = (r0 + NARROW_ROWS).min(rows);
+            let sub = AttnRows {
+                q: &a.q[r0..r1],
+                visible: &a.visible[r0..r1],
+                head_dim: a.head_dim,
+            };
+            // SAFETY: AVX2, FMA and F16C were detected; j0 and j1 are multiples of KEY_BLOCK
+            // within the chunk's blocks.
+            unsafe { x86::attend_chunk(&sub, kv, c0, j0, j1, &mut scores, part) };
+        }
         return;
     }
     portable_attend_chunk(a, kv, c0, j0, j1, &mut scores, partial);
@@ -750,6 +769,9 @@ mod tests {
             (12, 2, 64),
             (64, 4, 448),
             (8, 1, 320),
+            (64, 8, 448),
+            (256, 7, 208),
+            (8, 6, 320),
         ] {
             let q = pseudo(rows * hd, 1);
             let (kh, keys) = halves(&pseudo(cap * hd, 2));

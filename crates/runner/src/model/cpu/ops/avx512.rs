@@ -29,21 +29,30 @@ pub(super) unsafe fn attend_chunk(
         1 => scores::<1>(a, kv, c0, j0, j1, s),
         2 => scores::<2>(a, kv, c0, j0, j1, s),
         3 => scores::<3>(a, kv, c0, j0, j1, s),
-        _ => scores::<4>(a, kv, c0, j0, j1, s),
+        4 => scores::<4>(a, kv, c0, j0, j1, s),
+        5 => scores::<5>(a, kv, c0, j0, j1, s),
+        6 => scores::<6>(a, kv, c0, j0, j1, s),
+        7 => scores::<7>(a, kv, c0, j0, j1, s),
+        _ => scores::<8>(a, kv, c0, j0, j1, s),
     }
     softmax_rows(a, j0, j1, s, partial);
     let nd = a.head_dim / 16;
-    match (a.q.len(), nd.is_multiple_of(4), nd.is_multiple_of(2)) {
-        (1, true, _) => weighted_values::<1, 4>(a, kv, c0, j0, j1, s, partial),
-        (1, false, true) => weighted_values::<1, 2>(a, kv, c0, j0, j1, s, partial),
-        (1, false, false) => weighted_values::<1, 1>(a, kv, c0, j0, j1, s, partial),
-        (2, _, true) => weighted_values::<2, 2>(a, kv, c0, j0, j1, s, partial),
-        (2, _, false) => weighted_values::<2, 1>(a, kv, c0, j0, j1, s, partial),
-        (3, _, true) => weighted_values::<3, 2>(a, kv, c0, j0, j1, s, partial),
-        (3, _, false) => weighted_values::<3, 1>(a, kv, c0, j0, j1, s, partial),
-        (_, _, true) => weighted_values::<4, 2>(a, kv, c0, j0, j1, s, partial),
-        (_, _, false) => weighted_values::<4, 1>(a, kv, c0, j0, j1, s, partial),
+    macro_rules! values {
+        ($($r:literal)*) => {
+            match (a.q.len(), nd.is_multiple_of(4), nd.is_multiple_of(2)) {
+                (1, true, _) => weighted_values::<1, 4>(a, kv, c0, j0, j1, s, partial),
+                (1, false, true) => weighted_values::<1, 2>(a, kv, c0, j0, j1, s, partial),
+                (1, false, false) => weighted_values::<1, 1>(a, kv, c0, j0, j1, s, partial),
+                $(
+                    ($r, _, true) => weighted_values::<$r, 2>(a, kv, c0, j0, j1, s, partial),
+                    ($r, _, false) => weighted_values::<$r, 1>(a, kv, c0, j0, j1, s, partial),
+                )*
+                (_, _, true) => weighted_values::<8, 2>(a, kv, c0, j0, j1, s, partial),
+                (_, _, false) => weighted_values::<8, 1>(a, kv, c0, j0, j1, s, partial),
+            }
+        };
     }
+    values!(2 3 4 5 6 7);
 }
 
 /// Scores of `R` query rows against keys `j0..j1`: a block's 16 keys in one vector per row.
