@@ -27,6 +27,7 @@ use crate::{QMatrix, QuantType, SharedMut};
 mod driver;
 mod wide;
 pub(crate) use driver::{matmul, Scratch};
+use wide::XWide;
 
 /// A task's reusable buffers: unpacked weight rows, Q6_K scales, 8-row tiles, 16-row tiles.
 pub(crate) type RowBufs = (Vec<WGroup>, Vec<WScales>, Vec<WTile>, Vec<wide::WTile16>);
@@ -40,6 +41,10 @@ const PREFETCH_ROWS: usize = 4;
 /// Up to this many activation rows, 32-weight formats are unpacked in registers per row
 /// instead of once into a buffer.
 pub(crate) const FUSED_MAX_M: usize = 2;
+
+/// Most activation groups (of 256 columns) the fused path lays out for 512-bit dots, on the
+/// stack (4 KiB per activation row); wider inputs take the 256-bit dots.
+const WIDE_MAX_GROUPS: usize = 16;
 
 /// Position of block b in a reduced group: the reduction yields blocks in the order
 /// [0, 2, 4, 6, 1, 3, 5, 7] (called ORDER in the docs above).
@@ -494,9 +499,18 @@ macro_rules! isa_kernels {
             /// One packed row of a 32-weight format dotted with one activation row, unpacking
             /// in registers: for decode, where a weight row meets only one or two activation
             /// rows and staging it through `WGroup` would cost more than it saves.
+            ///
+            /// Under VNNI, full groups of Q8_0, and of Q4_0 and Q4_1 when `xw` holds the
+            /// activations in the [`XWide`] layout (else it is empty), are dotted on 512-bit
+            /// vectors: fewer instructions for the same integer block sums.
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn dot_packed<const T: u8>(row: *const u8, nb: usize, a: &[AGroup]) -> f32 {
+            unsafe fn dot_packed<const T: u8>(
+                row: *const u8,
+                nb: usize,
+                a: &[AGroup],
+                xw: &[XWide],
+            ) -> f32 {
                 let ty = match T {
                     0 => QuantType::Q4_0,
                     1 => QuantType::Q4_1,
@@ -517,7 +531,16 @@ macro_rules! isa_kernels {
                     let d = load_halves(grp.add(fd), g);
                     let xq = ag.q.as_ptr() as *const __m256i;
                     let mut s = [_mm256_setzero_si256(); 4];
-                    for (p, sp) in s.iter_mut().enumerate().take(g / 2) {
+                    let wide =
+                        VNNI && g == GROUP && (T == 4 || ((T == 0 || T == 1) && !xw.is_empty()));
+                    if wide {
+                        s = if T == 4 {
+                            wide::q8_pairs(grp.add(fqs), ag)
+                        } else {
+                            wide::q4_pairs(grp.add(fqs), &xw[gi])
+                        };
+                    }
+                    for (p, sp) in s.iter_mut().enumerate().take(if wide { 0 } else { g / 2 }) {
                         let (xl, xh) = (
                             _mm256_load_si256(xq.add(2 * p)),
                             _mm256_load_si256(xq.add(2 * p + 1)),
@@ -605,6 +628,19 @@ macro_rules! isa_kernels {
                 out: SharedMut<f32>,
             ) {
                 let end = range.end;
+                // The activations in the 512-bit layout, where that path applies.
+                let mut xw = [const { std::mem::MaybeUninit::<XWide>::uninit() };
+                    WIDE_MAX_GROUPS * FUSED_MAX_M];
+                let n = if VNNI && (T == 0 || T == 1) && ngroups <= WIDE_MAX_GROUPS {
+                    for (x, ag) in xw.iter_mut().zip(&act[..m * ngroups]) {
+                        x.write(XWide::of(ag));
+                    }
+                    m * ngroups
+                } else {
+                    0
+                };
+                // SAFETY: the first n were written just above.
+                let xw = std::slice::from_raw_parts(xw.as_ptr().cast::<XWide>(), n);
                 for j in range {
                     let row = w.row(j);
                     let nb = row.len() / w.ty.block_bytes();
@@ -615,7 +651,12 @@ macro_rules! isa_kernels {
                     }
                     for i in 0..m {
                         let a = &act[i * ngroups..(i + 1) * ngroups];
-                        *out.get().add(i * w.rows + j) = dot_packed::<T>(row.as_ptr(), nb, a);
+                        let x = if xw.is_empty() {
+                            xw
+                        } else {
+                            &xw[i * ngroups..(i + 1) * ngroups]
+                        };
+                        *out.get().add(i * w.rows + j) = dot_packed::<T>(row.as_ptr(), nb, a, x);
                     }
                 }
             }

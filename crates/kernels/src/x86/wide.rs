@@ -1,5 +1,7 @@
-//! The AVX-512 VNNI tile path at full width: 16 weight rows per 512-bit vector instead of 8 per
-//! 256-bit one, for `m >= TILE_MIN_M` unsigned formats (prefill chunks, big decode batches).
+//! AVX-512 VNNI at full width: the tile path with 16 weight rows per 512-bit vector instead of 8
+//! per 256-bit one, for `m >= TILE_MIN_M` unsigned formats (prefill chunks, big decode batches),
+//! and the decode path's pair sums of Q4_0, Q4_1 and Q8_0 two at a time ([`q4_pairs`],
+//! [`q8_pairs`]).
 //!
 //! A [`WTile16`] is two 8-row [`WTile`]s side by side: every 64-byte slot holds the 8-row
 //! interleave of rows 0..8 in its low half and of rows 8..16 in its high half, and the scales
@@ -10,6 +12,59 @@
 //! broadcast feeds 16 rows).
 
 use super::*;
+
+/// One activation group laid out for the decode path's 512-bit dots (Q4_0, Q4_1): for
+/// `h` in 0..2, `lo[h]` is the low-nibble activations of pairs `2h` and `2h + 1` side by side
+/// (`[xl(2h) | xl(2h+1)]`, in [`AGroup`] terms vectors `4h` and `4h + 2`) and `hi[h]` the
+/// high-nibble ones (vectors `4h + 1` and `4h + 3`). A 64-byte load of packed quants then meets
+/// its activations without a shuffle.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(crate) struct XWide {
+    lo: [[i8; 64]; 2],
+    hi: [[i8; 64]; 2],
+}
+
+impl XWide {
+    pub(crate) fn of(a: &AGroup) -> Self {
+        let v = |i: usize| &a.q[32 * i..32 * i + 32];
+        let mut x = XWide {
+            lo: [[0; 64]; 2],
+            hi: [[0; 64]; 2],
+        };
+        for h in 0..2 {
+            x.lo[h][..32].copy_from_slice(v(4 * h));
+            x.lo[h][32..].copy_from_slice(v(4 * h + 2));
+            x.hi[h][..32].copy_from_slice(v(4 * h + 1));
+            x.hi[h][32..].copy_from_slice(v(4 * h + 3));
+        }
+        x
+    }
+}
+
+/// The four pair sums of a full Q4 group (quants at `qs`) as the 256-bit path makes them
+/// (`s[p] = dpbusd(dpbusd(0, wl, xl), wh, xh)` for pair `p`), two pairs per instruction. The
+/// sums are exact integers, so the order they are formed in cannot change a result.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI; `qs` points at 128 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn q4_pairs(qs: *const u8, x: &XWide) -> [__m256i; 4] {
+    let low = _mm512_set1_epi8(0x0f);
+    let mut s = [_mm256_setzero_si256(); 4];
+    for h in 0..2 {
+        let v = _mm512_loadu_si512(qs.add(64 * h) as *const _);
+        let wl = _mm512_and_si512(v, low);
+        let wh = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+        let xl = _mm512_load_si512(x.lo[h].as_ptr() as *const _);
+        let xh = _mm512_load_si512(x.hi[h].as_ptr() as *const _);
+        let z = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wl, xl), wh, xh);
+        s[2 * h] = _mm512_castsi512_si256(z);
+        s[2 * h + 1] = _mm512_extracti64x4_epi64(z, 1);
+    }
+    s
+}
 
 /// 16 weight rows of one group, interleaved (see the module docs).
 #[repr(C, align(64))]
@@ -25,6 +80,24 @@ const ZERO_T16: WTile16 = WTile16 {
     dw: [[0.0; 16]; 8],
     mw: [[0.0; 16]; 8],
 };
+
+/// The four pair sums of a full Q8_0 group under VNNI (quants at `qs`, sign bits to flip), as
+/// the 256-bit path makes them: one 512-bit `vpdpbusd` per pair takes both of its halves, which
+/// are then added (exact integers, as above).
+///
+/// # Safety
+/// As for [`q4_pairs`], with 256 readable bytes at `qs`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn q8_pairs(qs: *const u8, a: &AGroup) -> [__m256i; 4] {
+    let flip = _mm512_set1_epi8(-128);
+    std::array::from_fn(|p| {
+        let w = _mm512_xor_si512(_mm512_loadu_si512(qs.add(64 * p) as *const _), flip);
+        let x = _mm512_loadu_si512(a.q.as_ptr().add(64 * p) as *const _);
+        let z = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
+        _mm256_add_epi32(_mm512_castsi512_si256(z), _mm512_extracti64x4_epi64(z, 1))
+    })
+}
 
 /// Rows `j0..j0 + 16` of `w` for all `m` activation rows.
 ///

@@ -1,0 +1,71 @@
+//! One decode token's matmuls, as the model runs them: every (fused) matrix of SmolLM2-135M Q4_1 (30
+//! layers and the Q8_0 LM head, 96 MB, more than a core's caches hold) multiplied by one
+//! activation row, in layer order, on the CPU's best path. It prints the time per sweep and the
+//! weight bytes streamed per second, to set against `membw` (the decode limit) without the rest
+//! of the engine (attention, norms, sampling) in the figure.
+//!
+//! `cargo run --release -p kernels --example decode_sweep -- [threads] [sweeps] [layers]`: with
+//! fewer layers (and then no LM head) the weights stay in cache, which shows the kernels' own
+//! ceiling; 0 layers is the LM head alone.
+use std::time::Instant;
+
+use kernels::testing::{random_activations, random_matrix};
+use kernels::{isa, matmul_on, QMatrix, QuantType, Scratch, Threads};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let nt: usize = args.next().map_or(2, |a| a.parse().expect("threads"));
+    let sweeps: usize = args.next().map_or(200, |a| a.parse().expect("sweeps"));
+    let layers: u64 = args.next().map_or(30, |a| a.parse().expect("layers"));
+    // q|k|v and gate|up fused, as the model loads them.
+    let layer = [(960, 576), (576, 576), (3072, 576), (576, 1536)];
+    let mut mats: Vec<QMatrix> = Vec::new();
+    for l in 0..layers {
+        for (i, &(rows, cols)) in layer.iter().enumerate() {
+            mats.push(random_matrix(QuantType::Q4_1, rows, cols, l * 8 + i as u64));
+        }
+    }
+    if layers >= 30 || layers == 0 {
+        mats.push(random_matrix(QuantType::Q8_0, 49152, 576, 999));
+    }
+    let bytes: usize = mats.iter().map(QMatrix::weight_bytes).sum();
+    let threads = Threads::new(nt);
+    let mut scratch = Scratch::default();
+    let x = random_activations(1536, 7);
+    let mut out = vec![0f32; 49152];
+    let path = isa();
+    let mut sweep = || {
+        for w in &mats {
+            let cols = w.cols();
+            matmul_on(
+                path,
+                w,
+                &x[..cols],
+                1,
+                &mut out[..w.rows()],
+                &mut scratch,
+                &threads,
+            );
+        }
+    };
+    for _ in 0..10 {
+        sweep();
+    }
+    let mut times: Vec<f64> = (0..sweeps)
+        .map(|_| {
+            let t = Instant::now();
+            sweep();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let med = times[times.len() / 2];
+    println!(
+        "{} threads {nt}: {:.1} MB per sweep, median {:.3} ms ({:.1} GB/s), best {:.3} ms",
+        path.name(),
+        bytes as f64 / 1e6,
+        med * 1e3,
+        bytes as f64 / med / 1e9,
+        times[0] * 1e3
+    );
+}
