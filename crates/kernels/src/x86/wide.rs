@@ -9,9 +9,15 @@
 //! sums, the same fused multiply-adds into the same block-position accumulator, the same final
 //! adds), so a row's result is bit-identical to the narrow path's: batching still never changes
 //! a sequence's tokens. What halves is the instruction count per weight row (one activation
-//! broadcast feeds 16 rows).
+//! broadcast feeds 16 rows); and each weight vector loaded feeds [`ACT_ROWS`] activation rows.
 
 use super::*;
+
+/// Activation rows the tile kernel takes per pass over a weight tile, each weight vector loaded
+/// once for all of them. Measured with `examples/model_sweep` (a 256-row chunk through SmolLM2,
+/// 2 threads, interleaved runs): 4 rows 1.2-1.5x faster than 1; 2, 3, 6 and 8 in between, though
+/// 4 rows' 32 accumulators already spill some.
+const ACT_ROWS: usize = 4;
 
 /// One activation group laid out for the decode path's 512-bit dots (Q4_0, Q4_1): for
 /// `h` in 0..2, `lo[h]` is the low-nibble activations of pairs `2h` and `2h + 1` side by side
@@ -137,65 +143,88 @@ pub(super) unsafe fn rows16(
         }
     }
     let last_blocks = ((w.cols / 32).next_multiple_of(2) - 1) % GROUP + 1;
-    for i in 0..m {
-        let a = &act[i * ngroups..(i + 1) * ngroups];
-        let v = dot16(&buf.3, a, last_blocks);
-        _mm512_storeu_ps(out.get().add(i * w.rows + j0), v);
+    let a = |i: usize| &act[i * ngroups..(i + 1) * ngroups];
+    let store = |i: usize, v: __m512| _mm512_storeu_ps(out.get().add(i * w.rows + j0), v);
+    let mut i = 0;
+    while i + ACT_ROWS <= m {
+        let v = dot16::<ACT_ROWS>(&buf.3, std::array::from_fn(|r| a(i + r)), last_blocks);
+        for (r, v) in v.into_iter().enumerate() {
+            store(i + r, v);
+        }
+        i += ACT_ROWS;
+    }
+    for i in i..m {
+        store(i, dot16::<1>(&buf.3, [a(i)], last_blocks)[0]);
     }
 }
 
-/// `tile_block` of the 8-row kernel on 16 lanes.
+/// `tile_block` of the 8-row kernel on 16 lanes, for `R` activation rows at once: each weight
+/// vector is loaded once for all of them, and each row's sums are formed in exactly the order
+/// the one-row kernel uses (so `R` never changes a result).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn block16<const B: usize>(t: &WTile16, ag: &AGroup, acc: &mut [__m512; 8]) {
-    let x = ag.q.as_ptr();
+unsafe fn block16<const B: usize, const R: usize>(
+    t: &WTile16,
+    ag: [&AGroup; R],
+    acc: &mut [[__m512; 8]; R],
+) {
     let (p, second) = (B / 2, B % 2);
-    let mut isum = _mm512_setzero_si512();
+    let mut isum = [_mm512_setzero_si512(); R];
     for h in 0..2 {
         let v = 2 * p + h;
         let c0 = 4 * second;
-        let xw = x.add(32 * v + 4 * c0) as *const i32;
         for c in 0..4 {
             let wq = _mm512_load_si512(t.q[8 * v + c0 + c].as_ptr().cast());
-            isum = _mm512_dpbusd_epi32(isum, wq, _mm512_set1_epi32(xw.add(c).read_unaligned()));
+            for (sum, a) in isum.iter_mut().zip(ag) {
+                let xw = a.q.as_ptr().add(32 * v + 4 * (c0 + c)) as *const i32;
+                *sum = _mm512_dpbusd_epi32(*sum, wq, _mm512_set1_epi32(xw.read_unaligned()));
+            }
         }
     }
     let k = POS[B];
-    let scale = _mm512_mul_ps(_mm512_load_ps(t.dw[B].as_ptr()), _mm512_set1_ps(ag.dx[k]));
-    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[k]);
-    acc[k] = _mm512_fmadd_ps(
-        _mm512_load_ps(t.mw[B].as_ptr()),
-        _mm512_set1_ps(ag.sx[k]),
-        acc[k],
-    );
+    let dw = _mm512_load_ps(t.dw[B].as_ptr());
+    let mw = _mm512_load_ps(t.mw[B].as_ptr());
+    for ((acc, sum), a) in acc.iter_mut().zip(isum).zip(ag) {
+        let scale = _mm512_mul_ps(dw, _mm512_set1_ps(a.dx[k]));
+        acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[k]);
+        acc[k] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.sx[k]), acc[k]);
+    }
 }
 
-/// `dot_tile` of the 8-row kernel on 16 lanes: the 16 rows' sums for one activation row.
+/// `dot_tile` of the 8-row kernel on 16 lanes: the 16 rows' sums for each of `R` activation
+/// rows (`a[r]` holds row r's groups).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dot16(tiles: &[WTile16], a: &[AGroup], last_blocks: usize) -> __m512 {
-    let mut acc = [_mm512_setzero_ps(); 8];
+unsafe fn dot16<const R: usize>(
+    tiles: &[WTile16],
+    a: [&[AGroup]; R],
+    last_blocks: usize,
+) -> [__m512; R] {
+    let mut acc = [[_mm512_setzero_ps(); 8]; R];
     let n = tiles.len();
-    for (g, (t, ag)) in tiles.iter().zip(a).enumerate() {
+    for (g, t) in tiles.iter().enumerate() {
+        let ag: [&AGroup; R] = std::array::from_fn(|r| &a[r][g]);
         let blocks = if g + 1 == n { last_blocks } else { GROUP };
-        block16::<0>(t, ag, &mut acc);
-        block16::<1>(t, ag, &mut acc);
+        block16::<0, R>(t, ag, &mut acc);
+        block16::<1, R>(t, ag, &mut acc);
         if blocks > 2 {
-            block16::<2>(t, ag, &mut acc);
-            block16::<3>(t, ag, &mut acc);
+            block16::<2, R>(t, ag, &mut acc);
+            block16::<3, R>(t, ag, &mut acc);
         }
         if blocks > 4 {
-            block16::<4>(t, ag, &mut acc);
-            block16::<5>(t, ag, &mut acc);
+            block16::<4, R>(t, ag, &mut acc);
+            block16::<5, R>(t, ag, &mut acc);
         }
         if blocks > 6 {
-            block16::<6>(t, ag, &mut acc);
-            block16::<7>(t, ag, &mut acc);
+            block16::<6, R>(t, ag, &mut acc);
+            block16::<7, R>(t, ag, &mut acc);
         }
     }
     let add = _mm512_add_ps;
-    add(
-        add(add(acc[0], acc[4]), add(acc[2], acc[6])),
-        add(add(acc[1], acc[5]), add(acc[3], acc[7])),
-    )
+    acc.map(|acc| {
+        add(
+            add(add(acc[0], acc[4]), add(acc[2], acc[6])),
+            add(add(acc[1], acc[5]), add(acc[3], acc[7])),
+        )
+    })
 }

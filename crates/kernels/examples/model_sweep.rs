@@ -1,10 +1,11 @@
-//! One decode token's matmuls, as the model runs them: every (fused) matrix of SmolLM2-135M Q4_1 (30
-//! layers and the Q8_0 LM head, 96 MB, more than a core's caches hold) multiplied by one
-//! activation row, in layer order, on the CPU's best path. It prints the time per sweep and the
-//! weight bytes streamed per second, to set against `membw` (the decode limit) without the rest
-//! of the engine (attention, norms, sampling) in the figure.
+//! One forward step's matmuls, as the model runs them: every (fused) matrix of SmolLM2-135M Q4_1
+//! (30 layers and the Q8_0 LM head, 96 MB, more than a core's caches hold) multiplied by `m`
+//! activation rows, in layer order, on the CPU's best path. It prints the time per sweep, the
+//! weight bytes streamed per second (for decode, `m = 1`, to set against `membw` without the
+//! rest of the engine in the figure) and the multiply-adds' rate (for a prefill chunk, `m = 256`,
+//! against the compute peak).
 //!
-//! `cargo run --release -p kernels --example decode_sweep -- [threads] [sweeps] [layers]`: with
+//! `cargo run --release -p kernels --example model_sweep -- [threads] [sweeps] [layers] [m]`: with
 //! fewer layers (and then no LM head) the weights stay in cache, which shows the kernels' own
 //! ceiling; 0 layers is the LM head alone.
 use std::time::Instant;
@@ -17,6 +18,7 @@ fn main() {
     let nt: usize = args.next().map_or(2, |a| a.parse().expect("threads"));
     let sweeps: usize = args.next().map_or(200, |a| a.parse().expect("sweeps"));
     let layers: u64 = args.next().map_or(30, |a| a.parse().expect("layers"));
+    let m: usize = args.next().map_or(1, |a| a.parse().expect("m"));
     // q|k|v and gate|up fused, as the model loads them.
     let layer = [(960, 576), (576, 576), (3072, 576), (576, 1536)];
     let mut mats: Vec<QMatrix> = Vec::new();
@@ -29,23 +31,17 @@ fn main() {
         mats.push(random_matrix(QuantType::Q8_0, 49152, 576, 999));
     }
     let bytes: usize = mats.iter().map(QMatrix::weight_bytes).sum();
+    let flops: usize = mats.iter().map(|w| 2 * m * w.rows() * w.cols()).sum();
     let threads = Threads::new(nt);
     let mut scratch = Scratch::default();
-    let x = random_activations(1536, 7);
-    let mut out = vec![0f32; 49152];
+    let x = random_activations(m * 1536, 7);
+    let mut out = vec![0f32; m * 49152];
     let path = isa();
     let mut sweep = || {
         for w in &mats {
             let cols = w.cols();
-            matmul_on(
-                path,
-                w,
-                &x[..cols],
-                1,
-                &mut out[..w.rows()],
-                &mut scratch,
-                &threads,
-            );
+            let (x, out) = (&x[..m * cols], &mut out[..m * w.rows()]);
+            matmul_on(path, w, x, m, out, &mut scratch, &threads);
         }
     };
     for _ in 0..10 {
@@ -61,11 +57,14 @@ fn main() {
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
     println!(
-        "{} threads {nt}: {:.1} MB per sweep, median {:.3} ms ({:.1} GB/s), best {:.3} ms",
+        "{} threads {nt} m {m}: {:.1} MB per sweep, median {:.3} ms ({:.1} GB/s, {:.0} GFLOP/s), \
+         best {:.3} ms ({:.0} GFLOP/s)",
         path.name(),
         bytes as f64 / 1e6,
         med * 1e3,
         bytes as f64 / med / 1e9,
-        times[0] * 1e3
+        flops as f64 / med / 1e9,
+        times[0] * 1e3,
+        flops as f64 / times[0] / 1e9,
     );
 }
