@@ -1,17 +1,17 @@
 //! One forward step's matmuls, as the model runs them: every (fused) matrix of SmolLM2-135M Q4_1
 //! (30 layers and the Q8_0 LM head, 96 MB, more than a core's caches hold) multiplied by `m`
-//! activation rows, in layer order, on the CPU's best path. It prints the time per sweep, the
+//! activation rows, in layer order, on the CPU's best path (or `path`). It prints the time per sweep, the
 //! weight bytes streamed per second (for decode, `m = 1`, to set against `membw` without the
 //! rest of the engine in the figure) and the multiply-adds' rate (for a prefill chunk, `m = 256`,
 //! against the compute peak).
 //!
-//! `cargo run --release -p kernels --example model_sweep -- [threads] [sweeps] [layers] [m]`: with
-//! fewer layers (and then no LM head) the weights stay in cache, which shows the kernels' own
-//! ceiling; 0 layers is the LM head alone.
+//! `cargo run --release -p kernels --example model_sweep -- [threads] [sweeps] [layers] [m]
+//! [path]`: with fewer layers (and then no LM head) the weights stay in cache, which shows the
+//! kernels' own ceiling; 0 layers is the LM head alone.
 use std::time::Instant;
 
 use kernels::testing::{random_activations, random_matrix};
-use kernels::{isa, matmul_on, QMatrix, QuantType, Scratch, Threads};
+use kernels::{isa, matmul_on, supported_isas, Isa, QMatrix, QuantType, Scratch, Threads};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -19,6 +19,17 @@ fn main() {
     let sweeps: usize = args.next().map_or(200, |a| a.parse().expect("sweeps"));
     let layers: u64 = args.next().map_or(30, |a| a.parse().expect("layers"));
     let m: usize = args.next().map_or(1, |a| a.parse().expect("m"));
+    let path = match args.next().as_deref() {
+        None => isa(),
+        Some("avx512vnni") => Isa::Avx512Vnni,
+        Some("avx2") => Isa::Avx2,
+        Some("portable") => Isa::Portable,
+        Some(other) => panic!("unknown path {other:?} (avx512vnni, avx2, portable)"),
+    };
+    assert!(
+        supported_isas().contains(&path),
+        "{path:?} not supported here"
+    );
     // q|k|v and gate|up fused, as the model loads them.
     let layer = [(960, 576), (576, 576), (3072, 576), (576, 1536)];
     let mut mats: Vec<QMatrix> = Vec::new();
@@ -36,7 +47,6 @@ fn main() {
     let mut scratch = Scratch::default();
     let x = random_activations(m * 1536, 7);
     let mut out = vec![0f32; m * 49152];
-    let path = isa();
     let mut sweep = || {
         for w in &mats {
             let cols = w.cols();

@@ -97,6 +97,12 @@ const ZERO_T: WTile = WTile {
 /// broadcast activation word feeds 8 rows at once and no horizontal sums are needed.
 pub(crate) const TILE_MIN_M: usize = 8;
 
+/// Activation rows the 8-row tile kernel takes per pass over a weight tile (each weight vector
+/// loaded once for all of them). Two keep 16 accumulators, all AVX2 has; `examples/model_sweep`
+/// on the AVX2 path (one layer, 256 rows, one thread, 3 interleaved rounds): median 16-45%
+/// faster than one row, four no better than two.
+const TILE_ACT_ROWS: usize = 2;
+
 const ZERO_A: AGroup = AGroup {
     q: [0; 256],
     dx: [0.0; 8],
@@ -720,89 +726,98 @@ macro_rules! isa_kernels {
                 }
             }
 
-            /// 8 weight rows (tiles) dotted with one activation row; returns the 8 sums.
-            /// Each row's sum is accumulated in exactly the order `dot_unsigned` and
-            /// `dot_packed` use (one accumulator per block position, d term then min term,
-            /// combined like `hsum_ps`), so a row's result does not depend on the batch size
-            /// that chose this path: batching never changes a sequence's tokens.
-            /// Block `B` of one tile group dotted with its activation block, added to the
-            /// accumulator of its position in `ORDER`. `B` is a constant so that, inlined, every
-            /// accumulator index is known and the 8 accumulators stay in registers.
+            /// Block `B` of one tile group dotted with `R` activation rows' blocks, each added to
+            /// that row's accumulator of its position in `ORDER`; each weight vector is loaded
+            /// once for all `R` rows, and each row's sums are formed as with `R = 1`. `B` is a
+            /// constant so that, inlined, every accumulator index is known.
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn tile_block<const B: usize>(t: &WTile, ag: &AGroup, acc: &mut [__m256; 8]) {
-                let x = ag.q.as_ptr();
+            unsafe fn tile_block<const B: usize, const R: usize>(
+                t: &WTile,
+                ag: [&AGroup; R],
+                acc: &mut [[__m256; 8]; R],
+            ) {
                 let (p, second) = (B / 2, B % 2);
-                let mut isum = _mm256_setzero_si256();
+                let mut isum = [_mm256_setzero_si256(); R];
                 for h in 0..2 {
                     let v = 2 * p + h;
                     let c0 = 4 * second;
                     let w = t.q.as_ptr().add(8 * v + c0) as *const __m256i;
-                    let xw = x.add(32 * v + 4 * c0) as *const i32;
-                    let xb: [__m256i; 4] =
-                        std::array::from_fn(|c| _mm256_set1_epi32(xw.add(c).read_unaligned()));
-                    if VNNI {
-                        for c in 0..4 {
-                            isum = _mm256_dpbusd_epi32(isum, _mm256_load_si256(w.add(c)), xb[c]);
+                    let wq: [__m256i; 4] = std::array::from_fn(|c| _mm256_load_si256(w.add(c)));
+                    for (sum, a) in isum.iter_mut().zip(ag) {
+                        let xw = a.q.as_ptr().add(32 * v + 4 * c0) as *const i32;
+                        let xb: [__m256i; 4] =
+                            std::array::from_fn(|c| _mm256_set1_epi32(xw.add(c).read_unaligned()));
+                        if VNNI {
+                            for c in 0..4 {
+                                *sum = _mm256_dpbusd_epi32(*sum, wq[c], xb[c]);
+                            }
+                        } else {
+                            // Four products summed in i16: at most 4 * 2 * 31 * 127 < 2^15 for
+                            // the 5-bit formats, the widest unsigned ones on AVX2.
+                            let p: [__m256i; 4] =
+                                std::array::from_fn(|c| _mm256_maddubs_epi16(wq[c], xb[c]));
+                            let s = _mm256_add_epi16(
+                                _mm256_add_epi16(p[0], p[1]),
+                                _mm256_add_epi16(p[2], p[3]),
+                            );
+                            *sum =
+                                _mm256_add_epi32(*sum, _mm256_madd_epi16(s, _mm256_set1_epi16(1)));
                         }
-                    } else {
-                        // Four products summed in i16: at most 4 * 2 * 31 * 127 < 2^15 for the
-                        // 5-bit formats, the widest unsigned ones on AVX2.
-                        let p: [__m256i; 4] = std::array::from_fn(|c| {
-                            _mm256_maddubs_epi16(_mm256_load_si256(w.add(c)), xb[c])
-                        });
-                        let s = _mm256_add_epi16(
-                            _mm256_add_epi16(p[0], p[1]),
-                            _mm256_add_epi16(p[2], p[3]),
-                        );
-                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s, _mm256_set1_epi16(1)));
                     }
                 }
                 let k = POS[B];
-                let scale =
-                    _mm256_mul_ps(_mm256_load_ps(t.dw[B].as_ptr()), _mm256_set1_ps(ag.dx[k]));
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[k]);
-                acc[k] = _mm256_fmadd_ps(
-                    _mm256_load_ps(t.mw[B].as_ptr()),
-                    _mm256_set1_ps(ag.sx[k]),
-                    acc[k],
-                );
+                let dw = _mm256_load_ps(t.dw[B].as_ptr());
+                let mw = _mm256_load_ps(t.mw[B].as_ptr());
+                for ((acc, sum), a) in acc.iter_mut().zip(isum).zip(ag) {
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(a.dx[k]));
+                    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[k]);
+                    acc[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.sx[k]), acc[k]);
+                }
             }
 
-            /// 8 weight rows (tiles) dotted with one activation row; returns the 8 sums.
-            /// Each row's sum is accumulated in exactly the order `dot_unsigned` and
-            /// `dot_packed` use (one accumulator per block position, d term then min term,
-            /// combined like `hsum_ps`), so a row's result does not depend on the batch size
-            /// that chose this path: batching never changes a sequence's tokens.
+            /// 8 weight rows (tiles) dotted with each of `R` activation rows (`a[r]` holds row
+            /// r's groups); returns each row's 8 sums. Each sum is accumulated in exactly the
+            /// order `dot_unsigned` and `dot_packed` use (one accumulator per block position,
+            /// d term then min term, combined like `hsum_ps`), so a row's result does not
+            /// depend on the batch size that chose this path: batching never changes a
+            /// sequence's tokens.
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn dot_tile(tiles: &[WTile], a: &[AGroup], last_blocks: usize) -> __m256 {
-                let mut acc = [_mm256_setzero_ps(); 8];
+            unsafe fn dot_tile<const R: usize>(
+                tiles: &[WTile],
+                a: [&[AGroup]; R],
+                last_blocks: usize,
+            ) -> [__m256; R] {
+                let mut acc = [[_mm256_setzero_ps(); 8]; R];
                 let n = tiles.len();
-                for (g, (t, ag)) in tiles.iter().zip(a).enumerate() {
+                for (g, t) in tiles.iter().enumerate() {
+                    let ag: [&AGroup; R] = std::array::from_fn(|r| &a[r][g]);
                     // The last group may hold fewer blocks (an even count); the rest are zero
                     // padding. Blocks are spelled out one by one: see `tile_block`.
                     let blocks = if g + 1 == n { last_blocks } else { GROUP };
-                    tile_block::<0>(t, ag, &mut acc);
-                    tile_block::<1>(t, ag, &mut acc);
+                    tile_block::<0, R>(t, ag, &mut acc);
+                    tile_block::<1, R>(t, ag, &mut acc);
                     if blocks > 2 {
-                        tile_block::<2>(t, ag, &mut acc);
-                        tile_block::<3>(t, ag, &mut acc);
+                        tile_block::<2, R>(t, ag, &mut acc);
+                        tile_block::<3, R>(t, ag, &mut acc);
                     }
                     if blocks > 4 {
-                        tile_block::<4>(t, ag, &mut acc);
-                        tile_block::<5>(t, ag, &mut acc);
+                        tile_block::<4, R>(t, ag, &mut acc);
+                        tile_block::<5, R>(t, ag, &mut acc);
                     }
                     if blocks > 6 {
-                        tile_block::<6>(t, ag, &mut acc);
-                        tile_block::<7>(t, ag, &mut acc);
+                        tile_block::<6, R>(t, ag, &mut acc);
+                        tile_block::<7, R>(t, ag, &mut acc);
                     }
                 }
                 let add = _mm256_add_ps;
-                add(
-                    add(add(acc[0], acc[4]), add(acc[2], acc[6])),
-                    add(add(acc[1], acc[5]), add(acc[3], acc[7])),
-                )
+                acc.map(|acc| {
+                    add(
+                        add(add(acc[0], acc[4]), add(acc[2], acc[6])),
+                        add(add(acc[1], acc[5]), add(acc[3], acc[7])),
+                    )
+                })
             }
 
             /// Rows `range` in 8-row interleaved tiles, for `m >= TILE_MIN_M` unsigned formats.
@@ -837,9 +852,8 @@ macro_rules! isa_kernels {
                     }
                     build_tiles(&buf.0, ngroups, &mut buf.2);
                     let last_blocks = ((w.cols / 32).next_multiple_of(2) - 1) % GROUP + 1;
-                    for i in 0..m {
-                        let a = &act[i * ngroups..(i + 1) * ngroups];
-                        let v = dot_tile(&buf.2, a, last_blocks);
+                    let a = |i: usize| &act[i * ngroups..(i + 1) * ngroups];
+                    let store = |i: usize, v: __m256| {
                         let o = out.get().add(i * w.rows + j0);
                         if n == 8 {
                             _mm256_storeu_ps(o, v);
@@ -848,6 +862,18 @@ macro_rules! isa_kernels {
                             _mm256_storeu_ps(tmp.as_mut_ptr(), v);
                             std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, n);
                         }
+                    };
+                    let mut i = 0;
+                    while i + TILE_ACT_ROWS <= m {
+                        let rows = std::array::from_fn(|r| a(i + r));
+                        let v = dot_tile::<TILE_ACT_ROWS>(&buf.2, rows, last_blocks);
+                        for (r, v) in v.into_iter().enumerate() {
+                            store(i + r, v);
+                        }
+                        i += TILE_ACT_ROWS;
+                    }
+                    for i in i..m {
+                        store(i, dot_tile::<1>(&buf.2, [a(i)], last_blocks)[0]);
                     }
                     j0 += n;
                 }
