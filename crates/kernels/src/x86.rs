@@ -25,8 +25,12 @@ use crate::pack::{self, GROUP};
 use crate::{QMatrix, QuantType, SharedMut};
 
 mod driver;
+#[macro_use]
+mod tiled;
 mod wide;
 pub(crate) use driver::{matmul, Scratch};
+pub(crate) use tiled::TILE_MIN_M;
+use tiled::{WTile, TILE_ACT_ROWS, ZERO_T};
 use wide::XWide;
 
 /// A task's reusable buffers: unpacked weight rows, Q6_K scales, 8-row tiles, 16-row tiles.
@@ -42,9 +46,19 @@ const PREFETCH_ROWS: usize = 4;
 /// instead of once into a buffer.
 pub(crate) const FUSED_MAX_M: usize = 2;
 
-/// Most activation groups (of 256 columns) the fused path lays out for 512-bit dots, on the
-/// stack (4 KiB per activation row); wider inputs take the 256-bit dots.
-const WIDE_MAX_GROUPS: usize = 16;
+/// One call's quantized activations: `groups` (`m * ngroups` of them), and the same in the
+/// [`XWide`] layout where [`wants_wide`] says so (else empty).
+#[derive(Clone, Copy)]
+pub(crate) struct Acts<'a> {
+    pub(crate) groups: &'a [AGroup],
+    pub(crate) wide: &'a [XWide],
+}
+
+/// Whether the fused path dots `ty` on 512-bit vectors from the [`XWide`] layout, which the
+/// driver then makes once per call.
+pub(crate) fn wants_wide(ty: QuantType, m: usize, vnni: bool) -> bool {
+    vnni && m <= FUSED_MAX_M && matches!(ty, QuantType::Q4_0 | QuantType::Q4_1)
+}
 
 /// Position of block b in a reduced group: the reduction yields blocks in the order
 /// [0, 2, 4, 6, 1, 3, 5, 7] (called ORDER in the docs above).
@@ -75,33 +89,6 @@ pub(crate) struct WGroup {
 pub(crate) struct WScales {
     s: [i16; 128],
 }
-
-/// One group of 8 weight rows, interleaved so each 32-byte vector holds the same 4 quants of
-/// all 8 rows: `q[8 v + c]` is bytes `4c..4c+4` of vector `v` of rows 0..8. `dw[b]`/`mw[b]` are
-/// the 8 rows' scale and offset of block `b` (natural block order).
-#[repr(C, align(32))]
-#[derive(Clone, Copy)]
-pub(crate) struct WTile {
-    q: [[u8; 32]; 64],
-    dw: [[f32; 8]; 8],
-    mw: [[f32; 8]; 8],
-}
-
-const ZERO_T: WTile = WTile {
-    q: [[0; 32]; 64],
-    dw: [[0.0; 8]; 8],
-    mw: [[0.0; 8]; 8],
-};
-
-/// From this many activation rows on, unsigned formats use 8-row interleaved tiles: one
-/// broadcast activation word feeds 8 rows at once and no horizontal sums are needed.
-pub(crate) const TILE_MIN_M: usize = 8;
-
-/// Activation rows the 8-row tile kernel takes per pass over a weight tile (each weight vector
-/// loaded once for all of them). Two keep 16 accumulators, all AVX2 has; `examples/model_sweep`
-/// on the AVX2 path (one layer, 256 rows, one thread, 3 interleaved rounds): median 16-45%
-/// faster than one row, four no better than two.
-const TILE_ACT_ROWS: usize = 2;
 
 const ZERO_A: AGroup = AGroup {
     q: [0; 256],
@@ -623,30 +610,19 @@ macro_rules! isa_kernels {
                 }
             }
 
-            /// `dot_packed` over rows `range` for `m` activation rows.
+            /// `dot_packed` over rows `range` for `m` activation rows (`xw`: theirs in the
+            /// [`XWide`] layout, or empty).
             #[target_feature(enable = $features)]
             unsafe fn rows_packed<const T: u8>(
                 w: &QMatrix,
                 act: &[AGroup],
+                xw: &[XWide],
                 m: usize,
                 ngroups: usize,
                 range: Range<usize>,
                 out: SharedMut<f32>,
             ) {
                 let end = range.end;
-                // The activations in the 512-bit layout, where that path applies.
-                let mut xw = [const { std::mem::MaybeUninit::<XWide>::uninit() };
-                    WIDE_MAX_GROUPS * FUSED_MAX_M];
-                let n = if VNNI && (T == 0 || T == 1) && ngroups <= WIDE_MAX_GROUPS {
-                    for (x, ag) in xw.iter_mut().zip(&act[..m * ngroups]) {
-                        x.write(XWide::of(ag));
-                    }
-                    m * ngroups
-                } else {
-                    0
-                };
-                // SAFETY: the first n were written just above.
-                let xw = std::slice::from_raw_parts(xw.as_ptr().cast::<XWide>(), n);
                 for j in range {
                     let row = w.row(j);
                     let nb = row.len() / w.ty.block_bytes();
@@ -667,236 +643,38 @@ macro_rules! isa_kernels {
                 }
             }
 
-            /// Interleaves 8 unpacked rows (`rows[r * ngroups + g]`) into tiles, one per group.
-            #[target_feature(enable = $features)]
-            unsafe fn build_tiles(rows: &[WGroup], ngroups: usize, tiles: &mut [WTile]) {
-                for (g, t) in tiles.iter_mut().enumerate() {
-                    interleave(rows, ngroups, g, t.q.as_mut_ptr().cast(), 32);
-                    for b in 0..8 {
-                        for r in 0..8 {
-                            t.dw[b][r] = rows[r * ngroups + g].dw[POS[b]];
-                            t.mw[b][r] = rows[r * ngroups + g].mw[POS[b]];
-                        }
-                    }
-                }
-            }
-
-            /// Group `g`'s quants of 8 unpacked rows, interleaved: the 32 bytes for vector `v`,
-            /// word `c` go to `q + (8 v + c) * slot` (`slot` 32 for a [`WTile`], 64 for each
-            /// half of a 16-row tile).
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn interleave(
-                rows: &[WGroup],
-                ngroups: usize,
-                g: usize,
-                q: *mut u8,
-                slot: usize,
-            ) {
-                for v in 0..8 {
-                    let r: [__m256i; 8] = std::array::from_fn(|r| {
-                        _mm256_load_si256(
-                            rows[r * ngroups + g].q.as_ptr().add(32 * v) as *const __m256i
-                        )
-                    });
-                    let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
-                    let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-                    let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
-                    let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-                    let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
-                    let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
-                    let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
-                    let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
-                    let u0 = _mm256_unpacklo_epi64(t0, t2);
-                    let u1 = _mm256_unpackhi_epi64(t0, t2);
-                    let u2 = _mm256_unpacklo_epi64(t1, t3);
-                    let u3 = _mm256_unpackhi_epi64(t1, t3);
-                    let u4 = _mm256_unpacklo_epi64(t4, t6);
-                    let u5 = _mm256_unpackhi_epi64(t4, t6);
-                    let u6 = _mm256_unpacklo_epi64(t5, t7);
-                    let u7 = _mm256_unpackhi_epi64(t5, t7);
-                    let at = |c: usize| q.add((8 * v + c) * slot) as *mut __m256i;
-                    _mm256_storeu_si256(at(0), _mm256_permute2x128_si256(u0, u4, 0x20));
-                    _mm256_storeu_si256(at(1), _mm256_permute2x128_si256(u1, u5, 0x20));
-                    _mm256_storeu_si256(at(2), _mm256_permute2x128_si256(u2, u6, 0x20));
-                    _mm256_storeu_si256(at(3), _mm256_permute2x128_si256(u3, u7, 0x20));
-                    _mm256_storeu_si256(at(4), _mm256_permute2x128_si256(u0, u4, 0x31));
-                    _mm256_storeu_si256(at(5), _mm256_permute2x128_si256(u1, u5, 0x31));
-                    _mm256_storeu_si256(at(6), _mm256_permute2x128_si256(u2, u6, 0x31));
-                    _mm256_storeu_si256(at(7), _mm256_permute2x128_si256(u3, u7, 0x31));
-                }
-            }
-
-            /// Block `B` of one tile group dotted with `R` activation rows' blocks, each added to
-            /// that row's accumulator of its position in `ORDER`; each weight vector is loaded
-            /// once for all `R` rows, and each row's sums are formed as with `R = 1`. `B` is a
-            /// constant so that, inlined, every accumulator index is known.
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn tile_block<const B: usize, const R: usize>(
-                t: &WTile,
-                ag: [&AGroup; R],
-                acc: &mut [[__m256; 8]; R],
-            ) {
-                let (p, second) = (B / 2, B % 2);
-                let mut isum = [_mm256_setzero_si256(); R];
-                for h in 0..2 {
-                    let v = 2 * p + h;
-                    let c0 = 4 * second;
-                    let w = t.q.as_ptr().add(8 * v + c0) as *const __m256i;
-                    let wq: [__m256i; 4] = std::array::from_fn(|c| _mm256_load_si256(w.add(c)));
-                    for (sum, a) in isum.iter_mut().zip(ag) {
-                        let xw = a.q.as_ptr().add(32 * v + 4 * c0) as *const i32;
-                        let xb: [__m256i; 4] =
-                            std::array::from_fn(|c| _mm256_set1_epi32(xw.add(c).read_unaligned()));
-                        if VNNI {
-                            for c in 0..4 {
-                                *sum = _mm256_dpbusd_epi32(*sum, wq[c], xb[c]);
-                            }
-                        } else {
-                            // Four products summed in i16: at most 4 * 2 * 31 * 127 < 2^15 for
-                            // the 5-bit formats, the widest unsigned ones on AVX2.
-                            let p: [__m256i; 4] =
-                                std::array::from_fn(|c| _mm256_maddubs_epi16(wq[c], xb[c]));
-                            let s = _mm256_add_epi16(
-                                _mm256_add_epi16(p[0], p[1]),
-                                _mm256_add_epi16(p[2], p[3]),
-                            );
-                            *sum =
-                                _mm256_add_epi32(*sum, _mm256_madd_epi16(s, _mm256_set1_epi16(1)));
-                        }
-                    }
-                }
-                let k = POS[B];
-                let dw = _mm256_load_ps(t.dw[B].as_ptr());
-                let mw = _mm256_load_ps(t.mw[B].as_ptr());
-                for ((acc, sum), a) in acc.iter_mut().zip(isum).zip(ag) {
-                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(a.dx[k]));
-                    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[k]);
-                    acc[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.sx[k]), acc[k]);
-                }
-            }
-
-            /// 8 weight rows (tiles) dotted with each of `R` activation rows (`a[r]` holds row
-            /// r's groups); returns each row's 8 sums. Each sum is accumulated in exactly the
-            /// order `dot_unsigned` and `dot_packed` use (one accumulator per block position,
-            /// d term then min term, combined like `hsum_ps`), so a row's result does not
-            /// depend on the batch size that chose this path: batching never changes a
-            /// sequence's tokens.
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn dot_tile<const R: usize>(
-                tiles: &[WTile],
-                a: [&[AGroup]; R],
-                last_blocks: usize,
-            ) -> [__m256; R] {
-                let mut acc = [[_mm256_setzero_ps(); 8]; R];
-                let n = tiles.len();
-                for (g, t) in tiles.iter().enumerate() {
-                    let ag: [&AGroup; R] = std::array::from_fn(|r| &a[r][g]);
-                    // The last group may hold fewer blocks (an even count); the rest are zero
-                    // padding. Blocks are spelled out one by one: see `tile_block`.
-                    let blocks = if g + 1 == n { last_blocks } else { GROUP };
-                    tile_block::<0, R>(t, ag, &mut acc);
-                    tile_block::<1, R>(t, ag, &mut acc);
-                    if blocks > 2 {
-                        tile_block::<2, R>(t, ag, &mut acc);
-                        tile_block::<3, R>(t, ag, &mut acc);
-                    }
-                    if blocks > 4 {
-                        tile_block::<4, R>(t, ag, &mut acc);
-                        tile_block::<5, R>(t, ag, &mut acc);
-                    }
-                    if blocks > 6 {
-                        tile_block::<6, R>(t, ag, &mut acc);
-                        tile_block::<7, R>(t, ag, &mut acc);
-                    }
-                }
-                let add = _mm256_add_ps;
-                acc.map(|acc| {
-                    add(
-                        add(add(acc[0], acc[4]), add(acc[2], acc[6])),
-                        add(add(acc[1], acc[5]), add(acc[3], acc[7])),
-                    )
-                })
-            }
-
-            /// Rows `range` in 8-row interleaved tiles, for `m >= TILE_MIN_M` unsigned formats.
-            #[target_feature(enable = $features)]
-            unsafe fn rows_tiled(
-                w: &QMatrix,
-                act: &[AGroup],
-                m: usize,
-                ngroups: usize,
-                range: Range<usize>,
-                out: SharedMut<f32>,
-                buf: &mut RowBufs,
-            ) {
-                buf.0.resize(8 * ngroups, ZERO_W);
-                buf.2.resize(ngroups, ZERO_T);
-                let mut j0 = range.start;
-                while j0 < range.end {
-                    if VNNI && range.end - j0 >= 16 {
-                        // SAFETY: this instantiation's features include AVX-512 F/BW/VL/VNNI.
-                        wide::rows16(w, act, m, ngroups, j0, out, buf);
-                        j0 += 16;
-                        continue;
-                    }
-                    let n = 8.min(range.end - j0);
-                    for r in 0..8 {
-                        let wg = &mut buf.0[r * ngroups..(r + 1) * ngroups];
-                        if r < n {
-                            unpack_row(w, j0 + r, wg, &mut []);
-                        } else {
-                            wg.fill(ZERO_W);
-                        }
-                    }
-                    build_tiles(&buf.0, ngroups, &mut buf.2);
-                    let last_blocks = ((w.cols / 32).next_multiple_of(2) - 1) % GROUP + 1;
-                    let a = |i: usize| &act[i * ngroups..(i + 1) * ngroups];
-                    let store = |i: usize, v: __m256| {
-                        let o = out.get().add(i * w.rows + j0);
-                        if n == 8 {
-                            _mm256_storeu_ps(o, v);
-                        } else {
-                            let mut tmp = [0f32; 8];
-                            _mm256_storeu_ps(tmp.as_mut_ptr(), v);
-                            std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, n);
-                        }
-                    };
-                    let mut i = 0;
-                    while i + TILE_ACT_ROWS <= m {
-                        let rows = std::array::from_fn(|r| a(i + r));
-                        let v = dot_tile::<TILE_ACT_ROWS>(&buf.2, rows, last_blocks);
-                        for (r, v) in v.into_iter().enumerate() {
-                            store(i + r, v);
-                        }
-                        i += TILE_ACT_ROWS;
-                    }
-                    for i in i..m {
-                        store(i, dot_tile::<1>(&buf.2, [a(i)], last_blocks)[0]);
-                    }
-                    j0 += n;
-                }
-            }
+            // The 8-row tile path: build_tiles, interleave, dot_tile, rows_tiled.
+            tile_kernels!($features);
 
             /// Output columns `range` for all `m` activation rows.
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn rows_task(
                 w: &QMatrix,
-                act: &[AGroup],
+                acts: Acts<'_>,
                 m: usize,
                 ngroups: usize,
                 range: Range<usize>,
                 out: SharedMut<f32>,
                 buf: &mut RowBufs,
             ) {
+                let (act, xw) = (acts.groups, acts.wide);
                 if m <= FUSED_MAX_M {
                     match w.ty {
-                        QuantType::Q4_0 => return rows_packed::<0>(w, act, m, ngroups, range, out),
-                        QuantType::Q4_1 => return rows_packed::<1>(w, act, m, ngroups, range, out),
-                        QuantType::Q5_0 => return rows_packed::<2>(w, act, m, ngroups, range, out),
-                        QuantType::Q5_1 => return rows_packed::<3>(w, act, m, ngroups, range, out),
-                        QuantType::Q8_0 => return rows_packed::<4>(w, act, m, ngroups, range, out),
+                        QuantType::Q4_0 => {
+                            return rows_packed::<0>(w, act, xw, m, ngroups, range, out)
+                        }
+                        QuantType::Q4_1 => {
+                            return rows_packed::<1>(w, act, xw, m, ngroups, range, out)
+                        }
+                        QuantType::Q5_0 => {
+                            return rows_packed::<2>(w, act, xw, m, ngroups, range, out)
+                        }
+                        QuantType::Q5_1 => {
+                            return rows_packed::<3>(w, act, xw, m, ngroups, range, out)
+                        }
+                        QuantType::Q8_0 => {
+                            return rows_packed::<4>(w, act, xw, m, ngroups, range, out)
+                        }
                         _ => {}
                     }
                 }

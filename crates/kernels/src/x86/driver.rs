@@ -8,6 +8,8 @@ use crate::{Isa, Threads};
 #[derive(Default)]
 pub(crate) struct Scratch {
     act: Vec<AGroup>,
+    /// The activations in the decode dots' 512-bit layout, when `wants_wide`.
+    wide: Vec<XWide>,
     /// One unpacked weight row per task.
     rows: Vec<RowBufs>,
 }
@@ -49,20 +51,29 @@ pub(crate) fn matmul(
         });
     }
 
+    // Made once per call rather than by every task.
+    scratch.wide.clear();
+    if wants_wide(w.ty, m, vnni) {
+        scratch.wide.extend(scratch.act.iter().map(XWide::of));
+    }
+
     let (tasks, per) = crate::row_ranges(rows, threads.len(), 1);
     scratch.rows.resize_with(tasks, Default::default);
     let bufs = SharedMut(scratch.rows.as_mut_ptr());
     let outp = SharedMut(out.as_mut_ptr());
-    let act = &scratch.act[..];
+    let acts = Acts {
+        groups: &scratch.act,
+        wide: &scratch.wide,
+    };
     threads.run(tasks, &|t| {
         // SAFETY: task t owns buffer t and output columns [t*per, (t+1)*per) of every row.
         let buf = unsafe { &mut *bufs.get().add(t) };
         let range = t * per..((t + 1) * per).min(rows);
         unsafe {
             if vnni {
-                vnni::rows_task(w, act, m, ngroups, range, outp, buf)
+                vnni::rows_task(w, acts, m, ngroups, range, outp, buf)
             } else {
-                avx2::rows_task(w, act, m, ngroups, range, outp, buf)
+                avx2::rows_task(w, acts, m, ngroups, range, outp, buf)
             }
         }
     });
