@@ -37,10 +37,16 @@ pub(super) const KEY_BLOCK: usize = 16;
 /// on the batch or the thread count, so a sequence's results do not depend on its neighbours.
 pub(super) const KEY_CHUNK: usize = 128;
 
-/// Most query rows one attention call handles (they share every key and value loaded): the
-/// AVX-512 kernels' register budget (8 rows x 2 vectors of values in 32 registers). Each row's
-/// arithmetic is the same whatever rows share its call, so this only sets the grouping.
-pub(super) const ATTN_ROWS: usize = 8;
+/// Most query rows one attention call handles (they share every key and value loaded, and each
+/// f16 conversion): the AVX-512 kernels' register budget (16 score or value accumulators and
+/// their operands in 32 registers). Each row's arithmetic is the same whatever rows share its
+/// call, so this only sets the grouping.
+pub(super) const ATTN_ROWS: usize = 16;
+
+/// One attention call's scores, then softmax weights: a row per query row, a lane per key of
+/// the chunk. The caller owns it so that it is not cleared for every call (each call writes the
+/// part it reads).
+pub(super) type Scores = [[f32; KEY_CHUNK]; ATTN_ROWS];
 
 /// Most rows the AVX2 kernels take at once (16 registers); bigger groups are split.
 #[cfg(target_arch = "x86_64")]
@@ -284,7 +290,13 @@ pub(super) fn partial_len(head_dim: usize) -> usize {
 /// (`rows * partial_len`), `sum_j e^(s_j - m) v_j`, `m` and `sum_j e^(s_j - m)`, where `m` is the
 /// row's largest score in the chunk. A row that sees no key of the chunk gets `m = -inf` and
 /// zeros.
-pub(super) fn attend_chunk(a: &AttnRows<'_>, kv: &ChunkKv<'_>, chunk: usize, partial: &mut [f32]) {
+pub(super) fn attend_chunk(
+    a: &AttnRows<'_>,
+    kv: &ChunkKv<'_>,
+    chunk: usize,
+    scores: &mut Scores,
+    partial: &mut [f32],
+) {
     let rows = a.q.len();
     debug_assert!(rows <= ATTN_ROWS);
     debug_assert!(kv.k.len() == kv.v.len() && kv.k.len() <= CHUNK_BLOCKS);
@@ -294,7 +306,6 @@ pub(super) fn attend_chunk(a: &AttnRows<'_>, kv: &ChunkKv<'_>, chunk: usize, par
     let hi = a.visible.iter().map(|v| v.1).max().unwrap_or(0);
     let j0 = c0.max(lo / KEY_BLOCK * KEY_BLOCK);
     let j1 = (c0 + kv.k.len() * KEY_BLOCK).min(hi.next_multiple_of(KEY_BLOCK));
-    let mut scores = [[0f32; KEY_CHUNK]; ATTN_ROWS];
     for r in 0..rows {
         let p = &mut partial[r * stride..(r + 1) * stride];
         p.fill(0.0);
@@ -304,9 +315,9 @@ pub(super) fn attend_chunk(a: &AttnRows<'_>, kv: &ChunkKv<'_>, chunk: usize, par
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if wide_attention() && a.head_dim.is_multiple_of(16) {
+    if wide_attention() && a.head_dim.is_multiple_of(16) && a.head_dim <= avx512::MAX_HEAD_DIM {
         // SAFETY: AVX-512F (and AVX2, FMA, F16C) were detected; as below.
-        unsafe { avx512::attend_chunk(a, kv, c0, j0, j1, &mut scores, partial) };
+        unsafe { avx512::attend_chunk(a, kv, c0, j0, j1, scores, partial) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -325,11 +336,11 @@ pub(super) fn attend_chunk(a: &AttnRows<'_>, kv: &ChunkKv<'_>, chunk: usize, par
             };
             // SAFETY: AVX2, FMA and F16C were detected; j0 and j1 are multiples of KEY_BLOCK
             // within the chunk's blocks.
-            unsafe { x86::attend_chunk(&sub, kv, c0, j0, j1, &mut scores, part) };
+            unsafe { x86::attend_chunk(&sub, kv, c0, j0, j1, scores, part) };
         }
         return;
     }
-    portable_attend_chunk(a, kv, c0, j0, j1, &mut scores, partial);
+    portable_attend_chunk(a, kv, c0, j0, j1, scores, partial);
 }
 
 fn portable_attend_chunk(
@@ -338,7 +349,7 @@ fn portable_attend_chunk(
     c0: usize,
     j0: usize,
     j1: usize,
-    scores: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
+    scores: &mut Scores,
     partial: &mut [f32],
 ) {
     let hd = a.head_dim;
@@ -509,7 +520,7 @@ mod x86 {
         c0: usize,
         j0: usize,
         j1: usize,
-        s: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
+        s: &mut Scores,
     ) {
         let hd = a.head_dim;
         let q: [*const f32; R] = std::array::from_fn(|r| a.q[r].as_ptr());
@@ -546,7 +557,7 @@ mod x86 {
         c0: usize,
         j0: usize,
         j1: usize,
-        s: &[[f32; KEY_CHUNK]; ATTN_ROWS],
+        s: &Scores,
         partial: &mut [f32],
     ) {
         let hd = a.head_dim;
@@ -584,7 +595,7 @@ mod x86 {
         c0: usize,
         j0: usize,
         j1: usize,
-        s: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
+        s: &mut Scores,
         partial: &mut [f32],
     ) {
         let rows = a.q.len();
@@ -620,7 +631,7 @@ pub(super) unsafe fn softmax_rows(
     a: &AttnRows<'_>,
     j0: usize,
     j1: usize,
-    s: &mut [[f32; KEY_CHUNK]; ATTN_ROWS],
+    s: &mut Scores,
     partial: &mut [f32],
 ) {
     use std::arch::x86_64::*;
@@ -739,7 +750,7 @@ mod tests {
                 k: &k[b.clone()],
                 v: &v[b],
             };
-            attend_chunk(a, &kv, c, p);
+            attend_chunk(a, &kv, c, &mut [[f32::NAN; KEY_CHUNK]; ATTN_ROWS], p);
         }
         let mut got = vec![0f32; rows * hd];
         let mut outs: Vec<&mut [f32]> = got.chunks_exact_mut(hd).collect();
@@ -762,7 +773,8 @@ mod tests {
     #[test]
     fn attention_over_chunks_matches_a_plain_reference_and_each_other() {
         // Head dims of SmolLM2 (64) and Gemma 3 (256), one only the portable path takes (12),
-        // contexts within one chunk and across several, rows that see a window of keys.
+        // contexts within one chunk and across several, rows that see a window of keys, groups
+        // of every size class the kernels pick by (1, 2-8 and 9-16 rows).
         for (hd, rows, cap) in [
             (64, 3, 128),
             (256, 4, 64),
@@ -772,6 +784,11 @@ mod tests {
             (64, 8, 448),
             (256, 7, 208),
             (8, 6, 320),
+            (64, 16, 448),
+            (64, 11, 192),
+            (256, 16, 96),
+            (256, 13, 208),
+            (16, 9, 160),
         ] {
             let q = pseudo(rows * hd, 1);
             let (kh, keys) = halves(&pseudo(cap * hd, 2));

@@ -18,7 +18,7 @@ use super::super::kv_pool::PoolUsage;
 use super::super::{BatchItem, BatchModel, LoadOptions, ModelError, SeqId};
 use super::kv_cache::{CacheShape, SeqCaches, StepPlan};
 use super::ops::{
-    self, AttnRows, ChunkKv, RopeTable, ATTN_ROWS, CHUNK_BLOCKS, KEY_BLOCK, KEY_CHUNK,
+    self, AttnRows, ChunkKv, RopeTable, Scores, ATTN_ROWS, CHUNK_BLOCKS, KEY_BLOCK, KEY_CHUNK,
 };
 use super::proj::Proj;
 
@@ -500,38 +500,41 @@ fn attention(
         let items = &work.items[first..end_of(b1 - 1)];
         let parts = SharedOut(grow(partials, items.len() * slot).as_mut_ptr());
         let next = AtomicUsize::new(0);
-        threads.run(threads.len(), &|_| loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(it) = items.get(i) else { break };
-            let rows = it.rows as usize;
-            let mut visible = [(0usize, 0usize); ATTN_ROWS];
-            let mut q_rows: [&[f32]; ATTN_ROWS] = [&[]; ATTN_ROWS];
-            for r in 0..rows {
-                let (row, head, p) = locate(it, r);
-                visible[r] = (window.map_or(0, |w| (p + 1).saturating_sub(w)), p + 1);
-                q_rows[r] = &qkv[row * qkv_dim + head * hd..][..hd];
+        threads.run(threads.len(), &|_| {
+            let mut scores: Scores = [[0.0; KEY_CHUNK]; ATTN_ROWS];
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(it) = items.get(i) else { break };
+                let rows = it.rows as usize;
+                let mut visible = [(0usize, 0usize); ATTN_ROWS];
+                let mut q_rows: [&[f32]; ATTN_ROWS] = [&[]; ATTN_ROWS];
+                for r in 0..rows {
+                    let (row, head, p) = locate(it, r);
+                    visible[r] = (window.map_or(0, |w| (p + 1).saturating_sub(w)), p + 1);
+                    q_rows[r] = &qkv[row * qkv_dim + head * hd..][..hd];
+                }
+                let blocks = caches.blocks(plan.spans[it.span as usize].slot);
+                let chunk = it.chunk as usize;
+                let first = chunk * CHUNK_BLOCKS;
+                let in_chunk = &blocks[first..(first + CHUNK_BLOCKS).min(blocks.len())];
+                let mut k: [&[u16]; CHUNK_BLOCKS] = [&[]; CHUNK_BLOCKS];
+                let mut v: [&[u16]; CHUNK_BLOCKS] = [&[]; CHUNK_BLOCKS];
+                for (i, &b) in in_chunk.iter().enumerate() {
+                    (k[i], v[i]) = caches.block(li, b, it.kvh as usize);
+                }
+                let kv = ChunkKv {
+                    k: &k[..in_chunk.len()],
+                    v: &v[..in_chunk.len()],
+                };
+                let block = AttnRows {
+                    q: &q_rows[..rows],
+                    visible: &visible[..rows],
+                    head_dim: hd,
+                };
+                // SAFETY: slot i belongs to item i alone.
+                let part = unsafe { parts.slice(i * slot, slot) };
+                ops::attend_chunk(&block, &kv, chunk, &mut scores, part);
             }
-            let blocks = caches.blocks(plan.spans[it.span as usize].slot);
-            let chunk = it.chunk as usize;
-            let first = chunk * CHUNK_BLOCKS;
-            let in_chunk = &blocks[first..(first + CHUNK_BLOCKS).min(blocks.len())];
-            let mut k: [&[u16]; CHUNK_BLOCKS] = [&[]; CHUNK_BLOCKS];
-            let mut v: [&[u16]; CHUNK_BLOCKS] = [&[]; CHUNK_BLOCKS];
-            for (i, &b) in in_chunk.iter().enumerate() {
-                (k[i], v[i]) = caches.block(li, b, it.kvh as usize);
-            }
-            let kv = ChunkKv {
-                k: &k[..in_chunk.len()],
-                v: &v[..in_chunk.len()],
-            };
-            let block = AttnRows {
-                q: &q_rows[..rows],
-                visible: &visible[..rows],
-                head_dim: hd,
-            };
-            // SAFETY: slot i belongs to item i alone.
-            let part = unsafe { parts.slice(i * slot, slot) };
-            ops::attend_chunk(&block, &kv, chunk, part);
         });
 
         let parts = &partials[..];
