@@ -13,7 +13,8 @@
 //!
 //! - [`Isa::Avx512Vnni`] (AVX-512 F/BW/VL + VNNI, with AVX2/FMA/F16C): `vpdpbusd` on 256-bit
 //!   vectors for every unsigned format (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, and Q8_0 with its sign
-//!   bit flipped); Q5 fifth bits expand with one masked move. Q6_K uses the AVX2 kernel.
+//!   bit flipped); Q5 fifth bits expand with one masked move. Q6_K uses the AVX2 kernel below
+//!   8 rows, and from 8 on the 16-row tiles with unsigned 6-bit quants (`x86/wide.rs`).
 //! - [`Isa::Avx2`] (AVX2 + FMA + F16C): the same scheme with `vpmaddubsw`/`vpmaddwd`; Q8_0 and
 //!   Q6_K keep signed weights (sign trick, Q6_K's per-16 scales applied by `vpmaddwd`).
 //! - [`Isa::Portable`]: dequantize one weight row to f32 and dot it with every activation row;

@@ -15,7 +15,8 @@
 //! Weights are unsigned (`vpmaddubsw`/`vpdpbusd` take u8 x i8) with the format's offset in `mw`
 //! (Q4_0: -8 d, Q5_0: -16 d, Q8_0 under VNNI: -128 d after flipping the sign bit). On AVX2,
 //! Q8_0 and Q6_K stay signed and use the sign trick, Q6_K with its per-16 scales applied by
-//! `vpmaddwd`; Q6_K does the same under VNNI.
+//! `vpmaddwd`; Q6_K does the same under VNNI, except on the 16-row tile path (`wide.rs`), which
+//! dots its unsigned 6-bit quants and subtracts 32 times the activation sum per 16.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -31,10 +32,17 @@ mod wide;
 pub(crate) use driver::{matmul, Scratch};
 pub(crate) use tiled::TILE_MIN_M;
 use tiled::{WTile, TILE_ACT_ROWS, ZERO_T};
-use wide::XWide;
+use wide::{Sums16, XWide};
 
-/// A task's reusable buffers: unpacked weight rows, Q6_K scales, 8-row tiles, 16-row tiles.
-pub(crate) type RowBufs = (Vec<WGroup>, Vec<WScales>, Vec<WTile>, Vec<wide::WTile16>);
+/// A task's reusable buffers: unpacked weight rows, Q6_K scales, 8-row tiles, 16-row tiles,
+/// and Q6_K's scales in 16-row tiles.
+pub(crate) type RowBufs = (
+    Vec<WGroup>,
+    Vec<WScales>,
+    Vec<WTile>,
+    Vec<wide::WTile16>,
+    Vec<wide::Scales16>,
+);
 
 /// Bytes of unpacked weight rows kept in L1 at once (Zen 4 has 32 KiB of L1 data).
 const BLOCK_BYTES: usize = 12 * 1024;
@@ -46,12 +54,20 @@ const PREFETCH_ROWS: usize = 4;
 /// instead of once into a buffer.
 pub(crate) const FUSED_MAX_M: usize = 2;
 
-/// One call's quantized activations: `groups` (`m * ngroups` of them), and the same in the
-/// [`XWide`] layout where [`wants_wide`] says so (else empty).
+/// One call's quantized activations: `groups` (`m * ngroups` of them), the same in the
+/// [`XWide`] layout where [`wants_wide`] says so, and their [`Sums16`] where [`wants_sums`]
+/// does (else empty).
 #[derive(Clone, Copy)]
 pub(crate) struct Acts<'a> {
     pub(crate) groups: &'a [AGroup],
     pub(crate) wide: &'a [XWide],
+    pub(crate) sums: &'a [Sums16],
+}
+
+/// Whether `ty` takes Q6_K's 16-row tile path, whose activation sums the driver then makes
+/// once per call.
+pub(crate) fn wants_sums(ty: QuantType, m: usize, vnni: bool) -> bool {
+    vnni && m >= TILE_MIN_M && ty == QuantType::Q6K
 }
 
 /// Whether the fused path dots `ty` on 512-bit vectors from the [`XWide`] layout, which the
@@ -681,6 +697,15 @@ macro_rules! isa_kernels {
                 let kind = dot_kind(w.ty, VNNI);
                 if kind == Dot::Unsigned && m >= TILE_MIN_M {
                     return rows_tiled(w, act, m, ngroups, range, out, buf);
+                }
+                let mut range = range;
+                if VNNI && !acts.sums.is_empty() {
+                    // Q6_K in 16-row tiles; the last few rows take the kernel below.
+                    while range.end - range.start >= 16 {
+                        // SAFETY: this instantiation's features include AVX-512 F/BW/VL/VNNI.
+                        wide::rows16::<true>(w, act, acts.sums, m, ngroups, range.start, out, buf);
+                        range.start += 16;
+                    }
                 }
                 // Unpack a block of weight rows that fits in L1 with room for an activation row,
                 // then sweep every activation row over it: each activation row is read once

@@ -10,6 +10,8 @@ pub(crate) struct Scratch {
     act: Vec<AGroup>,
     /// The activations in the decode dots' 512-bit layout, when `wants_wide`.
     wide: Vec<XWide>,
+    /// The activations' [`Sums16`], when `wants_sums`.
+    sums: Vec<Sums16>,
     /// One unpacked weight row per task.
     rows: Vec<RowBufs>,
 }
@@ -56,6 +58,10 @@ pub(crate) fn matmul(
     if wants_wide(w.ty, m, vnni) {
         scratch.wide.extend(scratch.act.iter().map(XWide::of));
     }
+    scratch.sums.clear();
+    if wants_sums(w.ty, m, vnni) {
+        scratch.sums.extend(scratch.act.iter().map(Sums16::of));
+    }
 
     let (tasks, per) = crate::row_ranges(rows, threads.len(), 1);
     scratch.rows.resize_with(tasks, Default::default);
@@ -64,6 +70,7 @@ pub(crate) fn matmul(
     let acts = Acts {
         groups: &scratch.act,
         wide: &scratch.wide,
+        sums: &scratch.sums,
     };
     threads.run(tasks, &|t| {
         // SAFETY: task t owns buffer t and output columns [t*per, (t+1)*per) of every row.

@@ -203,7 +203,7 @@ macro_rules! tile_kernels {
                 while j0 < range.end {
                     if VNNI && range.end - j0 >= 16 {
                         // SAFETY: this instantiation's features include AVX-512 F/BW/VL/VNNI.
-                        wide::rows16(w, act, m, ngroups, j0, out, buf);
+                        wide::rows16::<false>(w, act, &[], m, ngroups, j0, out, buf);
                         j0 += 16;
                         continue;
                     }

@@ -1,7 +1,7 @@
 //! AVX-512 VNNI at full width: the tile path with 16 weight rows per 512-bit vector instead of 8
-//! per 256-bit one, for `m >= TILE_MIN_M` unsigned formats (prefill chunks, big decode batches),
-//! and the decode path's pair sums of Q4_0, Q4_1 and Q8_0 two at a time ([`q4_pairs`],
-//! [`q8_pairs`]).
+//! per 256-bit one, for `m >= TILE_MIN_M` unsigned formats and Q6_K (prefill chunks, big decode
+//! batches), and the decode path's pair sums of Q4_0, Q4_1 and Q8_0 two at a time
+//! ([`q4_pairs`], [`q8_pairs`]).
 //!
 //! A [`WTile16`] is two 8-row [`WTile`]s side by side: every 64-byte slot holds the 8-row
 //! interleave of rows 0..8 in its low half and of rows 8..16 in its high half, and the scales
@@ -105,15 +105,59 @@ pub(super) unsafe fn q8_pairs(qs: *const u8, a: &AGroup) -> [__m256i; 4] {
     })
 }
 
-/// Rows `j0..j0 + 16` of `w` for all `m` activation rows.
+/// Q6_K's scales in a 16-row tile: `sc[2 B + h]` holds the 16 rows' integer scales of the
+/// `h`-th 16 quants of block `B`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(crate) struct Scales16 {
+    sc: [[i32; 16]; 16],
+}
+
+const ZERO_S16: Scales16 = Scales16 { sc: [[0; 16]; 16] };
+
+/// For Q6_K's tile path, one activation group's sums: `s[2 B + h]` is 32 times the sum of the
+/// `h`-th 16 quants of block `B`, the term that turns the tile's unsigned 6-bit weights back
+/// into Q6_K's signed ones (`q - 32`). Made once per call by the driver.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(crate) struct Sums16 {
+    s: [i32; 16],
+}
+
+const ZERO_X16: Sums16 = Sums16 { s: [0; 16] };
+
+impl Sums16 {
+    pub(crate) fn of(a: &AGroup) -> Self {
+        // Vector v = 2 p + h of a group holds block 2p's quants 16h..16h+16, then block
+        // 2p + 1's (see the layout in `x86.rs`).
+        Sums16 {
+            s: std::array::from_fn(|i| {
+                let (b, h) = (i / 2, i % 2);
+                let (p, second) = (b / 2, b % 2);
+                let at = 32 * (2 * p + h) + 16 * second;
+                32 * a.q[at..at + 16].iter().map(|&q| q as i32).sum::<i32>()
+            }),
+        }
+    }
+}
+
+/// Rows `j0..j0 + 16` of `w` for all `m` activation rows: an unsigned format, or with `Q6`,
+/// Q6_K (`sums` then holds each activation group's [`Sums16`]).
+///
+/// Q6_K's block sums are `sum_h sc_h sum_i (q_i - 32) x_i` over its two halves of 16, exact
+/// integers. Here the tile holds the unsigned `q_i` (what `vpdpbusd` takes), each half is summed
+/// alone and corrected by `32 sum_i x_i` before its scale multiplies it: the same integers as
+/// the narrow kernel's, so the same floats after.
 ///
 /// # Safety
-/// The CPU has AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI; `w` is an unsigned format; rows
-/// `j0..j0 + 16` exist; the caller owns those columns of `out` (`m x w.rows`).
+/// The CPU has AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI; `w` is an unsigned format, or Q6_K
+/// when `Q6`; rows `j0..j0 + 16` exist; the caller owns those columns of `out` (`m x w.rows`).
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn rows16(
+pub(super) unsafe fn rows16<const Q6: bool>(
     w: &QMatrix,
     act: &[AGroup],
+    sums: &[Sums16],
     m: usize,
     ngroups: usize,
     j0: usize,
@@ -122,13 +166,33 @@ pub(super) unsafe fn rows16(
 ) {
     buf.0.resize(16 * ngroups, ZERO_W);
     buf.3.resize(ngroups, ZERO_T16);
+    if Q6 {
+        buf.1.resize(16 * ngroups, WScales { s: [0; 128] });
+        buf.4.resize(ngroups, ZERO_S16);
+    }
     for r in 0..16 {
-        vnni::unpack_row(
-            w,
-            j0 + r,
-            &mut buf.0[r * ngroups..(r + 1) * ngroups],
-            &mut [],
-        );
+        let wg = &mut buf.0[r * ngroups..(r + 1) * ngroups];
+        if Q6 {
+            vnni::unpack_row(w, j0 + r, wg, &mut buf.1[r * ngroups..(r + 1) * ngroups]);
+            let bias = _mm256_set1_epi8(32);
+            for g in wg.iter_mut() {
+                let q = g.q.as_mut_ptr() as *mut __m256i;
+                for v in 0..8 {
+                    _mm256_store_si256(
+                        q.add(v),
+                        _mm256_add_epi8(_mm256_load_si256(q.add(v)), bias),
+                    );
+                }
+            }
+            let row = w.row(j0 + r);
+            for (g, t) in buf.4.iter_mut().enumerate() {
+                for (i, sc) in t.sc.iter_mut().enumerate() {
+                    sc[r] = row[210 * g + 192 + i] as i8 as i32;
+                }
+            }
+        } else {
+            vnni::unpack_row(w, j0 + r, wg, &mut []);
+        }
     }
     let (lo, hi) = buf.0.split_at(8 * ngroups);
     for (g, t) in buf.3.iter_mut().enumerate() {
@@ -144,28 +208,44 @@ pub(super) unsafe fn rows16(
     }
     let last_blocks = ((w.cols / 32).next_multiple_of(2) - 1) % GROUP + 1;
     let a = |i: usize| &act[i * ngroups..(i + 1) * ngroups];
+    let x = |i: usize| {
+        if Q6 {
+            &sums[i * ngroups..(i + 1) * ngroups]
+        } else {
+            &[][..]
+        }
+    };
+    let sc = if Q6 { &buf.4[..] } else { &[][..] };
     let store = |i: usize, v: __m512| _mm512_storeu_ps(out.get().add(i * w.rows + j0), v);
     let mut i = 0;
     while i + ACT_ROWS <= m {
-        let v = dot16::<ACT_ROWS>(&buf.3, std::array::from_fn(|r| a(i + r)), last_blocks);
+        let rows = std::array::from_fn(|r| a(i + r));
+        let xs = std::array::from_fn(|r| x(i + r));
+        let v = dot16::<ACT_ROWS, Q6>(&buf.3, sc, rows, xs, last_blocks);
         for (r, v) in v.into_iter().enumerate() {
             store(i + r, v);
         }
         i += ACT_ROWS;
     }
     for i in i..m {
-        store(i, dot16::<1>(&buf.3, [a(i)], last_blocks)[0]);
+        store(
+            i,
+            dot16::<1, Q6>(&buf.3, sc, [a(i)], [x(i)], last_blocks)[0],
+        );
     }
 }
 
 /// `tile_block` of the 8-row kernel on 16 lanes, for `R` activation rows at once: each weight
 /// vector is loaded once for all of them, and each row's sums are formed in exactly the order
-/// the one-row kernel uses (so `R` never changes a result).
+/// the one-row kernel uses (so `R` never changes a result). With `Q6`, Q6_K's block sums (see
+/// [`rows16`]) from the tile's scales `sc` and the rows' activation sums `xs`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn block16<const B: usize, const R: usize>(
+unsafe fn block16<const B: usize, const R: usize, const Q6: bool>(
     t: &WTile16,
+    sc: &Scales16,
     ag: [&AGroup; R],
+    xs: [&Sums16; R],
     acc: &mut [[__m512; 8]; R],
 ) {
     let (p, second) = (B / 2, B % 2);
@@ -173,11 +253,20 @@ unsafe fn block16<const B: usize, const R: usize>(
     for h in 0..2 {
         let v = 2 * p + h;
         let c0 = 4 * second;
+        let mut half = [_mm512_setzero_si512(); R];
         for c in 0..4 {
             let wq = _mm512_load_si512(t.q[8 * v + c0 + c].as_ptr().cast());
-            for (sum, a) in isum.iter_mut().zip(ag) {
+            let sums = if Q6 { &mut half } else { &mut isum };
+            for (sum, a) in sums.iter_mut().zip(ag) {
                 let xw = a.q.as_ptr().add(32 * v + 4 * (c0 + c)) as *const i32;
                 *sum = _mm512_dpbusd_epi32(*sum, wq, _mm512_set1_epi32(xw.read_unaligned()));
+            }
+        }
+        if Q6 {
+            let scale = _mm512_load_si512(sc.sc[2 * B + h].as_ptr().cast());
+            for ((sum, half), x) in isum.iter_mut().zip(half).zip(xs) {
+                let signed = _mm512_sub_epi32(half, _mm512_set1_epi32(x.s[2 * B + h]));
+                *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(signed, scale));
             }
         }
     }
@@ -187,7 +276,10 @@ unsafe fn block16<const B: usize, const R: usize>(
     for ((acc, sum), a) in acc.iter_mut().zip(isum).zip(ag) {
         let scale = _mm512_mul_ps(dw, _mm512_set1_ps(a.dx[k]));
         acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[k]);
-        acc[k] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.sx[k]), acc[k]);
+        // Q6_K has no offset term (the narrow kernel adds none).
+        if !Q6 {
+            acc[k] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.sx[k]), acc[k]);
+        }
     }
 }
 
@@ -195,29 +287,36 @@ unsafe fn block16<const B: usize, const R: usize>(
 /// rows (`a[r]` holds row r's groups).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dot16<const R: usize>(
+unsafe fn dot16<const R: usize, const Q6: bool>(
     tiles: &[WTile16],
+    scales: &[Scales16],
     a: [&[AGroup]; R],
+    x: [&[Sums16]; R],
     last_blocks: usize,
 ) -> [__m512; R] {
     let mut acc = [[_mm512_setzero_ps(); 8]; R];
     let n = tiles.len();
     for (g, t) in tiles.iter().enumerate() {
         let ag: [&AGroup; R] = std::array::from_fn(|r| &a[r][g]);
+        let (sc, xs): (&Scales16, [&Sums16; R]) = if Q6 {
+            (&scales[g], std::array::from_fn(|r| &x[r][g]))
+        } else {
+            (&ZERO_S16, [&ZERO_X16; R])
+        };
         let blocks = if g + 1 == n { last_blocks } else { GROUP };
-        block16::<0, R>(t, ag, &mut acc);
-        block16::<1, R>(t, ag, &mut acc);
+        block16::<0, R, Q6>(t, sc, ag, xs, &mut acc);
+        block16::<1, R, Q6>(t, sc, ag, xs, &mut acc);
         if blocks > 2 {
-            block16::<2, R>(t, ag, &mut acc);
-            block16::<3, R>(t, ag, &mut acc);
+            block16::<2, R, Q6>(t, sc, ag, xs, &mut acc);
+            block16::<3, R, Q6>(t, sc, ag, xs, &mut acc);
         }
         if blocks > 4 {
-            block16::<4, R>(t, ag, &mut acc);
-            block16::<5, R>(t, ag, &mut acc);
+            block16::<4, R, Q6>(t, sc, ag, xs, &mut acc);
+            block16::<5, R, Q6>(t, sc, ag, xs, &mut acc);
         }
         if blocks > 6 {
-            block16::<6, R>(t, ag, &mut acc);
-            block16::<7, R>(t, ag, &mut acc);
+            block16::<6, R, Q6>(t, sc, ag, xs, &mut acc);
+            block16::<7, R, Q6>(t, sc, ag, xs, &mut acc);
         }
     }
     let add = _mm512_add_ps;
