@@ -622,6 +622,22 @@ mod x86 {
     }
 }
 
+/// Sets the scores of the keys `row` (keys `j0..`) that its query may not see to `-inf`; or,
+/// if it sees none of them, every weight to 0 and returns false (its partial stays empty).
+#[inline(always)]
+pub(super) fn mask_row(row: &mut [f32], (vlo, vhi): (usize, usize), j0: usize) -> bool {
+    let n = row.len();
+    let lo = vlo.saturating_sub(j0).min(n);
+    let hi = vhi.saturating_sub(j0).min(n);
+    if lo >= hi {
+        row.fill(0.0);
+        return false;
+    }
+    row[..lo].fill(f32::NEG_INFINITY);
+    row[hi..].fill(f32::NEG_INFINITY);
+    true
+}
+
 /// Softmax within the chunk per row, in place in `s`, and each row's max and sum into
 /// `partial`; lanes follow the absolute key index (j0 is block-aligned). A row that sees no key
 /// here keeps zero weights. Shared by the AVX2 and AVX-512 attention (inlined into each).
@@ -640,15 +656,9 @@ pub(super) unsafe fn softmax_rows(
     let stride = partial_len(hd);
     for r in 0..a.q.len() {
         let row = &mut s[r][..n];
-        let (vlo, vhi) = a.visible[r];
-        let lo = vlo.saturating_sub(j0).min(n);
-        let hi = vhi.saturating_sub(j0).min(n);
-        if lo >= hi {
-            row.fill(0.0);
+        if !mask_row(row, a.visible[r], j0) {
             continue;
         }
-        row[..lo].fill(f32::NEG_INFINITY);
-        row[hi..].fill(f32::NEG_INFINITY);
         let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
         for c in row.chunks_exact(8) {
             m = _mm256_max_ps(m, _mm256_loadu_ps(c.as_ptr()));

@@ -9,8 +9,8 @@
 use std::arch::x86_64::*;
 
 use super::{
-    partial_len, AttnRows, ChunkKv, Scores, EXP_HI, EXP_LO, KEY_BLOCK, KEY_CHUNK, LN2_HI, LN2_LO,
-    LOG2E, P0, P1, P2, P3, P4, P5,
+    mask_row, partial_len, AttnRows, ChunkKv, Scores, EXP_HI, EXP_LO, KEY_BLOCK, KEY_CHUNK, LN2_HI,
+    LN2_LO, LOG2E, P0, P1, P2, P3, P4, P5,
 };
 
 /// Largest head the AVX-512 kernels take (Gemma 3's 256); bigger ones take the AVX2 kernels.
@@ -130,15 +130,9 @@ unsafe fn softmax_rows(
     let stride = partial_len(hd);
     for r in 0..a.q.len() {
         let row = &mut s[r][..n];
-        let (vlo, vhi) = a.visible[r];
-        let lo = vlo.saturating_sub(j0).min(n);
-        let hi = vhi.saturating_sub(j0).min(n);
-        if lo >= hi {
-            row.fill(0.0);
+        if !mask_row(row, a.visible[r], j0) {
             continue;
         }
-        row[..lo].fill(f32::NEG_INFINITY);
-        row[hi..].fill(f32::NEG_INFINITY);
         let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
         for c in row.chunks_exact(16) {
             m = _mm512_max_ps(m, _mm512_loadu_ps(c.as_ptr()));
