@@ -8,10 +8,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{
-    mask_row, partial_len, AttnRows, ChunkKv, Scores, EXP_HI, EXP_LO, KEY_BLOCK, KEY_CHUNK, LN2_HI,
-    LN2_LO, LOG2E, P0, P1, P2, P3, P4, P5,
-};
+use super::super::{EXP_HI, EXP_LO, LN2_HI, LN2_LO, LOG2E, P0, P1, P2, P3, P4, P5};
+use super::{mask_row, partial_len, AttnRows, ChunkKv, Scores, KEY_BLOCK, KEY_CHUNK};
 
 /// Largest head the AVX-512 kernels take (Gemma 3's 256); bigger ones take the AVX2 kernels.
 pub(super) const MAX_HEAD_DIM: usize = 256;
@@ -150,7 +148,7 @@ unsafe fn softmax_rows(
             );
         }
         partial[r * stride + hd] = max;
-        partial[r * stride + hd + 1] = super::x86::hsum(sum);
+        partial[r * stride + hd + 1] = super::super::x86::hsum(sum);
     }
 }
 
