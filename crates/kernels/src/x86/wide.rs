@@ -1,7 +1,7 @@
 //! AVX-512 VNNI at full width: the tile path with 16 weight rows per 512-bit vector instead of 8
 //! per 256-bit one, for `m >= TILE_MIN_M` unsigned formats and Q6_K (prefill chunks, big decode
 //! batches), and the decode path's pair sums of Q4_0, Q4_1 and Q8_0 two at a time
-//! ([`q4_pairs`], [`q8_pairs`]).
+//! ([`q4_dots`], [`q8_isum`]).
 //!
 //! A [`WTile16`] is two 8-row [`WTile`]s side by side: every 64-byte slot holds the 8-row
 //! interleave of rows 0..8 in its low half and of rows 8..16 in its high half, and the scales
@@ -48,28 +48,84 @@ impl XWide {
     }
 }
 
-/// The four pair sums of a full Q4 group (quants at `qs`) as the 256-bit path makes them
-/// (`s[p] = dpbusd(dpbusd(0, wl, xl), wh, xh)` for pair `p`), two pairs per instruction. The
-/// sums are exact integers, so the order they are formed in cannot change a result.
+/// A full Q4 group's quants (at `qs`) unpacked for [`q4_dots`]: the low and high nibbles of
+/// each 64-byte half, `[lo(0), hi(0), lo(1), hi(1)]`.
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW/VNNI; `qs` points at 128 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn q4_pairs(qs: *const u8, x: &XWide) -> [__m256i; 4] {
+pub(super) unsafe fn q4_weights(qs: *const u8) -> [__m512i; 4] {
     let low = _mm512_set1_epi8(0x0f);
-    let mut s = [_mm256_setzero_si256(); 4];
-    for h in 0..2 {
-        let v = _mm512_loadu_si512(qs.add(64 * h) as *const _);
-        let wl = _mm512_and_si512(v, low);
-        let wh = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+    let v = |h: usize| _mm512_loadu_si512(qs.add(64 * h) as *const _);
+    let (v0, v1) = (v(0), v(1));
+    [
+        _mm512_and_si512(v0, low),
+        _mm512_and_si512(_mm512_srli_epi16(v0, 4), low),
+        _mm512_and_si512(v1, low),
+        _mm512_and_si512(_mm512_srli_epi16(v1, 4), low),
+    ]
+}
+
+/// A full Q4 group's block dots with one activation row (weights from [`q4_weights`]): for
+/// half `h`, `dpbusd(dpbusd(0, wl, xl), wh, xh)`, whose 128-bit lanes hold blocks `4h..4h + 4`.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn q4_dots(w: &[__m512i; 4], x: &XWide) -> [__m512i; 2] {
+    std::array::from_fn(|h| {
         let xl = _mm512_load_si512(x.lo[h].as_ptr() as *const _);
         let xh = _mm512_load_si512(x.hi[h].as_ptr() as *const _);
-        let z = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wl, xl), wh, xh);
-        s[2 * h] = _mm512_castsi512_si256(z);
-        s[2 * h + 1] = _mm512_extracti64x4_epi64(z, 1);
-    }
-    s
+        _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[2 * h], xl),
+            w[2 * h + 1],
+            xh,
+        )
+    })
+}
+
+/// Sums each 128-bit lane of `z[0]` and `z[1]` (from [`q4_dots`]): lane `L` of the result is
+/// `[block L, block 4 + L]` twice. Exact integers, so any order of the adds gives the
+/// one-row path's block sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn lane_sums(z: [__m512i; 2]) -> __m512i {
+    // Lane L: [z0[0] + z0[2], z1[0] + z1[2], z0[1] + z0[3], z1[1] + z1[3]].
+    let t = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(z[0], z[1]),
+        _mm512_unpackhi_epi32(z[0], z[1]),
+    );
+    _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t))
+}
+
+/// The 8 block sums of a Q4 group, in `ORDER` (see `x86.rs`), from its [`q4_dots`].
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn q4_isum(z: [__m512i; 2]) -> __m256i {
+    // ORDER = blocks [0, 2, 4, 6, 1, 3, 5, 7]; block L (< 4) is dword 4 L, block 4 + L dword
+    // 4 L + 1 of `lane_sums`.
+    let order = _mm512_setr_epi32(0, 8, 1, 9, 4, 12, 5, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, lane_sums(z)))
+}
+
+/// [`q4_isum`] of two activation rows at once, sharing the last steps.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn q4_isum2(a: [__m512i; 2], b: [__m512i; 2]) -> [__m256i; 2] {
+    // Lane L: [a's block L, a's 4 + L, b's block L, b's 4 + L].
+    let (ta, tb) = (lane_sums(a), lane_sums(b));
+    let u = _mm512_mask_blend_epi32(0b1100_1100_1100_1100, ta, tb);
+    let order = _mm512_setr_epi32(0, 8, 1, 9, 4, 12, 5, 13, 2, 10, 3, 11, 6, 14, 7, 15);
+    let v = _mm512_permutexvar_epi32(order, u);
+    [_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)]
 }
 
 /// 16 weight rows of one group, interleaved (see the module docs).
@@ -87,22 +143,42 @@ const ZERO_T16: WTile16 = WTile16 {
     mw: [[0.0; 16]; 8],
 };
 
-/// The four pair sums of a full Q8_0 group under VNNI (quants at `qs`, sign bits to flip), as
-/// the 256-bit path makes them: one 512-bit `vpdpbusd` per pair takes both of its halves, which
-/// are then added (exact integers, as above).
+/// A full Q8_0 group's quants (at `qs`) with their sign bits flipped, for [`q8_isum`].
 ///
 /// # Safety
-/// As for [`q4_pairs`], with 256 readable bytes at `qs`.
+/// The CPU has AVX-512 F/BW/VNNI; `qs` points at 256 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn q8_pairs(qs: *const u8, a: &AGroup) -> [__m256i; 4] {
+pub(super) unsafe fn q8_weights(qs: *const u8) -> [__m512i; 4] {
     let flip = _mm512_set1_epi8(-128);
-    std::array::from_fn(|p| {
-        let w = _mm512_xor_si512(_mm512_loadu_si512(qs.add(64 * p) as *const _), flip);
+    std::array::from_fn(|p| _mm512_xor_si512(_mm512_loadu_si512(qs.add(64 * p) as *const _), flip))
+}
+
+/// The 8 block sums of a full Q8_0 group under VNNI (weights from [`q8_weights`]), in `ORDER`:
+/// one 512-bit `vpdpbusd` per pair, whose 128-bit lanes hold `[2p low, 2p + 1 low, 2p high,
+/// 2p + 1 high]`, then lane sums (exact integers, so the order of the adds cannot matter).
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn q8_isum(w: &[__m512i; 4], a: &AGroup) -> __m256i {
+    let z: [__m512i; 4] = std::array::from_fn(|p| {
         let x = _mm512_loadu_si512(a.q.as_ptr().add(64 * p) as *const _);
-        let z = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, x);
-        _mm256_add_epi32(_mm512_castsi512_si256(z), _mm512_extracti64x4_epi64(z, 1))
-    })
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], x)
+    });
+    let pair = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    };
+    let (t01, t23) = (pair(z[0], z[1]), pair(z[2], z[3]));
+    // Lane L, dword p: the sum of z[p]'s lane L.
+    let u = _mm512_add_epi32(
+        _mm512_unpacklo_epi64(t01, t23),
+        _mm512_unpackhi_epi64(t01, t23),
+    );
+    // Lanes 0 + 2 hold blocks 2p (dword p), lanes 1 + 3 blocks 2p + 1.
+    let v = _mm512_add_epi32(u, _mm512_shuffle_i64x2::<0b01_00_11_10>(u, u));
+    _mm512_castsi512_si256(v)
 }
 
 /// Q6_K's scales in a 16-row tile: `sc[2 B + h]` holds the 16 rows' integer scales of the

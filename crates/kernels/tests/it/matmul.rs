@@ -128,8 +128,8 @@ fn rejects_bad_shapes() {
     assert_eq!(QuantType::from_ggml_type(10), None);
 }
 
-/// A row's result is bit-identical whatever path its batch size picks (fused for m <= 2,
-/// unpacked rows below 8, 8- and 16-row tiles from 8 on), on every ISA path: batching never
+/// A row's result is bit-identical whatever path its batch size picks (fused for small m, one
+/// to four rows per weight row, unpacked rows below 8, 8- and 16-row tiles from 8 on), on every ISA path: batching never
 /// changes a sequence's tokens.
 #[test]
 fn a_row_is_the_same_alone_and_in_any_batch() {
@@ -144,7 +144,7 @@ fn a_row_is_the_same_alone_and_in_any_batch() {
             let mut scratch = Scratch::default();
             let mut all = vec![0f32; m * 40];
             matmul_on(path, &w, &x, m, &mut all, &mut scratch, &threads);
-            for sub in [1, 2, 5, 8, 16] {
+            for sub in [1, 2, 3, 4, 5, 7, 8, 16] {
                 for i0 in (0..m - sub).step_by(7) {
                     let mut part = vec![0f32; sub * 40];
                     let xs = &x[i0 * cols..(i0 + sub) * cols];
