@@ -408,11 +408,26 @@ macro_rules! isa_kernels {
                 }
             }
 
+            /// The dword sums of one block pair with u8 weights: `dpbusd` under VNNI, else
+            /// `vpmaddubsw` then `vpmaddwd` (the u8 x i8 products of a pair fit i16 pairwise).
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn pair_unsigned(wl: __m256i, wh: __m256i, xl: __m256i, xh: __m256i) -> __m256i {
+                if VNNI {
+                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), wl, xl), wh, xh)
+                } else {
+                    let t = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(wl, xl),
+                        _mm256_maddubs_epi16(wh, xh),
+                    );
+                    _mm256_madd_epi16(t, _mm256_set1_epi16(1))
+                }
+            }
+
             /// `sum over groups` for u8 weights with offsets.
             #[inline]
             #[target_feature(enable = $features)]
             unsafe fn dot_unsigned(w: &[WGroup], a: &[AGroup]) -> f32 {
-                let ones = _mm256_set1_epi16(1);
                 let mut acc = _mm256_setzero_ps();
                 for (wg, ag) in w.iter().zip(a) {
                     let wq = wg.q.as_ptr() as *const __m256i;
@@ -427,19 +442,7 @@ macro_rules! isa_kernels {
                             _mm256_load_si256(xq.add(2 * p)),
                             _mm256_load_si256(xq.add(2 * p + 1)),
                         );
-                        *sp = if VNNI {
-                            _mm256_dpbusd_epi32(
-                                _mm256_dpbusd_epi32(_mm256_setzero_si256(), wl, xl),
-                                wh,
-                                xh,
-                            )
-                        } else {
-                            let t = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(wl, xl),
-                                _mm256_maddubs_epi16(wh, xh),
-                            );
-                            _mm256_madd_epi16(t, ones)
-                        };
+                        *sp = pair_unsigned(wl, wh, xl, xh);
                     }
                     let isum = _mm256_hadd_epi32(
                         _mm256_hadd_epi32(s[0], s[1]),
@@ -604,18 +607,8 @@ macro_rules! isa_kernels {
                                     _mm256_madd_epi16(pl, ones),
                                     _mm256_madd_epi16(ph, ones),
                                 )
-                            } else if VNNI {
-                                _mm256_dpbusd_epi32(
-                                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), wl, xl),
-                                    wh,
-                                    xh,
-                                )
                             } else {
-                                let t = _mm256_add_epi16(
-                                    _mm256_maddubs_epi16(wl, xl),
-                                    _mm256_maddubs_epi16(wh, xh),
-                                );
-                                _mm256_madd_epi16(t, ones)
+                                pair_unsigned(wl, wh, xl, xh)
                             };
                         }
                     }
