@@ -85,6 +85,7 @@ fn bench(c: &mut Criterion) {
                     } else {
                         format!("m{m}")
                     };
+                    let w = w.for_path(path);
                     g.bench_with_input(BenchmarkId::new(name, id), &m, |b, &m| {
                         b.iter(|| matmul_on(path, &w, &x, m, &mut out, &mut scratch, &threads))
                     });

@@ -167,6 +167,112 @@ pub(crate) fn pack_matrix(ty: QuantType, rows: usize, cols: usize, mut data: Vec
     }
 }
 
+/// Rows per strip of the strip layout.
+pub(crate) const STRIP: usize = 16;
+
+/// Whether `ty` can be laid out in strips (the formats the VNNI strip kernels read).
+pub(crate) fn strips_apply(ty: QuantType, rows: usize) -> bool {
+    matches!(ty, QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q8_0) && rows.is_multiple_of(STRIP)
+}
+
+/// Byte offsets of the fields of a strip group of `g` blocks: (d, m, qs). `d` and `m` hold, per
+/// block, the 16 rows' f16 values side by side (32 bytes); `qs` holds 64-byte slots, each the
+/// same dword of the 16 rows side by side: Q4 slot `8 p + c` is dword `c` of block pair `p`'s 32
+/// packed bytes, Q8_0 slot `8 v + c` dword `c` of vector `v` (see `pack_row` for both).
+pub(crate) fn strip_fields(ty: QuantType, g: usize) -> (usize, usize, usize) {
+    let m = 32 * g;
+    let qs = m + if has_min(ty) { 32 * g } else { 0 };
+    (0, m, qs)
+}
+
+/// Where strip `s`, group `gi` starts, for rows of `rb` packed bytes (each strip takes the bytes
+/// its 16 rows took, each group within it those of the 16 rows' groups).
+pub(crate) fn strip_group_offset(ty: QuantType, rb: usize, s: usize, gi: usize) -> usize {
+    s * STRIP * rb + STRIP * gi * GROUP * ty.block_bytes()
+}
+
+/// For the dword `c` of Q4 pair `p` (or Q8_0 vector `p`) in a packed group of `g` blocks: its
+/// byte offset in the group (`pack_row`'s layout) and its slot's offset in the strip group.
+fn strip_dwords(ty: QuantType, g: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (_, _, _, fqs) = group_fields(ty, g);
+    let (_, _, sqs) = strip_fields(ty, g);
+    let vectors = if ty == QuantType::Q8_0 { g } else { g / 2 };
+    (0..8 * vectors).map(move |slot| (fqs + 4 * slot, sqs + 64 * slot))
+}
+
+/// Rearranges 16 packed rows (`pack_row`'s layout, `rb` bytes each, one after another in
+/// `rows`) into one strip in `out` (same length).
+fn strip_of_rows(ty: QuantType, rows: &[u8], rb: usize, out: &mut [u8]) {
+    let bb = ty.block_bytes();
+    let nb = rb / bb;
+    for gi in 0..nb.div_ceil(GROUP) {
+        let g = group_len(nb, gi);
+        let (fd, fm, _, _) = group_fields(ty, g);
+        let (sd, sm, _) = strip_fields(ty, g);
+        let dst = &mut out[strip_group_offset(ty, rb, 0, gi)..];
+        for r in 0..STRIP {
+            let src = &rows[r * rb + gi * GROUP * bb..];
+            for k in 0..g {
+                let to = sd + 32 * k + 2 * r;
+                dst[to..to + 2].copy_from_slice(&src[fd + 2 * k..fd + 2 * k + 2]);
+                if has_min(ty) {
+                    let to = sm + 32 * k + 2 * r;
+                    dst[to..to + 2].copy_from_slice(&src[fm + 2 * k..fm + 2 * k + 2]);
+                }
+            }
+            for (from, to) in strip_dwords(ty, g) {
+                dst[to + 4 * r..to + 4 * r + 4].copy_from_slice(&src[from..from + 4]);
+            }
+        }
+    }
+}
+
+/// Lays a packed matrix (`pack_matrix`'s output, `rows` a multiple of 16) out in strips, in
+/// place: a strip occupies exactly the bytes of its 16 rows.
+pub(crate) fn strip_matrix(ty: QuantType, rows: usize, cols: usize, mut data: Vec<u8>) -> Vec<u8> {
+    let rb = packed_row_bytes(ty, cols);
+    let mut tmp = vec![0u8; STRIP * rb];
+    for s in 0..rows / STRIP {
+        let strip = &mut data[s * STRIP * rb..(s + 1) * STRIP * rb];
+        strip_of_rows(ty, strip, rb, &mut tmp);
+        strip.copy_from_slice(&tmp);
+    }
+    data
+}
+
+/// Rebuilds packed row `j` (`pack_row`'s layout) of a matrix in strips into `out` (`rb` long).
+pub(crate) fn row_of_strips(ty: QuantType, data: &[u8], rb: usize, j: usize, out: &mut [u8]) {
+    let bb = ty.block_bytes();
+    let nb = rb / bb;
+    let (s, r) = (j / STRIP, j % STRIP);
+    for gi in 0..nb.div_ceil(GROUP) {
+        let g = group_len(nb, gi);
+        let (fd, fm, _, _) = group_fields(ty, g);
+        let (sd, sm, _) = strip_fields(ty, g);
+        let src = &data[strip_group_offset(ty, rb, s, gi)..];
+        let dst = &mut out[gi * GROUP * bb..];
+        for k in 0..g {
+            let from = sd + 32 * k + 2 * r;
+            dst[fd + 2 * k..fd + 2 * k + 2].copy_from_slice(&src[from..from + 2]);
+            if has_min(ty) {
+                let from = sm + 32 * k + 2 * r;
+                dst[fm + 2 * k..fm + 2 * k + 2].copy_from_slice(&src[from..from + 2]);
+            }
+        }
+        for (to, from) in strip_dwords(ty, g) {
+            dst[to..to + 4].copy_from_slice(&src[from + 4 * r..from + 4 * r + 4]);
+        }
+    }
+}
+
+/// Rebuilds ggml row bytes (`cols / 32` blocks) from a packed row.
+pub(crate) fn ggml_row(ty: QuantType, packed: &[u8], cols: usize, out: &mut [u8]) {
+    let bb = ty.block_bytes();
+    for b in 0..cols / 32 {
+        unpack_block(ty, packed, b, &mut out[b * bb..(b + 1) * bb]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +294,29 @@ mod tests {
                         blk,
                         ggml[b * bb..(b + 1) * bb],
                         "{ty:?} {nblocks} blocks, block {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_row_survives_strips_and_back() {
+        for ty in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0] {
+            for nblocks in [1, 2, 8, 9, 18, 23] {
+                let (rows, cols) = (32, 32 * nblocks);
+                let ggml = random_blocks(ty, rows, cols, nblocks as u64);
+                let packed = pack_matrix(ty, rows, cols, ggml.clone());
+                let strips = strip_matrix(ty, rows, cols, packed.clone());
+                let rb = packed_row_bytes(ty, cols);
+                assert_eq!(strips.len(), packed.len());
+                let mut row = vec![0u8; rb];
+                for j in 0..rows {
+                    row_of_strips(ty, &strips, rb, j, &mut row);
+                    assert_eq!(
+                        row,
+                        packed[j * rb..(j + 1) * rb],
+                        "{ty:?} {nblocks} blocks, row {j}"
                     );
                 }
             }

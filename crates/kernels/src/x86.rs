@@ -26,6 +26,7 @@ use crate::pack::{self, GROUP};
 use crate::{QMatrix, QuantType, SharedMut};
 
 mod driver;
+mod strips;
 #[macro_use]
 mod tiled;
 mod wide;

@@ -54,8 +54,10 @@ pub(crate) fn matmul(
     }
 
     // Made once per call rather than by every task.
+    let strips = w.layout == crate::Layout::Strips;
+    assert!(vnni || !strips, "only the VNNI path reads strips");
     scratch.wide.clear();
-    if wants_wide(w.ty, m, vnni) {
+    if wants_wide(w.ty, m, vnni) && !strips {
         scratch.wide.extend(scratch.act.iter().map(XWide::of));
     }
     scratch.sums.clear();
@@ -63,7 +65,9 @@ pub(crate) fn matmul(
         scratch.sums.extend(scratch.act.iter().map(Sums16::of));
     }
 
-    let (tasks, per) = crate::row_ranges(rows, threads.len(), 1);
+    // Tasks take whole strips.
+    let align = if strips { pack::STRIP } else { 1 };
+    let (tasks, per) = crate::row_ranges(rows, threads.len(), align);
     scratch.rows.resize_with(tasks, Default::default);
     let bufs = SharedMut(scratch.rows.as_mut_ptr());
     let outp = SharedMut(out.as_mut_ptr());
@@ -77,7 +81,9 @@ pub(crate) fn matmul(
         let buf = unsafe { &mut *bufs.get().add(t) };
         let range = t * per..((t + 1) * per).min(rows);
         unsafe {
-            if vnni {
+            if strips {
+                strips::rows_task(w, acts.groups, m, ngroups, range, outp, &mut buf.3)
+            } else if vnni {
                 vnni::rows_task(w, acts, m, ngroups, range, outp, buf)
             } else {
                 avx2::rows_task(w, acts, m, ngroups, range, outp, buf)

@@ -132,12 +132,12 @@ pub(super) unsafe fn q4_isum2(a: [__m512i; 2], b: [__m512i; 2]) -> [__m256i; 2] 
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub(crate) struct WTile16 {
-    q: [[u8; 64]; 64],
-    dw: [[f32; 16]; 8],
-    mw: [[f32; 16]; 8],
+    pub(super) q: [[u8; 64]; 64],
+    pub(super) dw: [[f32; 16]; 8],
+    pub(super) mw: [[f32; 16]; 8],
 }
 
-const ZERO_T16: WTile16 = WTile16 {
+pub(super) const ZERO_T16: WTile16 = WTile16 {
     q: [[0; 64]; 64],
     dw: [[0.0; 16]; 8],
     mw: [[0.0; 16]; 8],
@@ -283,6 +283,38 @@ pub(super) unsafe fn rows16<const Q6: bool>(
         }
     }
     let last_blocks = ((w.cols / 32).next_multiple_of(2) - 1) % GROUP + 1;
+    let sc = if Q6 { &buf.4[..] } else { &[][..] };
+    sweep16::<Q6>(
+        &buf.3,
+        sc,
+        act,
+        sums,
+        m,
+        ngroups,
+        last_blocks,
+        out.at(j0),
+        w.rows,
+    );
+}
+
+/// Every one of the `m` activation rows dotted with 16 weight rows in `tiles` (and, with `Q6`,
+/// `sc`), row `i`'s 16 results stored at `out + i * stride`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI; the caller owns those outputs.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn sweep16<const Q6: bool>(
+    tiles: &[WTile16],
+    sc: &[Scales16],
+    act: &[AGroup],
+    sums: &[Sums16],
+    m: usize,
+    ngroups: usize,
+    last_blocks: usize,
+    out: SharedMut<f32>,
+    stride: usize,
+) {
     let a = |i: usize| &act[i * ngroups..(i + 1) * ngroups];
     let x = |i: usize| {
         if Q6 {
@@ -291,23 +323,19 @@ pub(super) unsafe fn rows16<const Q6: bool>(
             &[][..]
         }
     };
-    let sc = if Q6 { &buf.4[..] } else { &[][..] };
-    let store = |i: usize, v: __m512| _mm512_storeu_ps(out.get().add(i * w.rows + j0), v);
+    let store = |i: usize, v: __m512| _mm512_storeu_ps(out.get().add(i * stride), v);
     let mut i = 0;
     while i + ACT_ROWS <= m {
         let rows = std::array::from_fn(|r| a(i + r));
         let xs = std::array::from_fn(|r| x(i + r));
-        let v = dot16::<ACT_ROWS, Q6>(&buf.3, sc, rows, xs, last_blocks);
+        let v = dot16::<ACT_ROWS, Q6>(tiles, sc, rows, xs, last_blocks);
         for (r, v) in v.into_iter().enumerate() {
             store(i + r, v);
         }
         i += ACT_ROWS;
     }
     for i in i..m {
-        store(
-            i,
-            dot16::<1, Q6>(&buf.3, sc, [a(i)], [x(i)], last_blocks)[0],
-        );
+        store(i, dot16::<1, Q6>(tiles, sc, [a(i)], [x(i)], last_blocks)[0]);
     }
 }
 

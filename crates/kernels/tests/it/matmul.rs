@@ -1,8 +1,9 @@
 //! `matmul` against the dequantize-then-multiply reference, over random shapes and every path
 //! this CPU supports.
-use kernels::testing::{random_activations, random_matrix};
+use kernels::testing::{random_activations, random_blocks, random_matrix};
 use kernels::{
-    matmul, matmul_on, matmul_reference, supported_isas, QMatrix, QuantType, Scratch, Threads,
+    matmul, matmul_on, matmul_reference, supported_isas, Isa, Layout, QMatrix, QuantType, Scratch,
+    Threads,
 };
 use proptest::prelude::*;
 
@@ -18,6 +19,7 @@ fn check(w: &QMatrix, m: usize, seed: u64, threads: &Threads) {
 }
 
 fn check_on(path: kernels::Isa, w: &QMatrix, m: usize, seed: u64, threads: &Threads) {
+    let w = &w.for_path(path);
     let (rows, cols) = (w.rows(), w.cols());
     let x = random_activations(m * cols, seed);
     let mut want = vec![0f32; m * rows];
@@ -141,6 +143,7 @@ fn a_row_is_the_same_alone_and_in_any_batch() {
         let m = 33;
         let x = random_activations(m * cols, 22);
         for path in supported_isas() {
+            let w = w.for_path(path);
             let mut scratch = Scratch::default();
             let mut all = vec![0f32; m * 40];
             matmul_on(path, &w, &x, m, &mut all, &mut scratch, &threads);
@@ -156,6 +159,39 @@ fn a_row_is_the_same_alone_and_in_any_batch() {
                         i0 + sub
                     );
                 }
+            }
+        }
+    }
+}
+
+/// On the VNNI path, a matrix in strips gives the same bits as the same matrix in rows, for
+/// every batch size and for groups cut short at the end of a row.
+#[test]
+fn strips_give_the_bits_rows_give() {
+    if !supported_isas().contains(&Isa::Avx512Vnni) {
+        eprintln!("no AVX-512 VNNI here: strips are not used");
+        return;
+    }
+    let threads = Threads::new(2);
+    for ty in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0] {
+        for nblocks in [2, 8, 18, 19] {
+            let (rows, cols) = (48, 32 * nblocks);
+            let bytes = random_blocks(ty, rows, cols, 40 + nblocks as u64);
+            let strips = QMatrix::with_layout(ty, rows, cols, bytes.clone(), Layout::Strips)
+                .expect("valid sizes");
+            assert_eq!(strips.layout(), Layout::Strips);
+            let by_rows = QMatrix::with_layout(ty, rows, cols, bytes, Layout::Rows).unwrap();
+            for m in (1..=20).chain([33]) {
+                let x = random_activations(m * cols, m as u64);
+                let run = |w: &QMatrix| {
+                    let mut out = vec![f32::NAN; m * rows];
+                    let mut scratch = Scratch::default();
+                    matmul_on(Isa::Avx512Vnni, w, &x, m, &mut out, &mut scratch, &threads);
+                    out
+                };
+                let (a, b) = (run(&strips), run(&by_rows));
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{ty:?} {nblocks} blocks, m = {m}");
             }
         }
     }
