@@ -10,8 +10,8 @@
 //! kernels' own ceiling; 0 layers is the LM head alone.
 use std::time::Instant;
 
-use kernels::testing::{random_activations, random_matrix};
-use kernels::{isa, matmul_on, supported_isas, Isa, QMatrix, QuantType, Scratch, Threads};
+use kernels::testing::{random_activations, random_blocks};
+use kernels::{isa, matmul_on, supported_isas, Isa, Layout, QMatrix, QuantType, Scratch, Threads};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -19,9 +19,12 @@ fn main() {
     let sweeps: usize = args.next().map_or(200, |a| a.parse().expect("sweeps"));
     let layers: u64 = args.next().map_or(30, |a| a.parse().expect("layers"));
     let m: usize = args.next().map_or(1, |a| a.parse().expect("m"));
-    let path = match args.next().as_deref() {
+    let arg = args.next();
+    // `avx512vnni-rows`: the VNNI path on matrices in the row layout, for comparison.
+    let rows_layout = arg.as_deref() == Some("avx512vnni-rows");
+    let path = match arg.as_deref() {
         None => isa(),
-        Some("avx512vnni") => Isa::Avx512Vnni,
+        Some("avx512vnni" | "avx512vnni-rows") => Isa::Avx512Vnni,
         Some("avx2") => Isa::Avx2,
         Some("portable") => Isa::Portable,
         Some(other) => panic!("unknown path {other:?} (avx512vnni, avx2, portable)"),
@@ -30,16 +33,25 @@ fn main() {
         supported_isas().contains(&path),
         "{path:?} not supported here"
     );
+    let laid_out = |ty: QuantType, rows: usize, cols: usize, seed: u64| {
+        let layout = if rows_layout {
+            Layout::Rows
+        } else {
+            Layout::for_path(path, ty, rows)
+        };
+        QMatrix::with_layout(ty, rows, cols, random_blocks(ty, rows, cols, seed), layout)
+            .expect("valid sizes")
+    };
     // q|k|v and gate|up fused, as the model loads them.
     let layer = [(960, 576), (576, 576), (3072, 576), (576, 1536)];
     let mut mats: Vec<QMatrix> = Vec::new();
     for l in 0..layers {
         for (i, &(rows, cols)) in layer.iter().enumerate() {
-            mats.push(random_matrix(QuantType::Q4_1, rows, cols, l * 8 + i as u64));
+            mats.push(laid_out(QuantType::Q4_1, rows, cols, l * 8 + i as u64));
         }
     }
     if layers >= 30 || layers == 0 {
-        mats.push(random_matrix(QuantType::Q8_0, 49152, 576, 999));
+        mats.push(laid_out(QuantType::Q8_0, 49152, 576, 999));
     }
     let bytes: usize = mats.iter().map(QMatrix::weight_bytes).sum();
     let flops: usize = mats.iter().map(|w| 2 * m * w.rows() * w.cols()).sum();
