@@ -20,11 +20,11 @@ fn main() {
     let layers: u64 = args.next().map_or(30, |a| a.parse().expect("layers"));
     let m: usize = args.next().map_or(1, |a| a.parse().expect("m"));
     let arg = args.next();
-    // `avx512vnni-rows`: the VNNI path on matrices in the row layout, for comparison.
-    let rows_layout = arg.as_deref() == Some("avx512vnni-rows");
-    let path = match arg.as_deref() {
+    // `avx512vnni-rows`, `avx2-rows`: the path on matrices in the row layout, for comparison.
+    let rows_layout = arg.as_deref().is_some_and(|a| a.ends_with("-rows"));
+    let path = match arg.as_deref().map(|a| a.trim_end_matches("-rows")) {
         None => isa(),
-        Some("avx512vnni" | "avx512vnni-rows") => Isa::Avx512Vnni,
+        Some("avx512vnni") => Isa::Avx512Vnni,
         Some("avx2") => Isa::Avx2,
         Some("portable") => Isa::Portable,
         Some(other) => panic!("unknown path {other:?} (avx512vnni, avx2, portable)"),

@@ -269,3 +269,161 @@ unsafe fn rows<const T: u8>(
         }
     }
 }
+
+/// AVX2 without AVX-512 over Q4_0 and Q4_1 in strips: each 64-byte slot is read as two halves
+/// of 8 rows, and every activation row is dotted straight from memory, whatever `m` is.
+///
+/// Why: the row layout's AVX2 decode reduces every group horizontally (three `vphaddd`) once
+/// per weight row and activation row, and holds only 2 activation rows per pass in its 16
+/// registers; here a half-slot meets a broadcast activation word with no reduction, the 8
+/// `vpmaddubsw` of a block add up in i16 (at most 8 x 2 x 15 x 127 = 30,480, so they cannot
+/// overflow), and one accumulator per activation row leaves room for 4 rows a pass.
+///
+/// Exactness: the integer block sums are the row layout's; the float steps (scale, offset) are
+/// the same per block but accumulate block after block rather than in 8 block-position lanes,
+/// so results differ from the AVX2 row layout's by rounding. A row's result depends on its own
+/// values only (the same steps for every `m` and pass), so batching still changes no bits.
+/// Q8_0 stays in rows on AVX2: its signed products need the sign trick and a `vpmaddwd` per
+/// slot, which costs more than the row layout's pairs.
+pub(crate) mod avx2 {
+    use super::*;
+
+    /// Activation rows per pass over a half-strip.
+    const ROWS: usize = 3;
+
+    /// Half `h` (rows `8h..8h + 8`) of strip `s` of `w` dotted with `R` activation rows.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    // `gi` also places the group in the strip, so it stays an index.
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn dot_half<const T: u8, const R: usize>(
+        w: &QMatrix,
+        s: usize,
+        h: usize,
+        a: [&[AGroup]; R],
+        prefetch: bool,
+    ) -> [__m256; R] {
+        let low = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let nb = w.row_bytes / w.ty.block_bytes();
+        for gi in 0..nb.div_ceil(GROUP) {
+            let g = pack::group_len(nb, gi);
+            let grp = w
+                .data
+                .as_ptr()
+                .add(pack::strip_group_offset(w.ty, w.row_bytes, s, gi));
+            let (fd, fm, fqs) = pack::strip_fields(w.ty, g);
+            if prefetch {
+                // As the VNNI kernel does: the stream runs on through the next strips.
+                let ahead = grp.wrapping_add(PREFETCH_BYTES);
+                for line in (0..pack::STRIP * g * w.ty.block_bytes()).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
+                }
+            }
+            let qs = grp.add(fqs + 32 * h);
+            for b in 0..g {
+                let (p, c0) = (b / 2, 4 * (b % 2));
+                let mut s16 = [_mm256_setzero_si256(); R];
+                for c in c0..c0 + 4 {
+                    let raw = _mm256_loadu_si256(qs.add(64 * (8 * p + c)) as *const __m256i);
+                    let lo = _mm256_and_si256(raw, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+                    for r in 0..R {
+                        let q = a[r][gi].q.as_ptr();
+                        let word = |v: usize| {
+                            _mm256_set1_epi32(
+                                (q.add(32 * v + 4 * c) as *const i32).read_unaligned(),
+                            )
+                        };
+                        let pair = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(lo, word(2 * p)),
+                            _mm256_maddubs_epi16(hi, word(2 * p + 1)),
+                        );
+                        s16[r] = _mm256_add_epi16(s16[r], pair);
+                    }
+                }
+                let half = |at: usize| {
+                    _mm256_cvtph_ps(_mm_loadu_si128(grp.add(at + 32 * b + 16 * h) as *const _))
+                };
+                let dw = half(fd);
+                // The row layout's offsets, computed the same way.
+                let mw = if T == 0 {
+                    _mm256_mul_ps(dw, _mm256_set1_ps(-8.0))
+                } else {
+                    half(fm)
+                };
+                let k = POS[b];
+                for r in 0..R {
+                    let ag = &a[r][gi];
+                    let isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[r], ones));
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(ag.dx[k]));
+                    acc[r] = _mm256_fmadd_ps(isum, scale, acc[r]);
+                    acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(ag.sx[k]), acc[r]);
+                }
+            }
+        }
+        acc
+    }
+
+    /// Output columns `range` (whole strips) of `w`, Q4_0 or Q4_1 in strips, for all `m`
+    /// activation rows.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `w` is in strips; `range` starts and ends on strip
+    /// boundaries; the caller owns those columns of `out` (`m x w.rows`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn rows_task(
+        w: &QMatrix,
+        act: &[AGroup],
+        m: usize,
+        ngroups: usize,
+        range: Range<usize>,
+        out: SharedMut<f32>,
+    ) {
+        match w.ty {
+            QuantType::Q4_0 => rows::<0>(w, act, m, ngroups, range, out),
+            QuantType::Q4_1 => rows::<1>(w, act, m, ngroups, range, out),
+            ty => unreachable!("{ty:?} is never laid out in strips for AVX2"),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn rows<const T: u8>(
+        w: &QMatrix,
+        act: &[AGroup],
+        m: usize,
+        ngroups: usize,
+        range: Range<usize>,
+        out: SharedMut<f32>,
+    ) {
+        let a = |i: usize| &act[i * ngroups..(i + 1) * ngroups];
+        for s in range.start / pack::STRIP..range.end / pack::STRIP {
+            for h in 0..2 {
+                let j0 = s * pack::STRIP + 8 * h;
+                let put = |i: usize, v: &[__m256]| {
+                    for (r, &v) in v.iter().enumerate() {
+                        _mm256_storeu_ps(out.get().add((i + r) * w.rows + j0), v);
+                    }
+                };
+                // The first pass streams the strip in; later ones find it in L1.
+                let mut i = 0;
+                while i + ROWS <= m {
+                    let rows = std::array::from_fn(|r| a(i + r));
+                    put(i, &dot_half::<T, ROWS>(w, s, h, rows, i == 0 && h == 0));
+                    i += ROWS;
+                }
+                let first = i == 0 && h == 0;
+                match m - i {
+                    0 => {}
+                    1 => put(i, &dot_half::<T, 1>(w, s, h, [a(i)], first)),
+                    2 => put(i, &dot_half::<T, 2>(w, s, h, [a(i), a(i + 1)], first)),
+                    _ => put(
+                        i,
+                        &dot_half::<T, 3>(w, s, h, [a(i), a(i + 1), a(i + 2)], first),
+                    ),
+                }
+            }
+        }
+    }
+}

@@ -131,33 +131,61 @@ fn rejects_bad_shapes() {
 }
 
 /// A row's result is bit-identical whatever path its batch size picks (fused for small m, one
-/// to four rows per weight row, unpacked rows below 8, 8- and 16-row tiles from 8 on), on every ISA path: batching never
-/// changes a sequence's tokens.
+/// to four rows per weight row, unpacked rows below 8, 8- and 16-row tiles from 8 on, strips
+/// dotted directly or through tiles), on every ISA path: batching never changes a sequence's
+/// tokens.
 #[test]
 fn a_row_is_the_same_alone_and_in_any_batch() {
     let threads = Threads::new(2);
     for ty in QuantType::ALL {
         let cols = if ty.block_len() == 256 { 512 } else { 32 * 19 };
-        // 40 rows: two 16-row tiles and an 8-row one on the widest path.
-        let w = random_matrix(ty, 40, cols, 21);
-        let m = 33;
-        let x = random_activations(m * cols, 22);
-        for path in supported_isas() {
-            let w = w.for_path(path);
-            let mut scratch = Scratch::default();
-            let mut all = vec![0f32; m * 40];
-            matmul_on(path, &w, &x, m, &mut all, &mut scratch, &threads);
-            for sub in [1, 2, 3, 4, 5, 7, 8, 16] {
-                for i0 in (0..m - sub).step_by(7) {
-                    let mut part = vec![0f32; sub * 40];
-                    let xs = &x[i0 * cols..(i0 + sub) * cols];
-                    matmul_on(path, &w, xs, sub, &mut part, &mut scratch, &threads);
-                    assert_eq!(
-                        part[..],
-                        all[i0 * 40..(i0 + sub) * 40],
-                        "{path:?} {ty:?}: rows {i0}..{} in a batch of {sub} differ from m = {m}",
-                        i0 + sub
-                    );
+        // 40 rows: two 16-row tiles and an 8-row one on the widest path; 48: three strips
+        // where the path reads strips.
+        for rows in [40, 48] {
+            let w = random_matrix(ty, rows, cols, 21);
+            let m = 33;
+            let x = random_activations(m * cols, 22);
+            for path in supported_isas() {
+                let w = w.for_path(path);
+                let mut scratch = Scratch::default();
+                let mut all = vec![0f32; m * rows];
+                matmul_on(path, &w, &x, m, &mut all, &mut scratch, &threads);
+                for sub in [1, 2, 3, 4, 5, 7, 8, 16] {
+                    for i0 in (0..m - sub).step_by(7) {
+                        let mut part = vec![0f32; sub * rows];
+                        let xs = &x[i0 * cols..(i0 + sub) * cols];
+                        matmul_on(path, &w, xs, sub, &mut part, &mut scratch, &threads);
+                        assert_eq!(
+                            part[..],
+                            all[i0 * rows..(i0 + sub) * rows],
+                            "{path:?} {ty:?} {:?}: rows {i0}..{} in a batch of {sub} differ \
+                             from m = {m}",
+                            w.layout(),
+                            i0 + sub
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every path that reads strips stays within the int8 error bound of the reference on them,
+/// for every pass shape (1 to 4 activation rows a pass and the rest, tiles above 8) and for
+/// groups cut short at the end of a row.
+#[test]
+fn strips_match_the_reference_on_every_path() {
+    let threads = Threads::new(2);
+    for ty in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0] {
+        for nblocks in [2, 9, 19] {
+            let w = random_matrix(ty, 32, 32 * nblocks, 50 + nblocks as u64);
+            for path in supported_isas() {
+                let q4 = ty != QuantType::Q8_0;
+                if path == Isa::Avx512Vnni || (path == Isa::Avx2 && q4) {
+                    assert_eq!(w.for_path(path).layout(), Layout::Strips, "{path:?} {ty:?}");
+                }
+                for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 13] {
+                    check_on(path, &w, m, 60 + m as u64, &threads);
                 }
             }
         }
