@@ -40,13 +40,9 @@
 //! building for prefill. Up to 8 activation rows dot each strip 4 rows a pass; beyond, a strip is
 //! unpacked once into a 16-row tile and swept by the tile kernel. The results are bit-identical
 //! to the row layout's (SmolLM2's shapes, 2 threads of a Sapphire Rapids-class CPU: m = 1 in 3.1
-//! against 7.4 ms a sweep, m = 8 8.4 against 19.8, m = 64 62 against 85).
-//!
-//! AVX2 reads Q4_0 and Q4_1 in the same strips, 8 rows per vector, every activation row dotted
-//! straight from memory 3 rows a pass (`strips::avx2`); a row's result then differs from the
-//! AVX2 row layout's by float rounding only. Q8_0 stays in rows there (its signed products cost
-//! more in strips). On a Zen 3 core pair: m = 4 7.4 against 9.1 ms a sweep, m = 8 13.2 against
-//! 17.5, decode (bound by memory) and prefill unchanged.
+//! against 7.4 ms a sweep, m = 8 8.4 against 19.8, m = 64 62 against 85). AVX2 keeps the row
+//! layout: strips read 8 rows per vector there were 1.2-1.3x faster at m = 4-8 on Zen 3 but
+//! about 20% slower in prefill, whose rows the 8-row tiles serve better.
 //!
 //! Weight rows of the 32-weight formats are regrouped at load (same bytes, see `pack`), so
 //! memory does not grow; K-quants are used as stored. Rows are split across [`Threads`] in
@@ -179,30 +175,21 @@ pub enum KernelError {
 pub enum Layout {
     /// One row after another: ggml's layout, or `pack`'s for the 32-weight formats.
     Rows,
-    /// Q4_0, Q4_1 and Q8_0 with a multiple of 16 rows, for the AVX-512 VNNI path (Q4_0 and Q4_1
-    /// for AVX2): strips of 16 rows whose quants are interleaved dword by dword and whose
-    /// scales sit side by side, so one broadcast activation word meets all 16 rows (8 per AVX2
-    /// vector) with no unpacking into tiles per call and no horizontal sums (see
-    /// `pack::strip_fields`).
+    /// Q4_0, Q4_1 and Q8_0 with a multiple of 16 rows, for the AVX-512 VNNI path: strips of 16
+    /// rows whose quants are interleaved dword by dword and whose scales sit side by side, so
+    /// one broadcast activation word meets all 16 rows with no unpacking into tiles per call
+    /// and no horizontal sums (see `pack::strip_fields`).
     Strips,
 }
 
 impl Layout {
     /// The layout `path` reads fastest for a `ty` matrix of `rows` rows.
     pub fn for_path(path: Isa, ty: QuantType, rows: usize) -> Layout {
-        if reads_strips(path, ty) && pack::strips_apply(ty, rows) {
+        if path == Isa::Avx512Vnni && pack::strips_apply(ty, rows) {
             Layout::Strips
         } else {
             Layout::Rows
         }
-    }
-}
-
-/// Whether `path` has kernels for `ty` in strips (Portable reads any layout row by row).
-fn reads_strips(path: Isa, ty: QuantType) -> bool {
-    match path {
-        Isa::Avx512Vnni | Isa::Portable => true,
-        Isa::Avx2 => matches!(ty, QuantType::Q4_0 | QuantType::Q4_1),
     }
 }
 
@@ -552,7 +539,7 @@ pub fn matmul_on(
         return;
     }
     assert!(
-        w.layout == Layout::Rows || reads_strips(path, w.ty),
+        w.layout == Layout::Rows || matches!(path, Isa::Avx512Vnni | Isa::Portable),
         "{path:?} cannot read a matrix in strips (see QMatrix::for_path)"
     );
     let int8 = !matches!(w.ty, QuantType::F32 | QuantType::F16);

@@ -55,6 +55,7 @@ pub(crate) fn matmul(
 
     // Made once per call rather than by every task.
     let strips = w.layout == crate::Layout::Strips;
+    assert!(vnni || !strips, "only the VNNI path reads strips");
     scratch.wide.clear();
     if wants_wide(w.ty, m, vnni) && !strips {
         scratch.wide.extend(scratch.act.iter().map(XWide::of));
@@ -80,10 +81,8 @@ pub(crate) fn matmul(
         let buf = unsafe { &mut *bufs.get().add(t) };
         let range = t * per..((t + 1) * per).min(rows);
         unsafe {
-            if strips && vnni {
+            if strips {
                 strips::rows_task(w, acts.groups, m, ngroups, range, outp, &mut buf.3)
-            } else if strips {
-                strips::avx2::rows_task(w, acts.groups, m, ngroups, range, outp)
             } else if vnni {
                 vnni::rows_task(w, acts, m, ngroups, range, outp, buf)
             } else {
