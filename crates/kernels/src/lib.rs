@@ -40,13 +40,19 @@
 //! building for prefill. Up to 8 activation rows dot each strip 4 rows a pass; beyond, a strip is
 //! unpacked once into a 16-row tile and swept by the tile kernel. The results are bit-identical
 //! to the row layout's (SmolLM2's shapes, 2 threads of a Sapphire Rapids-class CPU: m = 1 in 3.1
-//! against 7.4 ms a sweep, m = 8 8.4 against 19.8, m = 64 62 against 85). AVX2 keeps the row
-//! layout: strips read 8 rows per vector there were 1.2-1.3x faster at m = 4-8 on Zen 3 but
-//! about 20% slower in prefill, whose rows the 8-row tiles serve better.
+//! against 7.4 ms a sweep, m = 8 8.4 against 19.8, m = 64 62 against 85).
+//!
+//! AVX2 reads Q4_0 and Q4_1 in the same strips (`x86/strips/avx2.rs`): half a slot is a word
+//! of the 8-row tile once its nibbles are split, so up to 8 activation rows dot each half-strip
+//! straight from memory with the tile kernel's steps, and above 8 a half-strip becomes a tile
+//! for a split and a store per slot instead of unpacking and shuffling 8 rows. Bit-identical to
+//! the row layout there too (Zen 3, 2 threads, weights in cache: m = 8 0.78 against 1.50 ms a
+//! sweep of two layers). Q8_0 stays in rows on AVX2, whose Q8_0 kernels use signed weights.
 //!
 //! Weight rows of the 32-weight formats are regrouped at load (same bytes, see `pack`), so
 //! memory does not grow; K-quants are used as stored. Rows are split across [`Threads`] in
-//! contiguous ranges, so every weight byte is read from memory once per call whatever `m` is.
+//! contiguous ranges of whole strips, a few per thread and as equal as the strips allow, so
+//! every weight byte is read from memory once per call whatever `m` is.
 //!
 //! The int8 paths' error per output is bounded by about `sum_k |w_k| * max|x|_block / 254`
 //! (half an activation quantization step), the same scheme as llama.cpp's.
@@ -63,6 +69,7 @@ mod bf16;
 mod formats;
 mod gemm;
 mod pack;
+mod split;
 mod threads;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -185,11 +192,19 @@ pub enum Layout {
 impl Layout {
     /// The layout `path` reads fastest for a `ty` matrix of `rows` rows.
     pub fn for_path(path: Isa, ty: QuantType, rows: usize) -> Layout {
-        if path == Isa::Avx512Vnni && pack::strips_apply(ty, rows) {
+        if reads_strips(path, ty) && pack::strips_apply(ty, rows) {
             Layout::Strips
         } else {
             Layout::Rows
         }
+    }
+}
+
+/// Whether `path` has kernels for `ty` in strips (Portable reads any layout row by row).
+fn reads_strips(path: Isa, ty: QuantType) -> bool {
+    match path {
+        Isa::Avx512Vnni | Isa::Portable => true,
+        Isa::Avx2 => matches!(ty, QuantType::Q4_0 | QuantType::Q4_1),
     }
 }
 
@@ -485,14 +500,6 @@ impl<T> SharedMut<T> {
 unsafe impl<T> Send for SharedMut<T> {}
 unsafe impl<T> Sync for SharedMut<T> {}
 
-/// Splits `rows` weight rows into `tasks` contiguous ranges, each a multiple of `align`.
-fn row_ranges(rows: usize, threads: usize, align: usize) -> (usize, usize) {
-    // A few tasks per thread balances a thread that gets descheduled; each range still streams
-    // a contiguous slice of the weights.
-    let per = rows.div_ceil(threads * 4).max(32).next_multiple_of(align);
-    (rows.div_ceil(per), per)
-}
-
 /// `out[i*rows + j] = sum_k x[i*cols + k] * W[j, k]` for `i` in `0..m`.
 ///
 /// Every weight block is read from memory once per call for all `m` rows; the rows of `W` are
@@ -539,7 +546,7 @@ pub fn matmul_on(
         return;
     }
     assert!(
-        w.layout == Layout::Rows || matches!(path, Isa::Avx512Vnni | Isa::Portable),
+        w.layout == Layout::Rows || reads_strips(path, w.ty),
         "{path:?} cannot read a matrix in strips (see QMatrix::for_path)"
     );
     let int8 = !matches!(w.ty, QuantType::F32 | QuantType::F16);
@@ -576,17 +583,17 @@ fn matmul_portable(
     threads: &Threads,
 ) {
     let (rows, cols) = (w.rows, w.cols);
-    let (tasks, per) = row_ranges(rows, threads.len(), 1);
-    scratch.rows.resize_with(tasks, Vec::new);
+    let split = split::RowSplit::new(rows, threads.len(), 1);
+    scratch.rows.resize_with(split.tasks, Vec::new);
     for r in &mut scratch.rows {
         r.resize(cols, 0.0);
     }
     let bufs = SharedMut(scratch.rows.as_mut_ptr());
     let outp = SharedMut(out.as_mut_ptr());
-    threads.run(tasks, &|t| {
-        // SAFETY: task t owns buffer t and output columns [t*per, (t+1)*per) of every row.
+    threads.run(split.tasks, &|t| {
+        // SAFETY: task t owns buffer t and output columns split.range(t) of every row.
         let buf = unsafe { &mut *bufs.get().add(t) };
-        for j in t * per..((t + 1) * per).min(rows) {
+        for j in split.range(t) {
             w.dequantize_row(j, buf);
             for i in 0..m {
                 let xi = &x[i * cols..(i + 1) * cols];

@@ -55,7 +55,6 @@ pub(crate) fn matmul(
 
     // Made once per call rather than by every task.
     let strips = w.layout == crate::Layout::Strips;
-    assert!(vnni || !strips, "only the VNNI path reads strips");
     scratch.wide.clear();
     if wants_wide(w.ty, m, vnni) && !strips {
         scratch.wide.extend(scratch.act.iter().map(XWide::of));
@@ -67,8 +66,8 @@ pub(crate) fn matmul(
 
     // Tasks take whole strips.
     let align = if strips { pack::STRIP } else { 1 };
-    let (tasks, per) = crate::row_ranges(rows, threads.len(), align);
-    scratch.rows.resize_with(tasks, Default::default);
+    let split = crate::split::RowSplit::new(rows, threads.len(), align);
+    scratch.rows.resize_with(split.tasks, Default::default);
     let bufs = SharedMut(scratch.rows.as_mut_ptr());
     let outp = SharedMut(out.as_mut_ptr());
     let acts = Acts {
@@ -76,13 +75,15 @@ pub(crate) fn matmul(
         wide: &scratch.wide,
         sums: &scratch.sums,
     };
-    threads.run(tasks, &|t| {
-        // SAFETY: task t owns buffer t and output columns [t*per, (t+1)*per) of every row.
+    threads.run(split.tasks, &|t| {
+        // SAFETY: task t owns buffer t and output columns split.range(t) of every row.
         let buf = unsafe { &mut *bufs.get().add(t) };
-        let range = t * per..((t + 1) * per).min(rows);
+        let range = split.range(t);
         unsafe {
-            if strips {
+            if strips && vnni {
                 strips::rows_task(w, acts.groups, m, ngroups, range, outp, &mut buf.3)
+            } else if strips {
+                strips::avx2::rows_task(w, acts.groups, m, ngroups, range, outp, &mut buf.2)
             } else if vnni {
                 vnni::rows_task(w, acts, m, ngroups, range, outp, buf)
             } else {

@@ -269,3 +269,4 @@ unsafe fn rows<const T: u8>(
         }
     }
 }
+pub(crate) mod avx2;

@@ -150,7 +150,7 @@ macro_rules! tile_kernels {
             /// sequence's tokens.
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn dot_tile<const R: usize>(
+            pub(crate) unsafe fn dot_tile<const R: usize>(
                 tiles: &[WTile],
                 a: [&[AGroup]; R],
                 last_blocks: usize,

@@ -170,7 +170,7 @@ fn a_row_is_the_same_alone_and_in_any_batch() {
     }
 }
 
-/// The paths that read strips (VNNI, and Portable row by row) stay within the int8 error bound
+/// Every path that reads strips (VNNI, AVX2 for Q4, Portable row by row) stays within the int8 error bound
 /// of the reference on them, for every pass shape (1 to 4 activation rows a pass and the rest,
 /// tiles above 8) and for groups cut short at the end of a row.
 #[test]
@@ -180,8 +180,9 @@ fn strips_match_the_reference_on_every_path() {
         for nblocks in [2, 9, 19] {
             let w = random_matrix(ty, 32, 32 * nblocks, 50 + nblocks as u64);
             for path in supported_isas() {
-                if path == Isa::Avx512Vnni {
-                    assert_eq!(w.for_path(path).layout(), Layout::Strips, "{ty:?}");
+                let q4 = ty != QuantType::Q8_0;
+                if path == Isa::Avx512Vnni || (path == Isa::Avx2 && q4) {
+                    assert_eq!(w.for_path(path).layout(), Layout::Strips, "{path:?} {ty:?}");
                 }
                 for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 13] {
                     check_on(path, &w, m, 60 + m as u64, &threads);
@@ -191,35 +192,47 @@ fn strips_match_the_reference_on_every_path() {
     }
 }
 
-/// On the VNNI path, a matrix in strips gives the same bits as the same matrix in rows, for
-/// every batch size and for groups cut short at the end of a row.
+/// On every path that reads strips (VNNI: Q4_0, Q4_1, Q8_0; AVX2: Q4_0, Q4_1), a matrix in
+/// strips gives the same bits as the same matrix in rows, for every batch size and for groups
+/// cut short at the end of a row.
 #[test]
 fn strips_give_the_bits_rows_give() {
-    if !supported_isas().contains(&Isa::Avx512Vnni) {
-        eprintln!("no AVX-512 VNNI here: strips are not used");
-        return;
-    }
     let threads = Threads::new(2);
-    for ty in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0] {
-        for nblocks in [2, 8, 18, 19] {
-            let (rows, cols) = (48, 32 * nblocks);
-            let bytes = random_blocks(ty, rows, cols, 40 + nblocks as u64);
-            let strips = QMatrix::with_layout(ty, rows, cols, bytes.clone(), Layout::Strips)
-                .expect("valid sizes");
-            assert_eq!(strips.layout(), Layout::Strips);
-            let by_rows = QMatrix::with_layout(ty, rows, cols, bytes, Layout::Rows).unwrap();
-            for m in (1..=20).chain([33]) {
-                let x = random_activations(m * cols, m as u64);
-                let run = |w: &QMatrix| {
-                    let mut out = vec![f32::NAN; m * rows];
-                    let mut scratch = Scratch::default();
-                    matmul_on(Isa::Avx512Vnni, w, &x, m, &mut out, &mut scratch, &threads);
-                    out
-                };
-                let (a, b) = (run(&strips), run(&by_rows));
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&a), bits(&b), "{ty:?} {nblocks} blocks, m = {m}");
+    let mut checked = 0;
+    for path in supported_isas() {
+        for ty in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0] {
+            if path == Isa::Portable || Layout::for_path(path, ty, 48) != Layout::Strips {
+                continue;
+            }
+            for nblocks in [2, 8, 18, 19] {
+                let (rows, cols) = (48, 32 * nblocks);
+                let bytes = random_blocks(ty, rows, cols, 40 + nblocks as u64);
+                let strips = QMatrix::with_layout(ty, rows, cols, bytes.clone(), Layout::Strips)
+                    .expect("valid sizes");
+                assert_eq!(strips.layout(), Layout::Strips);
+                let by_rows = QMatrix::with_layout(ty, rows, cols, bytes, Layout::Rows).unwrap();
+                for m in (1..=20).chain([33]) {
+                    let x = random_activations(m * cols, m as u64);
+                    let run = |w: &QMatrix| {
+                        let mut out = vec![f32::NAN; m * rows];
+                        let mut scratch = Scratch::default();
+                        matmul_on(path, w, &x, m, &mut out, &mut scratch, &threads);
+                        out
+                    };
+                    let (a, b) = (run(&strips), run(&by_rows));
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&a),
+                        bits(&b),
+                        "{path:?} {ty:?} {nblocks} blocks, m = {m}"
+                    );
+                }
+                checked += 1;
             }
         }
+    }
+    // Every x86-64 CPU we take a fast path on has AVX2.
+    if supported_isas().contains(&Isa::Avx2) {
+        assert!(checked >= 8, "only {checked} layouts compared");
     }
 }
