@@ -192,7 +192,7 @@ pub enum Layout {
 impl Layout {
     /// The layout `path` reads fastest for a `ty` matrix of `rows` rows.
     pub fn for_path(path: Isa, ty: QuantType, rows: usize) -> Layout {
-        if reads_strips(path, ty) && pack::strips_apply(ty, rows) {
+        if strip_kernels(path, ty) && pack::strips_apply(ty, rows) {
             Layout::Strips
         } else {
             Layout::Rows
@@ -200,11 +200,13 @@ impl Layout {
     }
 }
 
-/// Whether `path` has kernels for `ty` in strips (Portable reads any layout row by row).
-fn reads_strips(path: Isa, ty: QuantType) -> bool {
+/// Whether `path` has kernels for `ty` in strips. Portable has none: it reads any layout, but
+/// strips only row by row through a gather, so its matrices stay in rows.
+fn strip_kernels(path: Isa, ty: QuantType) -> bool {
     match path {
-        Isa::Avx512Vnni | Isa::Portable => true,
+        Isa::Avx512Vnni => true,
         Isa::Avx2 => matches!(ty, QuantType::Q4_0 | QuantType::Q4_1),
+        Isa::Portable => false,
     }
 }
 
@@ -546,7 +548,7 @@ pub fn matmul_on(
         return;
     }
     assert!(
-        w.layout == Layout::Rows || reads_strips(path, w.ty),
+        w.layout == Layout::Rows || path == Isa::Portable || strip_kernels(path, w.ty),
         "{path:?} cannot read a matrix in strips (see QMatrix::for_path)"
     );
     let int8 = !matches!(w.ty, QuantType::F32 | QuantType::F16);
