@@ -200,30 +200,39 @@ fn strip_dwords(ty: QuantType, g: usize) -> impl Iterator<Item = (usize, usize)>
     (0..8 * vectors).map(move |slot| (fqs + 4 * slot, sqs + 64 * slot))
 }
 
-/// Rearranges 16 packed rows (`pack_row`'s layout, `rb` bytes each, one after another in
-/// `rows`) into one strip in `out` (same length).
-fn strip_of_rows(ty: QuantType, rows: &[u8], rb: usize, out: &mut [u8]) {
+/// Calls `mv(offset in the row, offset in the strip, length)` for every byte move between
+/// packed row `r` of a strip (`pack_row`'s layout, `rb` bytes) and the strip: each scale, min
+/// and quant dword, group by group. Laying out and reading back are the same moves in
+/// opposite directions.
+#[inline]
+fn strip_moves(ty: QuantType, rb: usize, r: usize, mut mv: impl FnMut(usize, usize, usize)) {
     let bb = ty.block_bytes();
     let nb = rb / bb;
     for gi in 0..nb.div_ceil(GROUP) {
         let g = group_len(nb, gi);
         let (fd, fm, _, _) = group_fields(ty, g);
         let (sd, sm, _) = strip_fields(ty, g);
-        let dst = &mut out[strip_group_offset(ty, rb, 0, gi)..];
-        for r in 0..STRIP {
-            let src = &rows[r * rb + gi * GROUP * bb..];
-            for k in 0..g {
-                let to = sd + 32 * k + 2 * r;
-                dst[to..to + 2].copy_from_slice(&src[fd + 2 * k..fd + 2 * k + 2]);
-                if has_min(ty) {
-                    let to = sm + 32 * k + 2 * r;
-                    dst[to..to + 2].copy_from_slice(&src[fm + 2 * k..fm + 2 * k + 2]);
-                }
-            }
-            for (from, to) in strip_dwords(ty, g) {
-                dst[to + 4 * r..to + 4 * r + 4].copy_from_slice(&src[from..from + 4]);
+        let (row0, strip0) = (gi * GROUP * bb, strip_group_offset(ty, rb, 0, gi));
+        for k in 0..g {
+            mv(row0 + fd + 2 * k, strip0 + sd + 32 * k + 2 * r, 2);
+            if has_min(ty) {
+                mv(row0 + fm + 2 * k, strip0 + sm + 32 * k + 2 * r, 2);
             }
         }
+        for (from, to) in strip_dwords(ty, g) {
+            mv(row0 + from, strip0 + to + 4 * r, 4);
+        }
+    }
+}
+
+/// Rearranges 16 packed rows (`pack_row`'s layout, `rb` bytes each, one after another in
+/// `rows`) into one strip in `out` (same length).
+fn strip_of_rows(ty: QuantType, rows: &[u8], rb: usize, out: &mut [u8]) {
+    for r in 0..STRIP {
+        let row = &rows[r * rb..(r + 1) * rb];
+        strip_moves(ty, rb, r, |ro, so, n| {
+            out[so..so + n].copy_from_slice(&row[ro..ro + n])
+        });
     }
 }
 
@@ -242,27 +251,10 @@ pub(crate) fn strip_matrix(ty: QuantType, rows: usize, cols: usize, mut data: Ve
 
 /// Rebuilds packed row `j` (`pack_row`'s layout) of a matrix in strips into `out` (`rb` long).
 pub(crate) fn row_of_strips(ty: QuantType, data: &[u8], rb: usize, j: usize, out: &mut [u8]) {
-    let bb = ty.block_bytes();
-    let nb = rb / bb;
-    let (s, r) = (j / STRIP, j % STRIP);
-    for gi in 0..nb.div_ceil(GROUP) {
-        let g = group_len(nb, gi);
-        let (fd, fm, _, _) = group_fields(ty, g);
-        let (sd, sm, _) = strip_fields(ty, g);
-        let src = &data[strip_group_offset(ty, rb, s, gi)..];
-        let dst = &mut out[gi * GROUP * bb..];
-        for k in 0..g {
-            let from = sd + 32 * k + 2 * r;
-            dst[fd + 2 * k..fd + 2 * k + 2].copy_from_slice(&src[from..from + 2]);
-            if has_min(ty) {
-                let from = sm + 32 * k + 2 * r;
-                dst[fm + 2 * k..fm + 2 * k + 2].copy_from_slice(&src[from..from + 2]);
-            }
-        }
-        for (to, from) in strip_dwords(ty, g) {
-            dst[to..to + 4].copy_from_slice(&src[from + 4 * r..from + 4 * r + 4]);
-        }
-    }
+    let strip = &data[j / STRIP * STRIP * rb..];
+    strip_moves(ty, rb, j % STRIP, |ro, so, n| {
+        out[ro..ro + n].copy_from_slice(&strip[so..so + n])
+    });
 }
 
 /// Rebuilds ggml row bytes (`cols / 32` blocks) from a packed row.

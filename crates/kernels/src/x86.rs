@@ -78,6 +78,12 @@ pub(crate) fn wants_wide(ty: QuantType, m: usize, vnni: bool) -> bool {
     vnni && m <= FUSED_MAX_M && matches!(ty, QuantType::Q4_0 | QuantType::Q4_1)
 }
 
+/// Blocks in the last group of a row of `cols` weights in a 32-weight format (rows are padded
+/// to an even block count); the tile kernels skip the rest.
+fn last_blocks(cols: usize) -> usize {
+    ((cols / 32).next_multiple_of(2) - 1) % GROUP + 1
+}
+
 /// Position of block b in a reduced group: the reduction yields blocks in the order
 /// [0, 2, 4, 6, 1, 3, 5, 7] (called ORDER in the docs above).
 const POS: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];

@@ -229,7 +229,7 @@ unsafe fn rows<const T: u8>(
     if m > DIRECT_MAX_M {
         tiles.resize(ngroups, super::wide::ZERO_T16);
     }
-    let last_blocks = ((w.cols / 32).next_multiple_of(2) - 1) % GROUP + 1;
+    let last_blocks = last_blocks(w.cols);
     for s in range.start / pack::STRIP..range.end / pack::STRIP {
         let j0 = s * pack::STRIP;
         if m > DIRECT_MAX_M {

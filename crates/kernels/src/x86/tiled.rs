@@ -150,7 +150,7 @@ macro_rules! tile_kernels {
             /// sequence's tokens.
             #[inline]
             #[target_feature(enable = $features)]
-            pub(crate) unsafe fn dot_tile<const R: usize>(
+            unsafe fn dot_tile<const R: usize>(
                 tiles: &[WTile],
                 a: [&[AGroup]; R],
                 last_blocks: usize,
@@ -217,31 +217,48 @@ macro_rules! tile_kernels {
                         }
                     }
                     build_tiles(&buf.0, ngroups, &mut buf.2);
-                    let last_blocks = ((w.cols / 32).next_multiple_of(2) - 1) % GROUP + 1;
-                    let a = |i: usize| &act[i * ngroups..(i + 1) * ngroups];
-                    let store = |i: usize, v: __m256| {
-                        let o = out.get().add(i * w.rows + j0);
-                        if n == 8 {
-                            _mm256_storeu_ps(o, v);
-                        } else {
-                            let mut tmp = [0f32; 8];
-                            _mm256_storeu_ps(tmp.as_mut_ptr(), v);
-                            std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, n);
-                        }
-                    };
-                    let mut i = 0;
-                    while i + TILE_ACT_ROWS <= m {
-                        let rows = std::array::from_fn(|r| a(i + r));
-                        let v = dot_tile::<TILE_ACT_ROWS>(&buf.2, rows, last_blocks);
-                        for (r, v) in v.into_iter().enumerate() {
-                            store(i + r, v);
-                        }
-                        i += TILE_ACT_ROWS;
-                    }
-                    for i in i..m {
-                        store(i, dot_tile::<1>(&buf.2, [a(i)], last_blocks)[0]);
-                    }
+                    let last_blocks = last_blocks(w.cols);
+                    sweep_tiles(&buf.2, act, m, ngroups, last_blocks, out.at(j0), w.rows, n);
                     j0 += n;
+                }
+            }
+
+            /// Every one of the `m` activation rows dotted with the 8 weight rows in `tiles`,
+            /// row `i`'s first `n` results stored at `out + i * stride`.
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn sweep_tiles(
+                tiles: &[WTile],
+                act: &[AGroup],
+                m: usize,
+                ngroups: usize,
+                last_blocks: usize,
+                out: SharedMut<f32>,
+                stride: usize,
+                n: usize,
+            ) {
+                let a = |i: usize| &act[i * ngroups..(i + 1) * ngroups];
+                let store = |i: usize, v: __m256| {
+                    let o = out.get().add(i * stride);
+                    if n == 8 {
+                        _mm256_storeu_ps(o, v);
+                    } else {
+                        let mut tmp = [0f32; 8];
+                        _mm256_storeu_ps(tmp.as_mut_ptr(), v);
+                        std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, n);
+                    }
+                };
+                let mut i = 0;
+                while i + TILE_ACT_ROWS <= m {
+                    let rows = std::array::from_fn(|r| a(i + r));
+                    let v = dot_tile::<TILE_ACT_ROWS>(tiles, rows, last_blocks);
+                    for (r, v) in v.into_iter().enumerate() {
+                        store(i + r, v);
+                    }
+                    i += TILE_ACT_ROWS;
+                }
+                for i in i..m {
+                    store(i, dot_tile::<1>(tiles, [a(i)], last_blocks)[0]);
                 }
             }
 

@@ -282,7 +282,7 @@ pub(super) unsafe fn rows16<const Q6: bool>(
             }
         }
     }
-    let last_blocks = ((w.cols / 32).next_multiple_of(2) - 1) % GROUP + 1;
+    let last_blocks = last_blocks(w.cols);
     let sc = if Q6 { &buf.4[..] } else { &[][..] };
     sweep16::<Q6>(
         &buf.3,

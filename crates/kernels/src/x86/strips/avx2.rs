@@ -8,7 +8,7 @@
 //! layout or the batch.
 
 use super::*;
-use crate::x86::avx2::dot_tile;
+use crate::x86::avx2::sweep_tiles;
 
 /// Half `h` (rows `8h..8h + 8`) of strip `s` of `w` as one [`WTile`] per group.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -189,37 +189,33 @@ pub(crate) unsafe fn rows_task(
     out: SharedMut<f32>,
     tiles: &mut Vec<WTile>,
 ) {
-    tiles.resize(ngroups, ZERO_T);
-    let last_blocks = ((w.cols / 32).next_multiple_of(2) - 1) % GROUP + 1;
-    let a = |i: usize| &act[i * ngroups..(i + 1) * ngroups];
-    if m <= DIRECT_MAX_M {
-        return match w.ty {
-            QuantType::Q4_0 => direct::<0>(w, act, m, ngroups, range, out),
-            QuantType::Q4_1 => direct::<1>(w, act, m, ngroups, range, out),
-            ty => unreachable!("{ty:?} is never laid out in strips for AVX2"),
-        };
+    match w.ty {
+        QuantType::Q4_0 => rows::<0>(w, act, m, ngroups, range, out, tiles),
+        QuantType::Q4_1 => rows::<1>(w, act, m, ngroups, range, out, tiles),
+        ty => unreachable!("{ty:?} is never laid out in strips for AVX2"),
     }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows<const T: u8>(
+    w: &QMatrix,
+    act: &[AGroup],
+    m: usize,
+    ngroups: usize,
+    range: Range<usize>,
+    out: SharedMut<f32>,
+    tiles: &mut Vec<WTile>,
+) {
+    if m <= DIRECT_MAX_M {
+        return direct::<T>(w, act, m, ngroups, range, out);
+    }
+    tiles.resize(ngroups, ZERO_T);
+    let last_blocks = last_blocks(w.cols);
     for s in range.start / pack::STRIP..range.end / pack::STRIP {
         for h in 0..2 {
-            match w.ty {
-                QuantType::Q4_0 => half_tiles::<0>(w, s, h, tiles),
-                QuantType::Q4_1 => half_tiles::<1>(w, s, h, tiles),
-                ty => unreachable!("{ty:?} is never laid out in strips for AVX2"),
-            }
+            half_tiles::<T>(w, s, h, tiles);
             let j0 = s * pack::STRIP + 8 * h;
-            let store = |i: usize, v: __m256| _mm256_storeu_ps(out.get().add(i * w.rows + j0), v);
-            let mut i = 0;
-            while i + TILE_ACT_ROWS <= m {
-                let rows = std::array::from_fn(|r| a(i + r));
-                let v = dot_tile::<TILE_ACT_ROWS>(tiles, rows, last_blocks);
-                for (r, v) in v.into_iter().enumerate() {
-                    store(i + r, v);
-                }
-                i += TILE_ACT_ROWS;
-            }
-            for i in i..m {
-                store(i, dot_tile::<1>(tiles, [a(i)], last_blocks)[0]);
-            }
+            sweep_tiles(tiles, act, m, ngroups, last_blocks, out.at(j0), w.rows, 8);
         }
     }
 }
