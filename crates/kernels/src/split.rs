@@ -54,7 +54,9 @@ mod tests {
             for t in 0..split.tasks {
                 let r = split.range(t);
                 assert_eq!(r.start, next);
-                assert!(r.start % align == 0 && (r.end % align == 0 || r.end == rows));
+                assert!(
+                    r.start.is_multiple_of(align) && (r.end.is_multiple_of(align) || r.end == rows)
+                );
                 sizes.push(r.len());
                 next = r.end;
             }

@@ -770,6 +770,14 @@ macro_rules! isa_kernels {
                     }
                 }
                 let kind = dot_kind(w.ty, VNNI);
+                if kind == Dot::Signed {
+                    // Q8_0 on AVX2 has no tile path, and the fused kernel beats the unpacking
+                    // one below at every batch size: `model_sweep 2 20 0 m avx2` (the LM head
+                    // alone, 2 threads, best of 20, 3 interleaved rounds) gave 14.7-15.8 ms
+                    // against 8.6-13.0 at m = 16, 25.9-29.6 against 18.9-21.9 at m = 32. Blocking
+                    // the weight rows for L2 and the activation rows for L1 did not beat it.
+                    return rows_packed::<4>(w, act, xw, m, ngroups, range, out);
+                }
                 if kind == Dot::Unsigned && m >= TILE_MIN_M {
                     return rows_tiled(w, act, m, ngroups, range, out, buf);
                 }
@@ -812,7 +820,7 @@ macro_rules! isa_kernels {
                             let wg = &buf.0[r * ngroups..(r + 1) * ngroups];
                             *o.add(r) = match kind {
                                 Dot::Unsigned => dot_unsigned(wg, a),
-                                Dot::Signed => dot_signed(wg, None, a),
+                                Dot::Signed => unreachable!("Q8_0 on AVX2 takes rows_packed"),
                                 Dot::SignedScaled => {
                                     dot_signed(wg, Some(&buf.1[r * ngroups..(r + 1) * ngroups]), a)
                                 }
