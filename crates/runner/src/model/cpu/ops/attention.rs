@@ -30,9 +30,11 @@ pub(in crate::model::cpu) const ATTN_ROWS: usize = 16;
 /// part it reads).
 pub(in crate::model::cpu) type Scores = [[f32; KEY_CHUNK]; ATTN_ROWS];
 
-/// Most rows the AVX2 kernels take at once (16 registers); bigger groups are split.
+/// Most rows the AVX2 kernels take at once: 12 accumulators (6 rows x 16 keys or dimensions),
+/// the two key or value vectors they share and a broadcast fill the 16 registers, so each f16
+/// conversion serves 6 rows. Bigger groups are split.
 #[cfg(target_arch = "x86_64")]
-const NARROW_ROWS: usize = 4;
+const NARROW_ROWS: usize = 6;
 
 /// Key blocks in one chunk.
 pub(in crate::model::cpu) const CHUNK_BLOCKS: usize = KEY_CHUNK / KEY_BLOCK;
@@ -277,18 +279,24 @@ mod x86 {
         let mut d0 = 0;
         while d0 < hd {
             let mut acc = [[_mm256_setzero_ps(); ND]; R];
-            for j in j0..j1 {
-                let block = kv.v.get_unchecked((j - c0) / KEY_BLOCK).as_ptr();
-                let vj = block.add((j % KEY_BLOCK) * hd + d0);
-                let vv: [__m256; ND] = std::array::from_fn(|n| {
-                    _mm256_cvtph_ps(_mm_loadu_si128(vj.add(8 * n) as *const __m128i))
-                });
-                for r in 0..R {
-                    let p = _mm256_set1_ps(*s[r].get_unchecked(j - j0));
-                    for n in 0..ND {
-                        acc[r][n] = _mm256_fmadd_ps(p, vv[n], acc[r][n]);
+            // Block by block, so that a key's values are found by an offset within its block.
+            let mut j = j0;
+            while j < j1 {
+                let block = kv.v.get_unchecked((j - c0) / KEY_BLOCK).as_ptr().add(d0);
+                let sj = j - j0;
+                for k in 0..KEY_BLOCK {
+                    let vj = block.add(k * hd);
+                    let vv: [__m256; ND] = std::array::from_fn(|n| {
+                        _mm256_cvtph_ps(_mm_loadu_si128(vj.add(8 * n) as *const __m128i))
+                    });
+                    for r in 0..R {
+                        let p = _mm256_set1_ps(*s[r].get_unchecked(sj + k));
+                        for n in 0..ND {
+                            acc[r][n] = _mm256_fmadd_ps(p, vv[n], acc[r][n]);
+                        }
                     }
                 }
+                j += KEY_BLOCK;
             }
             for r in 0..R {
                 let o = partial.as_mut_ptr().add(r * stride + d0);
@@ -316,20 +324,28 @@ mod x86 {
             1 => scores::<1>(a, kv, c0, j0, j1, s),
             2 => scores::<2>(a, kv, c0, j0, j1, s),
             3 => scores::<3>(a, kv, c0, j0, j1, s),
-            _ => scores::<4>(a, kv, c0, j0, j1, s),
+            4 => scores::<4>(a, kv, c0, j0, j1, s),
+            5 => scores::<5>(a, kv, c0, j0, j1, s),
+            _ => scores::<6>(a, kv, c0, j0, j1, s),
         }
         softmax_rows(a, j0, j1, s, partial);
+        // Up to 2 rows, 4 vectors of dimensions each; from 3, 2 (12 accumulators at most).
         let nd8 = hd / 8;
         match (rows, nd8.is_multiple_of(4), nd8.is_multiple_of(2)) {
             (1, true, _) => weighted_values::<1, 4>(a, kv, c0, j0, j1, s, partial),
+            (2, true, _) => weighted_values::<2, 4>(a, kv, c0, j0, j1, s, partial),
             (1, false, true) => weighted_values::<1, 2>(a, kv, c0, j0, j1, s, partial),
+            (2, false, true) => weighted_values::<2, 2>(a, kv, c0, j0, j1, s, partial),
             (1, false, false) => weighted_values::<1, 1>(a, kv, c0, j0, j1, s, partial),
-            (2, _, true) => weighted_values::<2, 2>(a, kv, c0, j0, j1, s, partial),
-            (2, _, false) => weighted_values::<2, 1>(a, kv, c0, j0, j1, s, partial),
+            (2, false, false) => weighted_values::<2, 1>(a, kv, c0, j0, j1, s, partial),
             (3, _, true) => weighted_values::<3, 2>(a, kv, c0, j0, j1, s, partial),
             (3, _, false) => weighted_values::<3, 1>(a, kv, c0, j0, j1, s, partial),
-            (_, _, true) => weighted_values::<4, 2>(a, kv, c0, j0, j1, s, partial),
-            (_, _, false) => weighted_values::<4, 1>(a, kv, c0, j0, j1, s, partial),
+            (4, _, true) => weighted_values::<4, 2>(a, kv, c0, j0, j1, s, partial),
+            (4, _, false) => weighted_values::<4, 1>(a, kv, c0, j0, j1, s, partial),
+            (5, _, true) => weighted_values::<5, 2>(a, kv, c0, j0, j1, s, partial),
+            (5, _, false) => weighted_values::<5, 1>(a, kv, c0, j0, j1, s, partial),
+            (_, _, true) => weighted_values::<6, 2>(a, kv, c0, j0, j1, s, partial),
+            (_, _, false) => weighted_values::<6, 1>(a, kv, c0, j0, j1, s, partial),
         }
     }
 }
