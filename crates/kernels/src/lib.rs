@@ -26,6 +26,7 @@
 //! - `m <= 8` (decode and small batches), 32-weight formats: each weight group is unpacked in
 //!   registers and dotted with up to 4 activation rows (2 on AVX2) before the next is loaded;
 //!   about 1.4-2.2x the old per-row passes at m = 2-8 on SmolLM2's shapes;
+//!   Q8_0 on AVX2 (signed weights, no tile path) takes this kernel at every `m`;
 //! - `m < 8`, other formats: each weight row is unpacked once into an L1-resident buffer (a
 //!   block of rows at a time) and swept by every activation row;
 //! - `m >= 8` (prefill, big batches), unsigned formats (from 9 for 32-weight ones): 8 unpacked rows are interleaved so one
