@@ -469,16 +469,16 @@ macro_rules! isa_kernels {
                 hsum_ps(acc)
             }
 
-            /// The same for i8 weights, optionally with per-16 i16 scales.
+            /// The same for i8 weights with per-16 i16 scales (Q6_K; Q8_0 on AVX2 takes
+            /// `rows_packed` at every batch size).
             #[inline]
             #[target_feature(enable = $features)]
-            unsafe fn dot_signed(w: &[WGroup], ws: Option<&[WScales]>, a: &[AGroup]) -> f32 {
-                let ones = _mm256_set1_epi16(1);
+            unsafe fn dot_signed(w: &[WGroup], ws: &[WScales], a: &[AGroup]) -> f32 {
                 let mut acc = _mm256_setzero_ps();
                 for (gi, (wg, ag)) in w.iter().zip(a).enumerate() {
                     let wq = wg.q.as_ptr() as *const __m256i;
                     let xq = ag.q.as_ptr() as *const __m256i;
-                    let sc = ws.map(|s| s[gi].s.as_ptr() as *const __m256i);
+                    let sc = ws[gi].s.as_ptr() as *const __m256i;
                     let mut s = [_mm256_setzero_si256(); 4];
                     for (p, sp) in s.iter_mut().enumerate() {
                         let (wl, wh) = (
@@ -493,13 +493,10 @@ macro_rules! isa_kernels {
                             _mm256_maddubs_epi16(_mm256_abs_epi8(wl), _mm256_sign_epi8(xl, wl));
                         let ph =
                             _mm256_maddubs_epi16(_mm256_abs_epi8(wh), _mm256_sign_epi8(xh, wh));
-                        let (sl, sh) = match sc {
-                            Some(sc) => (
-                                _mm256_load_si256(sc.add(2 * p)),
-                                _mm256_load_si256(sc.add(2 * p + 1)),
-                            ),
-                            None => (ones, ones),
-                        };
+                        let (sl, sh) = (
+                            _mm256_load_si256(sc.add(2 * p)),
+                            _mm256_load_si256(sc.add(2 * p + 1)),
+                        );
                         *sp =
                             _mm256_add_epi32(_mm256_madd_epi16(pl, sl), _mm256_madd_epi16(ph, sh));
                     }
@@ -822,7 +819,7 @@ macro_rules! isa_kernels {
                                 Dot::Unsigned => dot_unsigned(wg, a),
                                 Dot::Signed => unreachable!("Q8_0 on AVX2 takes rows_packed"),
                                 Dot::SignedScaled => {
-                                    dot_signed(wg, Some(&buf.1[r * ngroups..(r + 1) * ngroups]), a)
+                                    dot_signed(wg, &buf.1[r * ngroups..(r + 1) * ngroups], a)
                                 }
                             };
                         }
